@@ -31,8 +31,63 @@ gen: $(STAMP) ## regenerate the Python code from proto/
 cert: $(GEN) ## generate the CA, server and client certificates in certs/ (kept if still valid)
 	@$(PY) -m pcbook.certs
 
-.PHONY: setup gen cert help
+# Everything a lesson, a server or a client needs: environment, generated code, valid certificates.
+READY := $(GEN) cert
+
+## The tutorial's own targets (run each in its own terminal, as in the lecture)
+server: $(READY) ## server on 8080 without TLS
+	@$(PY) -m pcbook.server --port 8080
+server-tls: $(READY) ## server on 8080 with mutual TLS
+	@$(PY) -m pcbook.server --port 8080 --tls
+server1: $(READY) ## server1 on 50051 without TLS
+	@$(PY) -m pcbook.server --port 50051
+server2: $(READY) ## server2 on 50052 without TLS
+	@$(PY) -m pcbook.server --port 50052
+server1-tls: $(READY) ## server1 on 50051 with TLS (CLIENT_AUTH=none for server-side TLS only)
+	@$(PY) -m pcbook.server --port 50051 --tls --client-auth $(or $(CLIENT_AUTH),require)
+server2-tls: $(READY) ## server2 on 50052 with TLS (CLIENT_AUTH=none for server-side TLS only)
+	@$(PY) -m pcbook.server --port 50052 --tls --client-auth $(or $(CLIENT_AUTH),require)
+client: $(READY) ## the client, plaintext, against 0.0.0.0:8080
+	@$(PY) -m pcbook.client --address 0.0.0.0:8080
+client-tls: $(READY) ## the client with mutual TLS against 0.0.0.0:8080
+	@$(PY) -m pcbook.client --address 0.0.0.0:8080 --tls
+
+## Lessons (N = the lesson number; `make list` shows them all)
+lesson-%: $(READY) ## replay lesson N on a real stack and check it (KEEP=1 leaves the stack up)
+	@$(PY) -m pcbook.workbook lesson $* $(if $(KEEP),--keep)
+check-%: $(READY) ## run lesson N's checkpoint (CONF=path/to/nginx.conf checks your own config)
+	@$(PY) -m pcbook.workbook check $* $(if $(CONF),--conf $(CONF))
+nginx-%: $(READY) ## start only nginx with lesson N's config (CONF=... for your own), until Ctrl-C
+	@$(PY) -m pcbook.workbook nginx $* $(if $(CONF),--conf $(CONF))
+list: $(GEN) ## list the lessons
+	@$(PY) -m pcbook.workbook list
+progress: $(READY) ## run every checkpoint and show which lessons pass
+	@$(PY) -m pcbook.workbook progress
+stop: ## stop anything a lesson left running (servers, nginx) after a crash
+	@test -x $(PY) && $(PY) -m pcbook.workbook stop || true
+
+## Notebooks, docs, benchmarks
+lab: $(READY) ## open JupyterLab on lessons/
+	@$(VENV)/bin/jupyter lab --notebook-dir=lessons
+docs: $(GEN) ## serve the docs site on http://127.0.0.1:8000
+	@$(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8000
+bench: $(READY) ## measure the cost of the hop and the gain of scale-out; prints a table, writes a chart
+	@$(PY) -m pcbook.bench
+
+## Quality
+lint: $(GEN) ## ruff
+	@$(VENV)/bin/ruff check .
+test: $(READY) ## everything: lint, unit and end-to-end tests, checkpoints, notebooks, docs build
+	@$(VENV)/bin/ruff check .
+	@$(PY) -m pytest
+	@$(VENV)/bin/mkdocs build --strict --quiet --site-dir .run/site
+
+clean: ## remove generated code, certificates and run folders (keeps .venv)
+	rm -rf pcbook/pb/*_pb2*.py pcbook/pb/*_pb2*.pyi certs/*.pem .run site
+
+.PHONY: setup gen cert help server server-tls server1 server2 server1-tls server2-tls client client-tls \
+	list progress stop lab docs bench lint test clean
 help: ## list the targets
 	@echo "The gRPC load-balancing workbook"
 	@echo
-	@grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([^:]+):.*## (.*)/  make \1|\2/' | awk -F'|' '{printf "%-28s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([^:]+):.*## (.*)/  make \1|\2/' | sed 's/%/N/' | awk -F'|' '{printf "%-28s %s\n", $$1, $$2}'

@@ -1,0 +1,344 @@
+"""Every lesson of the workbook, in one place.
+
+The Makefile (`make lesson-N`, `make check-N`, `make help`), the notebooks, the checkpoint tests and
+the docs all read this module. A lesson is a story of steps; each step is a state of the stack
+(which servers with which flags, which nginx config, which client run) and what that state must show.
+The steps marked ``checkpoint`` prove the lesson's outcome; `make check-N CONF=...` replays them with a
+learner's nginx config instead of the lesson's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pcbook.paths import NGINX_DIR
+
+AUTH_LOGIN = "/techschool_pcbook.AuthService/Login"
+CREATE_LAPTOP = "/techschool_pcbook.LaptopService/CreateLaptop"
+NGINX_PORT = 8080
+# Where `make docs` (mkdocs serve) shows the site; notebooks link their page there.
+DOCS_URL = "http://127.0.0.1:8000/"
+
+
+@dataclass(frozen=True)
+class Server:
+    """One pcbook server process."""
+
+    name: str
+    port: int
+    tls: bool = False
+    # "require" = mutual TLS (the tutorial's default); "none" = server-side TLS only.
+    client_auth: str = "require"
+
+    def args(self) -> list[str]:
+        args = ["--port", str(self.port)]
+        if self.tls:
+            args += ["--tls", "--client-auth", self.client_auth]
+        return args
+
+    def describe(self) -> str:
+        if not self.tls:
+            return f"{self.name} on {self.port} (plaintext)"
+        kind = "mutual TLS" if self.client_auth == "require" else "server-side TLS"
+        return f"{self.name} on {self.port} ({kind})"
+
+
+@dataclass(frozen=True)
+class Client:
+    """One run (or several) of the tutorial's client."""
+
+    tls: bool = False
+    address: str = f"0.0.0.0:{NGINX_PORT}"
+    runs: int = 1
+
+    def args(self) -> list[str]:
+        return ["--address", self.address] + (["--tls"] if self.tls else [])
+
+    def make_target(self) -> str:
+        return "client-tls" if self.tls else "client"
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What a step must show. Every field left at its default is not checked."""
+
+    ok: bool = True  # the client exits 0; False: it must fail
+    client_says: str | None = None  # regex the client's output must match
+    nginx_error: str | None = None  # regex a line of nginx's error log must match
+    # Every server listed got at least one call (round robin reached them all).
+    spread: tuple[str, ...] = ()
+    # method -> the only servers allowed to serve it (and at least one of them must).
+    routes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    access_posts: int | None = None  # at least this many POST lines in nginx's access log
+
+    def describe(self) -> list[str]:
+        """Plain-English claims, for the docs and the runner's output."""
+        claims = ["the client succeeds" if self.ok else "the client fails"]
+        if self.client_says:
+            claims.append(f"the client prints /{self.client_says}/")
+        if self.nginx_error:
+            claims.append(f"nginx's error log shows /{self.nginx_error}/")
+        if self.spread:
+            claims.append("calls reach " + " and ".join(self.spread))
+        for method, servers in self.routes.items():
+            claims.append(f"{method} is served only by {' or '.join(servers)}")
+        if self.access_posts:
+            claims.append(f"nginx's access log shows {self.access_posts} POST lines")
+        return claims
+
+
+@dataclass(frozen=True)
+class Step:
+    title: str
+    servers: tuple[Server, ...]
+    client: Client
+    expect: Expect
+    why: str  # one or two sentences: the cause of what the learner sees
+    nginx: str | None = None  # a file name in nginx/
+    checkpoint: bool = False
+
+
+@dataclass(frozen=True)
+class Lesson:
+    number: int
+    slug: str
+    title: str
+    goal: str
+    steps: tuple[Step, ...] = ()
+    # Lessons beyond the tutorial drive their own story: a function taking the runner's context.
+    scenario: Callable[..., object] | None = None
+    claims: tuple[str, ...] = ()  # what a scenario's checkpoint proves, for the docs
+
+    @property
+    def target(self) -> str:
+        return f"lesson-{self.number}"
+
+    @property
+    def doc_page(self) -> str:
+        """Path of the lesson's page inside docs/."""
+        return f"lessons/{self.number:02d}-{self.slug}.md"
+
+    @property
+    def doc_url(self) -> str:
+        return f"{DOCS_URL}lessons/{self.number:02d}-{self.slug}/"
+
+    @property
+    def notebook(self) -> str:
+        return f"lessons/{self.number:02d}-{self.slug}.ipynb"
+
+    @property
+    def checkpoint_steps(self) -> tuple[Step, ...]:
+        return tuple(s for s in self.steps if s.checkpoint)
+
+    @property
+    def nginx_configs(self) -> list[Path]:
+        """The lesson's own configs in story order, without repeats."""
+        names = dict.fromkeys(s.nginx for s in self.steps if s.nginx)
+        return [NGINX_DIR / n for n in names]
+
+    @property
+    def exercise(self) -> Path | None:
+        path = NGINX_DIR / "exercises" / f"lesson-{self.number}.conf"
+        return path if path.exists() else None
+
+    @property
+    def checkpoint_config(self) -> Path | None:
+        """The nginx config the checkpoint uses unless a learner passes their own."""
+        names = [s.nginx for s in self.checkpoint_steps if s.nginx]
+        return NGINX_DIR / names[-1] if names else None
+
+
+def _plain(name: str, port: int) -> Server:
+    return Server(name, port)
+
+
+def _mtls(name: str, port: int) -> Server:
+    return Server(name, port, tls=True, client_auth="require")
+
+
+def _server_tls(name: str, port: int) -> Server:
+    return Server(name, port, tls=True, client_auth="none")
+
+
+PLAIN_PAIR = (_plain("server1", 50051), _plain("server2", 50052))
+MTLS_PAIR = (_mtls("server1", 50051), _mtls("server2", 50052))
+SERVER_TLS_PAIR = (_server_tls("server1", 50051), _server_tls("server2", 50052))
+BOTH = ("server1", "server2")
+UNAVAILABLE = r"cannot create auth interceptor: rpc error: code = Unavailable desc = "
+
+LESSONS: tuple[Lesson, ...] = (
+    Lesson(
+        1,
+        "tls-flag",
+        "The TLS flag",
+        "Run the server and the client with and without TLS, and see what a mismatch looks like.",
+        steps=(
+            Step(
+                "server and client without TLS",
+                (_plain("server", NGINX_PORT),),
+                Client(),
+                Expect(ok=True, client_says=r"created laptop with id: "),
+                "Both sides speak plaintext HTTP/2, so every call goes through.",
+            ),
+            Step(
+                "server with TLS, client without",
+                (_mtls("server", NGINX_PORT),),
+                Client(),
+                Expect(ok=False, client_says=UNAVAILABLE),
+                "The client sends a plaintext HTTP/2 preface to a port that expects a TLS handshake; "
+                "the server closes the connection and the first call, Login, fails.",
+            ),
+            Step(
+                "server and client with TLS",
+                (_mtls("server", NGINX_PORT),),
+                Client(tls=True),
+                Expect(ok=True, client_says=r"created laptop with id: "),
+                "The client verifies the server's certificate against the CA and shows its own "
+                "certificate, which the server requires (mutual TLS).",
+                checkpoint=True,
+            ),
+        ),
+    ),
+    Lesson(
+        2,
+        "insecure-load-balancing",
+        "Load balancing insecure gRPC",
+        "Put nginx on 8080 in front of two plaintext servers and watch the calls alternate.",
+        steps=(
+            Step(
+                "nginx balances plaintext gRPC across server1 and server2",
+                PLAIN_PAIR,
+                Client(),
+                Expect(ok=True, spread=BOTH, access_posts=4),
+                "nginx accepts HTTP/2 on 8080 and passes each call (Login, then three CreateLaptop) "
+                "to the next server of the upstream in turn: round robin per call, not per connection.",
+                nginx="lesson-2.conf",
+                checkpoint=True,
+            ),
+        ),
+    ),
+    Lesson(
+        3,
+        "tls-at-nginx",
+        "TLS at nginx",
+        "Terminate mutual TLS at nginx while the backends stay plaintext.",
+        steps=(
+            Step(
+                "plaintext client against nginx with TLS",
+                PLAIN_PAIR,
+                Client(),
+                Expect(ok=False, client_says=UNAVAILABLE),
+                "nginx now expects a TLS handshake on 8080; the plaintext client's connection is closed.",
+                nginx="lesson-3.conf",
+                checkpoint=True,
+            ),
+            Step(
+                "TLS client against nginx with TLS",
+                PLAIN_PAIR,
+                Client(tls=True),
+                Expect(ok=True, spread=BOTH, access_posts=4),
+                "The client and nginx verify each other's certificates; nginx decrypts and forwards "
+                "each call in plaintext to the backends.",
+                nginx="lesson-3.conf",
+                checkpoint=True,
+            ),
+        ),
+    ),
+    Lesson(
+        4,
+        "tls-to-backends",
+        "TLS to the backends",
+        "Turn on TLS on the backends, break nginx twice as the tutorial does, then fix it.",
+        steps=(
+            Step(
+                "TLS backends, nginx still on grpc://",
+                MTLS_PAIR,
+                Client(tls=True),
+                Expect(
+                    ok=False,
+                    client_says=r"code = Unavailable desc = .*502",
+                    nginx_error=r"upstream prematurely closed connection|Connection reset by peer",
+                ),
+                "nginx speaks plaintext HTTP/2 to backends that expect TLS; they close the connection "
+                "and nginx answers the client with an HTML 502 Bad Gateway.",
+                nginx="lesson-3.conf",
+            ),
+            Step(
+                "grpcs:// against backends that require a client certificate",
+                MTLS_PAIR,
+                Client(tls=True),
+                Expect(ok=False, client_says=r"502", nginx_error=r"bad certificate|certificate required"),
+                "nginx now does TLS to the backends but shows no certificate; the backends require "
+                "one and abort the handshake.",
+                nginx="lesson-4.conf",
+            ),
+            Step(
+                "grpcs:// against backends with server-side TLS only",
+                SERVER_TLS_PAIR,
+                Client(tls=True),
+                Expect(ok=True, spread=BOTH, access_posts=4),
+                "The backends no longer ask for a client certificate (`--client-auth none`, the "
+                "tutorial's NoClientCert edit), so nginx's TLS handshake succeeds.",
+                nginx="lesson-4.conf",
+                checkpoint=True,
+            ),
+        ),
+    ),
+    Lesson(
+        5,
+        "mutual-tls-to-backends",
+        "Mutual TLS between nginx and the backends",
+        "Give nginx a client certificate so the backends can require one again.",
+        steps=(
+            Step(
+                "backends require a client certificate again, nginx shows none",
+                MTLS_PAIR,
+                Client(tls=True),
+                Expect(ok=False, nginx_error=r"bad certificate|certificate required"),
+                "Back to mutual TLS on the backends: lesson 4's config fails as before.",
+                nginx="lesson-4.conf",
+            ),
+            Step(
+                "nginx shows its certificate to the backends",
+                MTLS_PAIR,
+                Client(tls=True),
+                Expect(ok=True, spread=BOTH, access_posts=4),
+                "grpc_ssl_certificate and grpc_ssl_certificate_key give nginx a certificate signed by "
+                "the CA the backends trust: both hops are mutual TLS.",
+                nginx="lesson-5.conf",
+                checkpoint=True,
+            ),
+        ),
+    ),
+    Lesson(
+        6,
+        "routing-by-service",
+        "Routing by service",
+        "Send the auth service to server1 and the laptop service to server2, whatever the run.",
+        steps=(
+            Step(
+                "one upstream per service, two client runs",
+                MTLS_PAIR,
+                Client(tls=True, runs=2),
+                Expect(
+                    ok=True,
+                    routes={AUTH_LOGIN: ("server1",), CREATE_LAPTOP: ("server2",)},
+                ),
+                "Every gRPC call is a POST to /package.Service/Method, so a location per service "
+                "prefix picks the upstream; repeated runs keep the split.",
+                nginx="lesson-6.conf",
+                checkpoint=True,
+            ),
+        ),
+    ),
+)
+
+
+def get(number: int) -> Lesson:
+    for lesson in LESSONS:
+        if lesson.number == number:
+            return lesson
+    known = ", ".join(str(lesson.number) for lesson in LESSONS)
+    raise KeyError(f"there is no lesson {number}; the lessons are {known}")
