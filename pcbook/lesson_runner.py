@@ -1,0 +1,222 @@
+"""Replay a lesson's steps on real processes and judge each step.
+
+Between steps only what changed is restarted: servers whose flags differ, and nginx (always, as in the
+tutorial, which also clears nginx's memory of failed backends). Every process's output is streamed
+with its name as a prefix by the Stack.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from pcbook import checks, nginx, procs, tls
+from pcbook.lessons import NGINX_PORT, Lesson, Server, Step
+from pcbook.paths import NGINX_DIR
+
+CLIENT_TIMEOUT = 30.0  # seconds for one client run; the client itself gives up on a dead server after 5 s
+SETTLE_TIMEOUT = 3.0  # how long to wait for log lines that follow a client run (pipes and log tailing)
+READY_TIMEOUT = 15.0
+
+Echo = Callable[[str], None]
+
+
+@dataclass
+class StepResult:
+    step: Step
+    diffs: list[str]
+    seen: checks.Observation
+
+    @property
+    def passed(self) -> bool:
+        return not self.diffs
+
+
+@dataclass
+class LessonResult:
+    lesson: Lesson
+    steps: list[StepResult] = field(default_factory=list)
+    error: str | None = None  # the stack could not be brought up (busy port, missing binary, ...)
+
+    @property
+    def checkpoint_passed(self) -> bool:
+        marked = [r for r in self.steps if r.step.checkpoint]
+        return self.error is None and bool(marked) and all(r.passed for r in marked)
+
+    @property
+    def story_passed(self) -> bool:
+        return self.error is None and all(r.passed for r in self.steps)
+
+    def checkpoint_line(self) -> str:
+        name = f"checkpoint {self.lesson.target}"
+        if self.checkpoint_passed:
+            return f"{name}: passed"
+        if self.error:
+            return f"{name}: failed: {self.error}"
+        diffs = [d for r in self.steps if r.step.checkpoint for d in r.diffs]
+        return f"{name}: failed: {'; '.join(diffs) or 'no checkpoint step ran'}"
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-u", "-m", module, *args]
+
+
+def server_argv(server: Server) -> list[str]:
+    return python_module("pcbook.server", *server.args())
+
+
+def readiness_credentials(server: Server) -> grpc.ChannelCredentials | None:
+    # The client certificate satisfies both mutual TLS and server-side TLS only.
+    return tls.client_credentials() if server.tls else None
+
+
+class LessonRunner:
+    """Brings a Stack from one step's state to the next and judges each step."""
+
+    def __init__(self, stack: procs.Stack, echo: Echo | None = print) -> None:
+        self.stack = stack
+        self.echo = echo or (lambda _line: None)
+        self.running: dict[str, list[str]] = {}  # server name -> argv it runs with
+        self.nginx: nginx.NginxProcess | None = None
+
+    # -- bringing the stack to a step's state ------------------------------------------------------------
+    def apply(self, servers: tuple[Server, ...], conf: Path | None) -> None:
+        wanted = {s.name: s for s in servers}
+        if self.nginx is not None:
+            self.stack.stop(self.nginx.name)
+            self.nginx = None
+        for name in list(self.running):
+            if name not in wanted or self.running[name] != server_argv(wanted[name]):
+                self.stack.stop(name)
+                del self.running[name]
+        for name, server in wanted.items():
+            if name in self.running:
+                continue
+            argv = server_argv(server)
+            procs.check_port_free(server.port)
+            self.stack.start(name, argv)
+            self.running[name] = argv
+            self.stack.wait_ready(
+                name,
+                port=server.port,
+                health=f"127.0.0.1:{server.port}",
+                credentials=readiness_credentials(server),
+                timeout=READY_TIMEOUT,
+            )
+        if conf is not None:
+            self.nginx = nginx.start_nginx(self.stack, conf, port=NGINX_PORT)
+
+    # -- one step ------------------------------------------------------------------------------------------
+    def run_step(self, step: Step, conf: Path | None) -> StepResult:
+        self.apply(step.servers, conf)
+        mark = self.stack.mark()
+        client_ok = True
+        client_lines: list[str] = []
+        for _ in range(step.client.runs):
+            result = self.stack.run("client", python_module("pcbook.client", *step.client.args()),
+                                    timeout=CLIENT_TIMEOUT)
+            client_ok = client_ok and result.returncode == 0
+            client_lines += result.lines
+        seen = self._observe(mark, step, client_ok, client_lines)
+        return StepResult(step, checks.differences(step.expect, seen), seen)
+
+    def _observe(
+        self, mark: object, step: Step, client_ok: bool, client_lines: list[str]
+    ) -> checks.Observation:
+        deadline = time.monotonic() + SETTLE_TIMEOUT
+        while True:
+            seen = checks.Observation(client_ok=client_ok, client_lines=client_lines)
+            for name in self.running:
+                seen.calls += checks.calls_in(name, self.stack.lines_since(mark, name))
+            if self.nginx is not None:
+                seen.access_lines = self.nginx.access_log_lines()
+                seen.nginx_errors = self.nginx.error_log_lines()
+            if checks.settled(step.expect, seen, step.client.runs) or time.monotonic() > deadline:
+                return seen
+            self.stack.wait_for_output(0.05)
+
+
+def run_lesson(
+    lesson: Lesson,
+    *,
+    conf: Path | None = None,
+    checkpoint_only: bool = False,
+    keep: bool = False,
+    echo: Echo | None = print,
+) -> LessonResult:
+    """Replay a lesson (or only its checkpoint steps) and return what each step showed.
+
+    ``conf`` replaces the nginx config of the checkpoint steps (a learner's own file).
+    ``keep`` leaves the last step's stack running until Ctrl-C.
+    """
+    say = echo or (lambda _line: None)
+    result = LessonResult(lesson)
+    steps = lesson.checkpoint_steps if checkpoint_only else lesson.steps
+    say(f"== lesson {lesson.number}: {lesson.title}")
+    with procs.Stack(echo=echo) as stack:
+        runner = LessonRunner(stack, echo)
+        try:
+            for index, step in enumerate(steps, 1):
+                step_conf = _conf_for(step, conf)
+                _announce(say, index, len(steps), step, step_conf)
+                outcome = runner.run_step(step, step_conf)
+                result.steps.append(outcome)
+                _report(say, outcome)
+            if keep:
+                _hold(say, runner)
+        except (procs.PortBusyError, procs.NotReadyError, nginx.NginxError, tls.CertificateError) as err:
+            result.error = str(err)
+            say(f"!! {err}")
+    return result
+
+
+def _conf_for(step: Step, learner_conf: Path | None) -> Path | None:
+    if step.nginx is None:
+        return None
+    if learner_conf is not None and step.checkpoint:
+        return learner_conf
+    return NGINX_DIR / step.nginx
+
+
+def _announce(say: Echo, index: int, total: int, step: Step, conf: Path | None) -> None:
+    say("")
+    say(f"-- step {index}/{total}: {step.title}")
+    say(f"   servers: {', '.join(s.describe() for s in step.servers)}")
+    if conf is not None:
+        say(f"   nginx:   {_shown(conf)} on {NGINX_PORT}")
+    runs = f" (x{step.client.runs})" if step.client.runs > 1 else ""
+    say(f"   client:  make {step.client.make_target()}{runs}")
+    say(f"   expect:  {'; '.join(step.expect.describe())}")
+
+
+def _report(say: Echo, outcome: StepResult) -> None:
+    split = outcome.seen.split()
+    if split:
+        say("   calls:   " + "; ".join(f"{srv}: {', '.join(m)}" for srv, m in sorted(split.items())))
+    if outcome.passed:
+        say(f"   ok: {outcome.step.why}")
+    else:
+        for diff in outcome.diffs:
+            say(f"   DIFFERS: {diff}")
+
+
+def _hold(say: Echo, runner: LessonRunner) -> None:
+    names = ", ".join(runner.running) + (", nginx on 8080" if runner.nginx else "")
+    say("")
+    say(f"the stack stays up for you to explore ({names}); press Ctrl-C to stop it")
+    try:
+        runner.stack.wait_forever()
+    except KeyboardInterrupt:
+        say("stopping ...")
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

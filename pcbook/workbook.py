@@ -1,0 +1,184 @@
+"""The workbook's command line: `python -m pcbook.workbook lesson|check|nginx|list|progress|stop`.
+
+The Makefile's `lesson-N`, `check-N`, `nginx-N`, `list`, `progress` and `stop` targets call this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+from pcbook import lessons, nginx, procs
+from pcbook.lesson_runner import run_lesson
+from pcbook.paths import RUN_DIR
+
+
+def _lesson(number: int) -> lessons.Lesson:
+    try:
+        return lessons.get(number)
+    except KeyError as err:
+        raise SystemExit(str(err.args[0])) from None
+
+
+def _config(path: str | None) -> Path | None:
+    if path is None:
+        return None
+    conf = Path(path)
+    if not conf.is_file():
+        raise SystemExit(f"no nginx config at {conf}: pass CONF=path/to/nginx.conf (for example nginx/exercises/)")
+    return conf
+
+
+def cmd_lesson(args: argparse.Namespace) -> int:
+    lesson = _lesson(args.number)
+    result = run_lesson(lesson, keep=args.keep)
+    print()
+    for outcome in result.steps:
+        if not outcome.passed and not outcome.step.checkpoint:
+            print(f"step '{outcome.step.title}' did not show what the tutorial shows: {'; '.join(outcome.diffs)}")
+    print(result.checkpoint_line())
+    return 0 if result.story_passed and result.checkpoint_passed else 1
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    lesson = _lesson(args.number)
+    conf = _config(args.conf)
+    if conf is not None and lesson.checkpoint_config is None:
+        raise SystemExit(f"lesson {lesson.number} uses no nginx, so it takes no CONF")
+    result = run_lesson(lesson, conf=conf, checkpoint_only=True, echo=None if args.quiet else print)
+    print(result.checkpoint_line())
+    return 0 if result.checkpoint_passed else 1
+
+
+def cmd_nginx(args: argparse.Namespace) -> int:
+    lesson = _lesson(args.number)
+    conf = _config(args.conf) or lesson.checkpoint_config
+    if conf is None:
+        raise SystemExit(f"lesson {lesson.number} uses no nginx")
+    step = lesson.checkpoint_steps[-1]
+    with procs.Stack() as stack:
+        try:
+            nginx.start_nginx(stack, conf, port=lessons.NGINX_PORT)
+        except (procs.PortBusyError, nginx.NginxError) as err:
+            print(err, file=sys.stderr)
+            return 1
+        print(f"nginx is up on {lessons.NGINX_PORT} with {conf}. In other terminals, as in the tutorial:")
+        for server in step.servers:
+            print(f"  make {_make_target(server)}")
+        print(f"  make {step.client.make_target()}")
+        print("Ctrl-C stops nginx.")
+        try:
+            stack.wait_forever()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def _make_target(server: lessons.Server) -> str:
+    base = server.name if server.port != lessons.NGINX_PORT else "server"
+    if not server.tls:
+        return base
+    return f"{base}-tls" + (" CLIENT_AUTH=none" if server.client_auth == "none" else "")
+
+
+def cmd_list(_args: argparse.Namespace) -> int:
+    for lesson in lessons.LESSONS:
+        configs = ", ".join(p.name for p in lesson.nginx_configs) or "no nginx"
+        print(f"  make {lesson.target:<10} {lesson.title}  ({configs})")
+    return 0
+
+
+def cmd_progress(_args: argparse.Namespace) -> int:
+    """Check each lesson's exercise (nginx/exercises/lesson-N.conf): the learner's own work."""
+    print("Checking your exercises in nginx/exercises/ (edit them, then run this again) ...")
+    rows = []
+    for lesson in lessons.LESSONS:
+        exercise = lesson.exercise
+        if lesson.checkpoint_config is not None and exercise is None:
+            continue
+        result = run_lesson(lesson, conf=exercise, checkpoint_only=True, echo=None)
+        rows.append((lesson, exercise, result.checkpoint_passed, result.checkpoint_line()))
+        mark = "done" if result.checkpoint_passed else "todo"
+        where = exercise.relative_to(Path.cwd()) if exercise else "(no config: the TLS flag)"
+        print(f"  [{mark}] lesson {lesson.number}  {lesson.title:<45} {where}", flush=True)
+    done = sum(1 for row in rows if row[2])
+    print(f"{done}/{len(rows)} lessons done")
+    for lesson, exercise, passed, line in rows:
+        if not passed:
+            print(f"next: lesson {lesson.number} — {line.split(': ', 2)[-1]}")
+            if exercise is not None:
+                print(f"      edit {exercise} and run: make check-{lesson.number} CONF={exercise}")
+            break
+    return 0
+
+
+def cmd_stop(_args: argparse.Namespace) -> int:
+    """Stop servers, clients and nginx that a crashed run left behind (found through /proc)."""
+    stopped = 0
+    for pid, cmdline in _leftovers():
+        try:
+            os.kill(pid, signal.SIGTERM)
+            stopped += 1
+            print(f"stopped {pid}: {cmdline[:100]}")
+        except ProcessLookupError:
+            pass
+    print("nothing was running" if not stopped else f"stopped {stopped} process(es)")
+    return 0
+
+
+def _leftovers() -> list[tuple[int, str]]:
+    found = []
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return found
+    run_dir = str(RUN_DIR)
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        ours = "-m pcbook.server" in cmdline or "-m pcbook.client" in cmdline
+        ours = ours or ("nginx" in cmdline and run_dir in cmdline)
+        if ours:
+            found.append((int(entry.name), cmdline))
+    return found
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pcbook.workbook", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("lesson", help="replay lesson N's story on a real stack and check it")
+    p.add_argument("number", type=int)
+    p.add_argument("--keep", action="store_true", help="leave the final stack up until Ctrl-C")
+    p.set_defaults(func=cmd_lesson)
+    p = sub.add_parser("check", help="run lesson N's checkpoint, optionally against your nginx config")
+    p.add_argument("number", type=int)
+    p.add_argument("--conf", help="your nginx.conf instead of the lesson's")
+    p.add_argument("--quiet", action="store_true", help="print only the checkpoint line")
+    p.set_defaults(func=cmd_check)
+    p = sub.add_parser("nginx", help="start only nginx with lesson N's config, until Ctrl-C")
+    p.add_argument("number", type=int)
+    p.add_argument("--conf", help="your nginx.conf instead of the lesson's")
+    p.set_defaults(func=cmd_nginx)
+    sub.add_parser("list", help="list the lessons").set_defaults(func=cmd_list)
+    sub.add_parser("progress", help="check your exercises in nginx/exercises/").set_defaults(func=cmd_progress)
+    sub.add_parser("stop", help="stop what a crashed run left behind").set_defaults(func=cmd_stop)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted; everything was stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
