@@ -118,7 +118,7 @@ def cmd_progress(_args: argparse.Namespace) -> int:
 def cmd_stop(_args: argparse.Namespace) -> int:
     """Stop servers, clients and nginx that a crashed run left behind (found through /proc)."""
     stopped = 0
-    for pid, cmdline in _leftovers():
+    for pid, cmdline in leftovers():
         try:
             os.kill(pid, signal.SIGTERM)
             stopped += 1
@@ -129,7 +129,7 @@ def cmd_stop(_args: argparse.Namespace) -> int:
     return 0
 
 
-def _leftovers() -> list[tuple[int, str]]:
+def leftovers() -> list[tuple[int, str]]:
     found = []
     proc = Path("/proc")
     if not proc.is_dir():

@@ -1,0 +1,24 @@
+"""Lesson 2: nginx balances plaintext gRPC across two servers."""
+
+from __future__ import annotations
+
+from pcbook.lessons import AUTH_LOGIN, CREATE_LAPTOP
+
+from .support import checkpoint, explain, story
+
+
+def test_calls_alternate_and_nginx_logs_four_posts() -> None:
+    result = story(2)
+    assert result.checkpoint_passed, explain(result)
+    seen = result.steps[-1].seen
+    assert {server for server, _ in seen.calls} == {"server1", "server2"}
+    # Round robin per call: four sequential calls over two servers give two each.
+    assert sorted(len(methods) for methods in seen.split().values()) == [2, 2]
+    assert seen.posts == [(AUTH_LOGIN, 200)] + [(CREATE_LAPTOP, 200)] * 3
+
+
+def test_checkpoint_fails_on_the_starter_config() -> None:
+    # The starter has no http2 on the listener and no grpc_pass.
+    result = checkpoint(2, "exercises/lesson-2.conf")
+    assert not result.checkpoint_passed
+    assert "the client should succeed but failed" in result.checkpoint_line()

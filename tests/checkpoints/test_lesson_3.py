@@ -1,0 +1,29 @@
+"""Lesson 3: mutual TLS between client and nginx, plaintext to the backends."""
+
+from __future__ import annotations
+
+from .support import checkpoint, explain, story
+
+
+def test_plaintext_client_fails_tls_client_succeeds() -> None:
+    result = story(3)
+    assert result.checkpoint_passed, explain(result)
+    plain, tls = result.steps
+    assert not plain.seen.client_ok
+    assert any("code = Unavailable" in line for line in plain.seen.client_lines)
+    assert plain.seen.calls == []  # nothing reached a backend
+    assert tls.seen.client_ok
+    assert {server for server, _ in tls.seen.calls} == {"server1", "server2"}
+
+
+def test_checkpoint_fails_against_lesson_2_config() -> None:
+    # Without TLS at nginx the plaintext client succeeds and the TLS client fails.
+    result = checkpoint(3, "lesson-2.conf")
+    assert not result.checkpoint_passed
+    line = result.checkpoint_line()
+    assert "the client should fail but succeeded" in line
+    assert "the client should succeed but failed" in line
+
+
+def test_checkpoint_fails_on_the_starter_config() -> None:
+    assert not checkpoint(3, "exercises/lesson-3.conf").checkpoint_passed

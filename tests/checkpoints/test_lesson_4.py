@@ -1,0 +1,26 @@
+"""Lesson 4: TLS to the backends, with the tutorial's two failures."""
+
+from __future__ import annotations
+
+from .support import checkpoint, explain, story
+
+
+def test_502_then_bad_certificate_then_success() -> None:
+    result = story(4)
+    assert result.story_passed, explain(result)
+    grpc_to_tls, no_client_cert, server_side_tls = result.steps
+    assert any("502" in line for line in grpc_to_tls.seen.client_lines)
+    assert any("upstream prematurely closed connection" in line or "reset by peer" in line
+               for line in grpc_to_tls.seen.nginx_errors)
+    assert any("certificate" in line and "SSL" in line for line in no_client_cert.seen.nginx_errors)
+    assert server_side_tls.seen.client_ok
+
+
+def test_checkpoint_fails_against_lesson_3_config() -> None:
+    result = checkpoint(4, "lesson-3.conf")
+    assert not result.checkpoint_passed
+    assert "502" in result.checkpoint_line()
+
+
+def test_checkpoint_fails_on_the_starter_config() -> None:
+    assert not checkpoint(4, "exercises/lesson-4.conf").checkpoint_passed
