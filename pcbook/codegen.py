@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import sys
 from importlib import resources
-from pathlib import Path
 
 from grpc_tools import protoc
 

@@ -7,6 +7,7 @@ with its name as a prefix by the Stack.
 
 from __future__ import annotations
 
+import importlib
 import sys
 import time
 from collections.abc import Callable
@@ -27,10 +28,15 @@ Echo = Callable[[str], None]
 
 
 @dataclass
-class StepResult:
-    step: Step
-    diffs: list[str]
-    seen: checks.Observation
+class Outcome:
+    """What one step of a lesson showed, judged."""
+
+    title: str
+    why: str  # the cause of what the learner sees, printed when the step passes
+    checkpoint: bool
+    diffs: list[str]  # empty: the step showed what it should
+    seen: checks.Observation | None = None
+    data: dict[str, object] = field(default_factory=dict)  # measurements a scenario wants to show
 
     @property
     def passed(self) -> bool:
@@ -38,14 +44,37 @@ class StepResult:
 
 
 @dataclass
+class ScenarioContext:
+    """What a lesson beyond the tutorial gets to tell its own story (`Lesson.scenario`)."""
+
+    stack: procs.Stack
+    say: Echo
+    checkpoint_only: bool
+    conf: Path | None  # a learner's nginx config, for `make check-N CONF=...`
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def step(self, index: int, total: int, title: str, details: list[str] | None = None) -> None:
+        """Announce a step the way the tutorial's lessons do."""
+        self.say("")
+        self.say(f"-- step {index}/{total}: {title}")
+        for line in details or []:
+            self.say(f"   {line}")
+
+    def record(self, outcome: Outcome) -> Outcome:
+        self.outcomes.append(outcome)
+        _report(self.say, outcome)
+        return outcome
+
+
+@dataclass
 class LessonResult:
     lesson: Lesson
-    steps: list[StepResult] = field(default_factory=list)
+    steps: list[Outcome] = field(default_factory=list)
     error: str | None = None  # the stack could not be brought up (busy port, missing binary, ...)
 
     @property
     def checkpoint_passed(self) -> bool:
-        marked = [r for r in self.steps if r.step.checkpoint]
+        marked = [r for r in self.steps if r.checkpoint]
         return self.error is None and bool(marked) and all(r.passed for r in marked)
 
     @property
@@ -58,7 +87,7 @@ class LessonResult:
             return f"{name}: passed"
         if self.error:
             return f"{name}: failed: {self.error}"
-        diffs = [d for r in self.steps if r.step.checkpoint for d in r.diffs]
+        diffs = [d for r in self.steps if r.checkpoint for d in r.diffs]
         return f"{name}: failed: {'; '.join(diffs) or 'no checkpoint step ran'}"
 
 
@@ -112,7 +141,7 @@ class LessonRunner:
             self.nginx = nginx.start_nginx(self.stack, conf, port=NGINX_PORT)
 
     # -- one step ------------------------------------------------------------------------------------------
-    def run_step(self, step: Step, conf: Path | None) -> StepResult:
+    def run_step(self, step: Step, conf: Path | None) -> Outcome:
         self.apply(step.servers, conf)
         mark = self.stack.mark()
         client_ok = True
@@ -123,7 +152,7 @@ class LessonRunner:
             client_ok = client_ok and result.returncode == 0
             client_lines += result.lines
         seen = self._observe(mark, step, client_ok, client_lines)
-        return StepResult(step, checks.differences(step.expect, seen), seen)
+        return Outcome(step.title, step.why, step.checkpoint, checks.differences(step.expect, seen), seen)
 
     def _observe(
         self, mark: object, step: Step, client_ok: bool, client_lines: list[str]
@@ -161,6 +190,9 @@ def run_lesson(
     with procs.Stack(echo=echo) as stack:
         runner = LessonRunner(stack, echo)
         try:
+            if lesson.scenario is not None:
+                context = ScenarioContext(stack, say, checkpoint_only, conf, result.steps)
+                _load(lesson.scenario)(context)
             for index, step in enumerate(steps, 1):
                 step_conf = _conf_for(step, conf)
                 _announce(say, index, len(steps), step, step_conf)
@@ -173,6 +205,11 @@ def run_lesson(
             result.error = str(err)
             say(f"!! {err}")
     return result
+
+
+def _load(dotted: str) -> Callable[[ScenarioContext], None]:
+    module, _, function = dotted.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def _conf_for(step: Step, learner_conf: Path | None) -> Path | None:
@@ -194,12 +231,12 @@ def _announce(say: Echo, index: int, total: int, step: Step, conf: Path | None) 
     say(f"   expect:  {'; '.join(step.expect.describe())}")
 
 
-def _report(say: Echo, outcome: StepResult) -> None:
-    split = outcome.seen.split()
+def _report(say: Echo, outcome: Outcome) -> None:
+    split = outcome.seen.split() if outcome.seen else {}
     if split:
         say("   calls:   " + "; ".join(f"{srv}: {', '.join(m)}" for srv, m in sorted(split.items())))
     if outcome.passed:
-        say(f"   ok: {outcome.step.why}")
+        say(f"   ok: {outcome.why}")
     else:
         for diff in outcome.diffs:
             say(f"   DIFFERS: {diff}")

@@ -9,7 +9,6 @@ learner's nginx config instead of the lesson's.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,8 +106,9 @@ class Lesson:
     title: str
     goal: str
     steps: tuple[Step, ...] = ()
-    # Lessons beyond the tutorial drive their own story: a function taking the runner's context.
-    scenario: Callable[..., object] | None = None
+    # Lessons beyond the tutorial tell their own story: "module:function", called with a
+    # lesson_runner.ScenarioContext (a string, so this module imports none of the runner).
+    scenario: str | None = None
     claims: tuple[str, ...] = ()  # what a scenario's checkpoint proves, for the docs
 
     @property

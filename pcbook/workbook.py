@@ -37,8 +37,8 @@ def cmd_lesson(args: argparse.Namespace) -> int:
     result = run_lesson(lesson, keep=args.keep)
     print()
     for outcome in result.steps:
-        if not outcome.passed and not outcome.step.checkpoint:
-            print(f"step '{outcome.step.title}' did not show what the tutorial shows: {'; '.join(outcome.diffs)}")
+        if not outcome.passed and not outcome.checkpoint:
+            print(f"step '{outcome.title}' did not show what the tutorial shows: {'; '.join(outcome.diffs)}")
     print(result.checkpoint_line())
     return 0 if result.story_passed and result.checkpoint_passed else 1
 
