@@ -1,0 +1,108 @@
+"""TCP port helpers: is a port free, who holds it, and a free port for tests.
+
+A busy port is the most common reason a lesson cannot start (a forgotten nginx, a server from an
+earlier run). `check_port_free` says which port and, on Linux, which process holds it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from pathlib import Path
+
+# What the learner should do about a busy port; the Makefile provides the target.
+STOP_HINT = "make stop"
+
+_LISTEN = "0A"  # TCP state code of a listening socket in /proc/net/tcp
+
+
+class PortBusyError(RuntimeError):
+    """The port a process needs is already taken by another process."""
+
+    def __init__(self, port: int, pid: int | None = None, command: str | None = None):
+        self.port = port
+        self.pid = pid
+        self.command = command
+        owner = ""
+        if pid is not None:
+            owner = f" (pid {pid}: {command})" if command else f" (pid {pid})"
+        super().__init__(
+            f"port {port} is already in use by another process{owner}"
+            f" — stop it ({STOP_HINT}) or free the port, then run again"
+        )
+
+
+def check_port_free(port: int, host: str = "0.0.0.0") -> None:
+    """Raise PortBusyError if `port` cannot be bound on `host`.
+
+    SO_REUSEADDR mirrors what servers and nginx do, so sockets lingering in TIME_WAIT after a
+    previous run do not count as busy; only a live listener (or a conflicting bind) does.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+                raise
+            owner = find_listener(port)
+            pid, command = owner if owner else (None, None)
+            raise PortBusyError(port, pid, command) from None
+
+
+def pick_free_port(host: str = "127.0.0.1") -> int:
+    """A port that is free right now (the kernel picks it); for tests and ad-hoc stacks."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def find_listener(port: int) -> tuple[int, str] | None:
+    """(pid, command line) of a process listening on `port`, or None if it cannot be found.
+
+    Linux only: /proc/net/tcp{,6} maps the port to a socket inode, /proc/PID/fd maps the inode
+    to a process. Processes of other users are invisible without privileges; that is fine.
+    """
+    inodes = _listening_inodes(port)
+    if not inodes:
+        return None
+    targets = {f"socket:[{inode}]" for inode in inodes}
+    for pid_dir in Path("/proc").iterdir():
+        if not pid_dir.name.isdigit():
+            continue
+        try:
+            for fd in (pid_dir / "fd").iterdir():
+                if os.readlink(fd) in targets:
+                    return int(pid_dir.name), process_command(int(pid_dir.name))
+        except OSError:
+            continue  # the process exited or is not ours
+    return None
+
+
+def process_command(pid: int) -> str:
+    """The command line of `pid` as `ps` shows it ('' if unknown)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    # nginx rewrites its argv into one string padded with NULs ("nginx: master process ...").
+    return " ".join(part.decode(errors="replace") for part in raw.split(b"\0") if part)
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) < 10:
+                continue
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == _LISTEN and int(local.rsplit(":", 1)[1], 16) == port:
+                inodes.add(inode)
+    return inodes
