@@ -333,6 +333,36 @@ LESSONS: tuple[Lesson, ...] = (
             ),
         ),
     ),
+    # Beyond the tutorial. These lessons use their own ports (50071.., 8071..) so that they never
+    # clash with the tutorial's 8080/50051/50052, and tell their story in pcbook/scenarios/.
+    Lesson(
+        7,
+        "client-side-balancing",
+        "Client-side load balancing",
+        "Let the client balance by itself: pick_first vs round_robin, health-aware, a dying server.",
+        scenario="pcbook.scenarios.client_side:run",
+    ),
+    Lesson(
+        8,
+        "when-a-backend-fails",
+        "When a backend fails",
+        "Kill a backend under load, see what nginx retries and what it cannot, and answer in gRPC.",
+        scenario="pcbook.scenarios.failures:run",
+    ),
+    Lesson(
+        9,
+        "streams-and-l4-vs-l7",
+        "Streams through nginx, L4 vs L7",
+        "Stream through nginx with TLS on both hops, hit its limits, and compare TCP with per-call balancing.",
+        scenario="pcbook.scenarios.streams:run",
+    ),
+    Lesson(
+        10,
+        "cost-of-the-hop",
+        "The cost of the hop, the gain of scale-out",
+        "Measure the proxy's latency and two backends' throughput on your own machine.",
+        scenario="pcbook.scenarios.benchmark:run",
+    ),
 )
 
 
