@@ -1,1 +1,1 @@
-"""Lessons beyond the tutorial: each module tells one lesson\x27s story (see Lesson.scenario)."""
+"""Lessons beyond the tutorial: each module tells one lesson's story (see Lesson.scenario)."""
