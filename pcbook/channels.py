@@ -1,0 +1,76 @@
+"""Build client channels: insecure or TLS, with an optional load-balancing policy and health checking."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+
+from pcbook import tls
+
+LB_POLICIES = ("pick_first", "round_robin")
+
+
+def service_config(lb_policy: str | None = None, health_check: bool = False) -> str | None:
+    """The JSON service config for a policy and client-side health checking, or None for defaults.
+
+    With ``health_check`` the client watches the server's grpc.health.v1 status ("" = the whole
+    server) and sends no calls to a backend that is NOT_SERVING.
+    """
+    if lb_policy is not None and lb_policy not in LB_POLICIES:
+        raise ValueError(f"lb_policy must be one of {LB_POLICIES}, not {lb_policy!r}")
+    config: dict[str, Any] = {}
+    if lb_policy is not None:
+        config["loadBalancingConfig"] = [{lb_policy: {}}]
+    if health_check:
+        config["healthCheckConfig"] = {"serviceName": ""}
+    return json.dumps(config) if config else None
+
+
+def target_host(target: str) -> str:
+    """The host of the first address of a target: ``ipv4:127.0.0.1:1,127.0.0.1:2`` -> ``127.0.0.1``."""
+    rest = target
+    for scheme in ("ipv4:", "ipv6:", "dns:///", "dns:"):
+        if rest.startswith(scheme):
+            rest = rest[len(scheme) :]
+            break
+    first = rest.split(",", 1)[0]
+    if first.startswith("["):  # [::1]:50051
+        return first[1 : first.index("]")]
+    return first.rsplit(":", 1)[0] if first.count(":") == 1 else first
+
+
+def make_channel(
+    address: str,
+    *,
+    tls_enabled: bool = False,
+    certs_dir: str | os.PathLike[str] | None = None,
+    client_cert: bool = True,
+    lb_policy: str | None = None,
+    health_check: bool = False,
+    server_name: str | None = None,
+    options: Sequence[tuple[str, Any]] = (),
+) -> grpc.Channel:
+    """A channel to ``address`` (``host:port`` or a gRPC target such as ``ipv4:a:1,b:2``).
+
+    With ``tls_enabled`` the server certificate is checked against the CA of ``make cert`` and the
+    client certificate is shown (mutual TLS) unless ``client_cert=False``. For a multi-address target
+    the name checked against the certificate is the first address's host (override: ``server_name``),
+    because gRPC would otherwise check the whole target string. Raises tls.CertificateFileError.
+    """
+    opts: list[tuple[str, Any]] = list(options)
+    config = service_config(lb_policy, health_check)
+    if config is not None:
+        opts.append(("grpc.service_config", config))
+    if not tls_enabled:
+        return grpc.insecure_channel(address, options=opts)
+    credentials = tls.client_credentials(certs_dir, with_client_cert=client_cert)
+    name = server_name
+    if name is None and ("," in address or address.startswith(("ipv4:", "ipv6:"))):
+        name = target_host(address)
+    if name is not None:
+        opts.append(("grpc.ssl_target_name_override", name))
+    return grpc.secure_channel(address, credentials, options=opts)

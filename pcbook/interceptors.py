@@ -1,0 +1,186 @@
+"""Server interceptor (log each call, enforce the role map) and client interceptor (attach the token)."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import grpc
+import jwt
+
+from pcbook.auth import JWTManager, UserClaims
+from pcbook.logs import log
+
+LAPTOP_SERVICE_PATH = "/techschool_pcbook.LaptopService/"
+AUTH_SERVICE_PATH = "/techschool_pcbook.AuthService/"
+TOKEN_KEY = "authorization"
+
+# Who may call what. A method missing from the map (Login, SearchLaptop, health, reflection) is open.
+ACCESSIBLE_ROLES: Mapping[str, frozenset[str]] = {
+    LAPTOP_SERVICE_PATH + "CreateLaptop": frozenset({"admin"}),
+    LAPTOP_SERVICE_PATH + "UploadImage": frozenset({"admin"}),
+    LAPTOP_SERVICE_PATH + "RateLaptop": frozenset({"admin", "user"}),
+}
+
+# The methods the client attaches its token to (the Go client's authMethods).
+AUTH_METHODS: frozenset[str] = frozenset(ACCESSIBLE_ROLES)
+
+Metadata = Sequence[tuple[str, str | bytes]]
+
+
+class AuthError(Exception):
+    """A call refused by the role map, with the status to answer."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def authorize(
+    jwt_manager: JWTManager,
+    accessible_roles: Mapping[str, frozenset[str]],
+    method: str,
+    metadata: Metadata | None,
+) -> UserClaims | None:
+    """Check one call against the role map: the caller's claims, None for an open method.
+
+    Raises AuthError with the Go service's status and message otherwise.
+    """
+    roles = accessible_roles.get(method)
+    if roles is None:
+        return None
+    if metadata is None:
+        raise AuthError(grpc.StatusCode.UNAUTHENTICATED, "metadata is not provided")
+    tokens = [v for k, v in metadata if k.lower() == TOKEN_KEY]
+    if not tokens:
+        raise AuthError(grpc.StatusCode.UNAUTHENTICATED, "authorization token is not provided")
+    token = tokens[0].decode() if isinstance(tokens[0], bytes) else tokens[0]
+    try:
+        claims = jwt_manager.verify(token)
+    except jwt.InvalidTokenError as e:
+        raise AuthError(grpc.StatusCode.UNAUTHENTICATED, f"access token is invalid: {e}") from None
+    if claims.role not in roles:
+        raise AuthError(grpc.StatusCode.PERMISSION_DENIED, "no permission to access this RPC")
+    return claims
+
+
+def _handler_kind(handler: grpc.RpcMethodHandler) -> str:
+    if handler.request_streaming and handler.response_streaming:
+        return "stream_stream"
+    if handler.request_streaming:
+        return "stream_unary"
+    if handler.response_streaming:
+        return "unary_stream"
+    return "unary_unary"
+
+
+_HANDLER_FACTORIES = {
+    "unary_unary": grpc.unary_unary_rpc_method_handler,
+    "unary_stream": grpc.unary_stream_rpc_method_handler,
+    "stream_unary": grpc.stream_unary_rpc_method_handler,
+    "stream_stream": grpc.stream_stream_rpc_method_handler,
+}
+
+
+class AuthServerInterceptor(grpc.ServerInterceptor):
+    """Logs every call like the Go service and lets only the right roles through."""
+
+    def __init__(
+        self, jwt_manager: JWTManager, accessible_roles: Mapping[str, frozenset[str]] = ACCESSIBLE_ROLES
+    ) -> None:
+        self._jwt = jwt_manager
+        self._roles = accessible_roles
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        kind = _handler_kind(handler)
+        # Go's log.Println("--> unary interceptor: ", method) puts two spaces before the method.
+        log(f"--> {'unary' if kind == 'unary_unary' else 'stream'} interceptor:  {method}")
+        if method not in self._roles:
+            return handler  # untouched: keeps attributes such as the health service's non-blocking Watch
+        return self._guarded(handler, kind, method, handler_call_details.invocation_metadata)
+
+    def _guarded(
+        self, handler: grpc.RpcMethodHandler, kind: str, method: str, metadata: Metadata | None
+    ) -> grpc.RpcMethodHandler:
+        inner = getattr(handler, kind)
+
+        def behavior(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
+            # Runs in the worker thread of the call, not in the server's polling thread.
+            try:
+                authorize(self._jwt, self._roles, method, metadata)
+            except AuthError as e:
+                context.abort(e.code, e.message)
+            return inner(request_or_iterator, context)
+
+        return _HANDLER_FACTORIES[kind](
+            behavior,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class _CallDetails(
+    collections.namedtuple(
+        "_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
+    ),
+    grpc.ClientCallDetails,
+):
+    pass
+
+
+class AuthClientInterceptor(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Logs each call (``--> unary interceptor: <method>``, one space as in the Go client) and
+    attaches the current access token, raw, to the calls that need one."""
+
+    def __init__(
+        self,
+        token_source: Callable[[], str],
+        auth_methods: Iterable[str] = AUTH_METHODS,
+        log_calls: bool = True,
+    ) -> None:
+        self._token = token_source
+        self._auth_methods = frozenset(auth_methods)
+        self._log_calls = log_calls
+
+    def _prepare(self, details: grpc.ClientCallDetails, kind: str) -> grpc.ClientCallDetails:
+        method = details.method.decode() if isinstance(details.method, bytes) else details.method
+        if self._log_calls:
+            log(f"--> {kind} interceptor: {method}")
+        if method not in self._auth_methods:
+            return details
+        metadata = [*(details.metadata or ()), (TOKEN_KEY, self._token())]
+        return _CallDetails(
+            details.method,
+            details.timeout,
+            metadata,
+            details.credentials,
+            details.wait_for_ready,
+            details.compression,
+        )
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._prepare(client_call_details, "unary"), request)
+
+    def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._prepare(client_call_details, "stream"), request)
+
+    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):  # type: ignore[no-untyped-def]
+        return continuation(self._prepare(client_call_details, "stream"), request_iterator)
+
+    def intercept_stream_stream(self, continuation, client_call_details, request_iterator):  # type: ignore[no-untyped-def]
+        return continuation(self._prepare(client_call_details, "stream"), request_iterator)

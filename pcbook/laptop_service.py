@@ -1,0 +1,148 @@
+"""LaptopService: the four RPC kinds, with the Go service's rules, statuses and log lines."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import grpc
+from google.protobuf import text_format
+
+from pcbook.grpc_errors import go_code_name
+from pcbook.logs import log
+from pcbook.pb import laptop_service_pb2 as pb
+from pcbook.pb import laptop_service_pb2_grpc as pb_grpc
+from pcbook.stores import AlreadyExistsError, ImageStore, LaptopStore, RatingStore
+
+MAX_IMAGE_SIZE = 1 << 20  # 1 MiB
+
+
+def context_error(context: grpc.ServicerContext) -> tuple[grpc.StatusCode, str] | None:
+    """Go's contextError: why the call is over (deadline or cancel), or None if it is still on."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        return grpc.StatusCode.DEADLINE_EXCEEDED, "deadline is exceeded"
+    if not context.is_active():
+        return grpc.StatusCode.CANCELLED, "request is canceled"
+    return None
+
+
+def _abort_if_done(context: grpc.ServicerContext) -> None:
+    err = context_error(context)
+    if err is not None:
+        log(err[1])
+        context.abort(*err)
+
+
+def _fail(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> None:
+    # Go's logError: every refused call leaves a line in the server's log.
+    log(f"rpc error: code = {go_code_name(code)} desc = {message}")
+    context.abort(code, message)
+
+
+class LaptopServicer(pb_grpc.LaptopServiceServicer):
+    def __init__(
+        self,
+        laptop_store: LaptopStore,
+        image_store: ImageStore,
+        rating_store: RatingStore,
+        work_ms: int = 0,
+        search_delay_ms: int = 0,
+    ) -> None:
+        self.laptop_store = laptop_store
+        self.image_store = image_store
+        self.rating_store = rating_store
+        # Simulated work per CreateLaptop (gives a server a fixed capacity for benchmarks) and per
+        # laptop examined by SearchLaptop (makes a cancelled search observable), both default 0.
+        self.work_ms = work_ms
+        self.search_delay_ms = search_delay_ms
+
+    def CreateLaptop(self, request: pb.CreateLaptopRequest, context: grpc.ServicerContext) -> pb.CreateLaptopResponse:
+        laptop = request.laptop
+        log(f"receive a create-laptop request with id: {laptop.id}")
+        if laptop.id:
+            try:
+                uuid.UUID(laptop.id)
+            except ValueError as e:
+                _fail(context, grpc.StatusCode.INVALID_ARGUMENT, f"laptop ID is not a valid UUID: {e}")
+        else:
+            laptop.id = str(uuid.uuid4())
+        if self.work_ms:
+            time.sleep(self.work_ms / 1000)
+        _abort_if_done(context)
+        try:
+            self.laptop_store.save(laptop)
+        except AlreadyExistsError as e:
+            _fail(context, grpc.StatusCode.ALREADY_EXISTS, f"cannot save laptop to the store: {e}")
+        log(f"saved laptop with id: {laptop.id}")
+        return pb.CreateLaptopResponse(id=laptop.id)
+
+    def SearchLaptop(
+        self, request: pb.SearchLaptopRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.SearchLaptopResponse]:
+        flt = request.filter
+        log(f"receive a search-laptop request with filter: {text_format.MessageToString(flt, as_one_line=True)}")
+        delay = self.search_delay_ms / 1000
+
+        def should_stop() -> bool:
+            if delay:
+                time.sleep(delay)
+            return context_error(context) is not None
+
+        for laptop in self.laptop_store.search(flt, should_stop):
+            yield pb.SearchLaptopResponse(laptop=laptop)
+            # Reached once grpcio has sent the message and asks for the next one.
+            log(f"sent laptop with id: {laptop.id}")
+        err = context_error(context)
+        if err is not None:
+            log(f"search stopped: {err[1]}")
+
+    def UploadImage(
+        self, request_iterator: Iterator[pb.UploadImageRequest], context: grpc.ServicerContext
+    ) -> pb.UploadImageResponse:
+        first = next(request_iterator, None)
+        if first is None:
+            _fail(context, grpc.StatusCode.UNKNOWN, "cannot receive image info")
+        if first.WhichOneof("data") != "info":
+            _fail(context, grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry the image info")
+        laptop_id, image_type = first.info.laptop_id, first.info.image_type
+        log(f"receive an upload-image request for laptop {laptop_id} with image type {image_type}")
+        if self.laptop_store.find(laptop_id) is None:
+            _fail(context, grpc.StatusCode.INVALID_ARGUMENT, f"laptop id {laptop_id} doesn't exist")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            _abort_if_done(context)
+            log("waiting to receive more data")
+            req = next(request_iterator, None)
+            if req is None:
+                log("no more data")
+                break
+            chunk = req.chunk_data
+            log(f"received a chunk with size: {len(chunk)}")
+            size += len(chunk)
+            if size > MAX_IMAGE_SIZE:
+                _fail(context, grpc.StatusCode.INVALID_ARGUMENT, f"image is too large: {size} > {MAX_IMAGE_SIZE}")
+            chunks.append(chunk)
+        try:
+            image_id = self.image_store.save(laptop_id, image_type, b"".join(chunks))
+        except OSError as e:
+            _fail(context, grpc.StatusCode.INTERNAL, f"cannot save image to the store: {e}")
+        log(f"saved image with id: {image_id}, size: {size}")
+        return pb.UploadImageResponse(id=image_id, size=size)
+
+    def RateLaptop(
+        self, request_iterator: Iterator[pb.RateLaptopRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.RateLaptopResponse]:
+        while True:
+            _abort_if_done(context)
+            req = next(request_iterator, None)
+            if req is None:
+                log("no more data")
+                return
+            log(f"received a rate-laptop request: id = {req.laptop_id}, score = {req.score:.2f}")
+            if self.laptop_store.find(req.laptop_id) is None:
+                _fail(context, grpc.StatusCode.NOT_FOUND, f"laptopID {req.laptop_id} is not found")
+            rating = self.rating_store.add(req.laptop_id, req.score)
+            yield pb.RateLaptopResponse(laptop_id=req.laptop_id, rated_count=rating.count, average_score=rating.average)

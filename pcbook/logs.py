@@ -1,0 +1,43 @@
+"""Log lines in Go's default format (``2021/05/12 19:48:13 message``), flushed per line.
+
+Informational lines go to stdout; the one line a CLI prints before exiting with an error goes to
+stderr (`fatal`). Every line is flushed at once so that a parent reading a pipe sees it as it happens.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import NoReturn, TextIO
+
+# One lock for both streams: lines from concurrent RPC threads never interleave.
+_lock = threading.Lock()
+
+
+def _stamp() -> str:
+    # Go's log package uses local time with this exact layout.
+    return time.strftime("%Y/%m/%d %H:%M:%S")
+
+
+def _write(stream: TextIO, message: str) -> None:
+    line = f"{_stamp()} {message}\n"
+    with _lock:
+        stream.write(line)
+        stream.flush()
+
+
+def log(message: str) -> None:
+    """Print one timestamped line to stdout, like Go's ``log.Printf``."""
+    _write(sys.stdout, message)
+
+
+def error(message: str) -> None:
+    """Print one timestamped line to stderr."""
+    _write(sys.stderr, message)
+
+
+def fatal(message: str, code: int = 1) -> NoReturn:
+    """Print one timestamped line to stderr and exit, like Go's ``log.Fatal``."""
+    error(message)
+    raise SystemExit(code)
