@@ -310,6 +310,10 @@ def nginx_argv(binary: Path, prefix: Path, conf_text: str) -> list[str]:
     return argv + (["-g", globals_.strip()] if globals_.strip() else [])
 
 
+# "2026/05/13 00:45:35 [emerg] 31#31: " -> "[emerg] ": the time and pids say nothing about a config.
+_LOG_STAMP = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d (\[\w+\] )\d+#\d+: ")
+
+
 def check_config(binary: Path, prefix: Path, conf: Path, version: tuple[int, int, int]) -> None:
     """`nginx -t` on the rendered config; a rejection becomes NginxConfigError with nginx's words."""
     rendered = prefix / "nginx.conf"
@@ -322,7 +326,8 @@ def check_config(binary: Path, prefix: Path, conf: Path, version: tuple[int, int
         return
     # Line numbers of the rendered copy match the original, so name the learner's file.
     said = (out.stderr + out.stdout).replace(str(rendered), str(conf)).strip().splitlines()
-    said = [line for line in said if "test failed" not in line] or [f"exit code {out.returncode}"]
+    said = [_LOG_STAMP.sub(r"\1", line) for line in said if "test failed" not in line]
+    said = said or [f"exit code {out.returncode}"]
     shown = ".".join(map(str, version))
     raise NginxConfigError(f"nginx {shown} rejected {conf}:\n" + "\n".join(f"  {line}" for line in said)
                            + f"\n(rendered copy: {rendered})")
