@@ -1,0 +1,312 @@
+"""MkDocs hook: render the parts of the site that must not drift from the code.
+
+Placeholders (HTML comments, so a page still reads fine on GitHub) are replaced at build time:
+
+- ``<!-- make-targets -->``  the Makefile's targets, from their ``## `` comments, by section;
+- ``<!-- cli: server -->``, ``<!-- cli: client -->``, ``<!-- cli: workbook -->``  a flags table and the
+  full ``--help`` text, from the module's own argparse parser;
+- ``<!-- steps: N -->``  lesson N's steps from ``pcbook.lessons`` (stack, expectations, why);
+- ``<!-- lessons -->``  a table of every lesson in ``pcbook.lessons``.
+
+A CLI module that does not exist yet renders a visible note instead of failing the build; any other
+error (a module that exists but whose parser cannot be found, an unknown lesson) fails it.
+
+``MERMAID_JS=/path/to/mermaid.min.js`` copies that file into the site and loads it, so diagrams render
+without the CDN that Material otherwise fetches mermaid from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import importlib
+import logging
+import os
+import posixpath
+import re
+import shutil
+import sys
+from pathlib import Path, PurePosixPath
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+log = logging.getLogger("mkdocs.hooks.generate")
+
+CLI_MODULES = {
+    "server": "pcbook.server",
+    "client": "pcbook.client",
+    "workbook": "pcbook.workbook",
+}
+MERMAID_ASSET = "assets/javascripts/mermaid.min.js"
+_PLACEHOLDER = re.compile(r"<!--\s*(make-targets|lessons|cli:\s*(\w+)|steps:\s*(\d+))\s*-->")
+
+
+# ---------------------------------------------------------------- Makefile
+
+
+def makefile_targets(path: Path = ROOT / "Makefile") -> list[tuple[str, list[tuple[str, str]]]]:
+    """[(section, [(target, help)])] from ``## Section`` lines and ``target: ... ## help`` lines."""
+    sections: list[tuple[str, list[tuple[str, str]]]] = [("", [])]
+    for line in path.read_text().splitlines():
+        heading = re.match(r"^## (.+)$", line)
+        if heading:
+            sections.append((heading.group(1).strip(), []))
+            continue
+        target = re.match(r"^([a-zA-Z0-9_%-]+):.*?## (.+)$", line)
+        if target:
+            sections[-1][1].append((target.group(1).replace("%", "N"), target.group(2).strip()))
+    return [(title, rows) for title, rows in sections if rows]
+
+
+def render_make_targets() -> str:
+    out = []
+    for title, rows in makefile_targets():
+        if title:
+            out.append(f"### {title}\n")
+        out.append("| Target | What it does |\n|---|---|")
+        for target, text in rows:
+            out.append(f"| `make {target}` | {_md_cell(text)} |")
+        out.append("")
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------- argparse
+
+
+class _Captured(Exception):
+    def __init__(self, parser: argparse.ArgumentParser):
+        self.parser = parser
+
+
+def find_parser(module_name: str) -> argparse.ArgumentParser | None:
+    """The module's argparse parser, or None if the module does not exist yet.
+
+    Tries a ``build_parser()``-like factory first; otherwise runs ``main()`` with argument parsing
+    intercepted, so the parser is captured before anything starts.
+    """
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name and (err.name == "pcbook" or err.name.startswith("pcbook.")):
+            return None
+        raise
+    for name in ("build_parser", "make_parser", "parser", "get_parser", "create_parser", "_parser"):
+        factory = getattr(module, name, None)
+        if callable(factory):
+            parser = factory()
+            if isinstance(parser, argparse.ArgumentParser):
+                return parser
+    main = getattr(module, "main", None)
+    if not callable(main):
+        raise RuntimeError(f"{module_name} has no build_parser() and no main(): cannot document its flags")
+
+    def capture(self, *args, **kwargs):
+        raise _Captured(self)
+
+    saved = (argparse.ArgumentParser.parse_args, argparse.ArgumentParser.parse_known_args, sys.argv)
+    argparse.ArgumentParser.parse_args = capture  # type: ignore[method-assign]
+    argparse.ArgumentParser.parse_known_args = capture  # type: ignore[method-assign]
+    sys.argv = [module_name, "--help"]
+    try:
+        main()
+    except _Captured as got:
+        return got.parser
+    except TypeError:
+        try:
+            main([])
+        except _Captured as got:
+            return got.parser
+    finally:
+        argparse.ArgumentParser.parse_args, argparse.ArgumentParser.parse_known_args, sys.argv = saved
+    raise RuntimeError(f"{module_name}.main() never parsed its arguments: cannot document its flags")
+
+
+def parser_flags(parser: argparse.ArgumentParser) -> set[str]:
+    """Every ``--long`` option of the parser and of its subcommands."""
+    flags: set[str] = set()
+    for action in parser._actions:
+        flags.update(o for o in action.option_strings if o.startswith("--"))
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                flags |= parser_flags(sub)
+    return flags
+
+
+def _action_rows(parser: argparse.ArgumentParser) -> list[str]:
+    rows = []
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
+            continue
+        if action.option_strings:
+            name = ", ".join(action.option_strings)
+            if action.nargs != 0:
+                name += " " + _metavar(action)
+        else:
+            name = _metavar(action)
+        default = action.default
+        if action.required:
+            shown = "*required*"
+        elif default in (None, argparse.SUPPRESS) or action.nargs == 0 and default is False:
+            shown = ""
+        else:
+            shown = f"`{default}`"
+        text = (action.help or "").replace("%(default)s", str(default))
+        if action.choices and not isinstance(action.choices, dict):
+            text += " (one of " + ", ".join(f"`{c}`" for c in action.choices) + ")"
+        rows.append(f"| `{name}` | {shown} | {_md_cell(text)} |")
+    return rows
+
+
+def _metavar(action: argparse.Action) -> str:
+    if action.metavar:
+        return str(action.metavar)
+    if action.choices and not isinstance(action.choices, dict):
+        return "{" + ",".join(str(c) for c in action.choices) + "}"
+    return action.dest.upper() if action.option_strings else action.dest
+
+
+def render_cli(kind: str) -> str:
+    module_name = CLI_MODULES.get(kind)
+    if module_name is None:
+        raise ValueError(f"unknown CLI placeholder 'cli: {kind}' (known: {', '.join(CLI_MODULES)})")
+    parser = find_parser(module_name)
+    if parser is None:
+        log.info("generate: %s does not exist yet; its reference shows a note", module_name)
+        return (
+            f'!!! warning "Not generated yet"\n'
+            f"    `{module_name}` does not exist in this checkout yet, so its flags cannot be listed.\n"
+            f"    This table is rendered from the module's own parser at build time.\n"
+        )
+    parser.prog = f"python -m {module_name}"
+    out = ["| Flag | Default | Meaning |", "|---|---|---|", *_action_rows(parser), ""]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                rows = _action_rows(sub)
+                out.append(f"**`{name}`**: {_md_cell(_sub_help(action, name))}\n")
+                if rows:
+                    out += ["| Argument | Default | Meaning |", "|---|---|---|", *rows, ""]
+    help_text = parser.format_help().rstrip()
+    out.append(f'??? example "`{parser.prog} --help`"\n')
+    out.append("    ```text")
+    out += [f"    {line}".rstrip() for line in help_text.splitlines()]
+    out.append("    ```\n")
+    return "\n".join(out)
+
+
+def _sub_help(action: argparse._SubParsersAction, name: str) -> str:
+    for choice in action._choices_actions:
+        if choice.dest == name:
+            return choice.help or ""
+    return ""
+
+
+# ---------------------------------------------------------------- lessons
+
+
+def render_lessons(page_src: str, existing: set[str]) -> str:
+    """Every lesson; linked when its page exists (pages of new lessons may come later)."""
+    from pcbook import lessons
+
+    here = PurePosixPath(page_src).parent
+    out = ["| # | Lesson | Goal | Run it |", "|---|---|---|---|"]
+    for lesson in lessons.LESSONS:
+        if lesson.doc_page in existing:
+            link = f"[{lesson.title}]({posixpath.relpath(lesson.doc_page, here)})"
+        else:
+            link = f"{lesson.title} *(page coming)*"
+        out.append(f"| {lesson.number} | {link} | {_md_cell(lesson.goal)} | `make {lesson.target}` |")
+    return "\n".join(out) + "\n"
+
+
+def render_steps(number: int) -> str:
+    from pcbook import lessons
+
+    lesson = lessons.get(number)
+    if not lesson.steps:
+        if not lesson.claims:
+            raise ValueError(f"lesson {number} has neither steps nor claims to document")
+        items = "\n".join(f"- {_md_cell(c)}" for c in lesson.claims)
+        return f"The checkpoint of `make {lesson.target}` proves that:\n\n{items}\n"
+    rows = []
+    for i, step in enumerate(lesson.steps, 1):
+        mark = '<br><span class="pcbook-checkpoint">checkpoint</span>' if step.checkpoint else ""
+        servers = "<br>".join(html.escape(s.describe()) for s in step.servers)
+        nginx = f"<code>nginx/{html.escape(step.nginx)}</code>" if step.nginx else "no nginx"
+        client = f"<code>make {step.client.make_target()}</code>"
+        if step.client.runs > 1:
+            client += f" &times; {step.client.runs}"
+        claims = "".join(f"<li>{_claim_html(c)}</li>" for c in step.expect.describe())
+        rows.append(
+            "<tr>"
+            f"<td>{i}{mark}</td>"
+            f"<td>{html.escape(step.title)}</td>"
+            f"<td>{servers}<br>{nginx}<br>{client}</td>"
+            f"<td><ul>{claims}</ul></td>"
+            f"<td>{_code_spans_html(step.why)}</td>"
+            "</tr>"
+        )
+    head = "<tr><th>#</th><th>Step</th><th>Stack</th><th>Must show</th><th>Why</th></tr>"
+    return (
+        '<div class="pcbook-steps" markdown="0"><table>\n<thead>' + head + "</thead>\n<tbody>\n"
+        + "\n".join(rows)
+        + "\n</tbody></table></div>\n\n"
+        f"*Generated from `pcbook/lessons.py`: this is exactly what `make {lesson.target}` replays "
+        f"and checks.*\n"
+    )
+
+
+def _claim_html(claim: str) -> str:
+    """``the client prints /regex/`` -> the words, then the regex as code."""
+    m = re.match(r"^(.*?) /(.*)/$", claim)
+    if not m:
+        return html.escape(claim)
+    return f"{html.escape(m.group(1))} <code>{html.escape(m.group(2))}</code>"
+
+
+def _code_spans_html(text: str) -> str:
+    parts = text.split("`")
+    return "".join(f"<code>{html.escape(p)}</code>" if i % 2 else html.escape(p) for i, p in enumerate(parts))
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+# ---------------------------------------------------------------- MkDocs events
+
+
+def on_config(config, **kwargs):
+    # Snippets resolve against the repo root whatever the working directory is.
+    snippets = config.mdx_configs.setdefault("pymdownx.snippets", {})
+    snippets["base_path"] = [str(ROOT)]
+    mermaid = os.environ.get("MERMAID_JS")
+    if mermaid:
+        if not Path(mermaid).is_file():
+            raise FileNotFoundError(f"MERMAID_JS={mermaid} is not a file")
+        # Loaded before Material's own code looks for `mermaid`, so it never fetches it from the CDN.
+        config.extra_javascript.insert(0, MERMAID_ASSET)
+    return config
+
+
+def on_page_markdown(markdown, page, config, files, **kwargs):
+    def replace(m: re.Match) -> str:
+        if m.group(1) == "make-targets":
+            return render_make_targets()
+        if m.group(1) == "lessons":
+            return render_lessons(page.file.src_uri, {f.src_uri for f in files})
+        if m.group(2):
+            return render_cli(m.group(2))
+        return render_steps(int(m.group(3)))
+
+    return _PLACEHOLDER.sub(replace, markdown)
+
+
+def on_post_build(config, **kwargs):
+    mermaid = os.environ.get("MERMAID_JS")
+    if mermaid:
+        target = Path(config.site_dir) / MERMAID_ASSET
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(mermaid, target)
