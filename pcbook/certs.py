@@ -45,6 +45,9 @@ CLIENT_DNS = ("*.pcclient.com", "localhost")
 CLIENT_IPS = ("0.0.0.0", "127.0.0.1")
 
 
+SERVER_USAGES = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+
+
 def _name(common_name: str, unit: str) -> x509.Name:
     # The subject fields of the course's gen.sh (a French school, hence FR/Occitanie/Toulouse).
     return x509.Name(
@@ -75,7 +78,7 @@ def _leaf(
     key: rsa.RSAPrivateKey,
     subject: x509.Name,
     sans: x509.SubjectAlternativeName,
-    usage: x509.ObjectIdentifier,
+    usages: list[x509.ObjectIdentifier],
     not_before: dt.datetime,
     days: int,
 ) -> x509.Certificate:
@@ -89,7 +92,7 @@ def _leaf(
         .not_valid_after(not_before + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(sans, critical=False)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
 
@@ -166,7 +169,9 @@ def generate_ca_and_certs(
         server_key,
         _name(f"*.{common_name_prefix}.com", "Computer"),
         _sans(SERVER_DNS, SERVER_IPS),
-        ExtendedKeyUsageOID.SERVER_AUTH,
+        # clientAuth too: like the tutorial, nginx shows the server's pair to mutual-TLS backends
+        # (grpc_ssl_certificate), and grpcio's TLS refuses a serverAuth-only certificate there.
+        SERVER_USAGES,
         start,
         leaf_days,
     )
@@ -177,7 +182,7 @@ def generate_ca_and_certs(
         client_key,
         _name("*.pcclient.com", "Computer"),
         _sans(CLIENT_DNS, CLIENT_IPS),
-        ExtendedKeyUsageOID.CLIENT_AUTH,
+        [ExtendedKeyUsageOID.CLIENT_AUTH],
         start,
         leaf_days,
     )
@@ -220,6 +225,9 @@ def check_certs(directory: str | os.PathLike[str]) -> str | None:
             return f"{name} is not signed by the CA in {CA_CERT} ({type(e).__name__})"
         if cert.not_valid_after_utc < deadline:
             return f"{name} expires on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+    server_usages = pairs[0][1].extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    if not set(SERVER_USAGES) <= set(server_usages):
+        return f"{SERVER_CERT} cannot serve as nginx's client certificate (no clientAuth usage)"
     return None
 
 
@@ -241,7 +249,13 @@ def _dir_lock(directory: Path) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
-def ensure_certs(directory: str | os.PathLike[str] | None = None, *, force: bool = False, quiet: bool = True) -> Path:
+def ensure_certs(
+    directory: str | os.PathLike[str] | None = None,
+    *,
+    force: bool = False,
+    quiet: bool = True,
+    key_size: int = KEY_SIZE,
+) -> Path:
     """Make sure valid certificates exist in ``directory`` (default CERTS_DIR); return the folder."""
     d = Path(directory) if directory is not None else paths.CERTS_DIR
     d.mkdir(parents=True, exist_ok=True)
@@ -250,7 +264,7 @@ def ensure_certs(directory: str | os.PathLike[str] | None = None, *, force: bool
         if reason is None:
             message = f"certificates in {d} are valid; kept them"
         else:
-            generate_ca_and_certs(d)
+            generate_ca_and_certs(d, key_size=key_size)
             message = f"generated a new CA, server and client certificate in {d} ({reason})"
     if not quiet:
         print(message, flush=True)
