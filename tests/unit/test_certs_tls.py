@@ -56,8 +56,10 @@ def test_cli_prints_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         lambda d: (d / certs.CLIENT_KEY).unlink(),
         lambda d: (d / certs.SERVER_CERT).write_text("garbage"),
         # a leaf from another CA
-        lambda d: certs.generate_ca_and_certs(d / "other", key_size=FAST)
-        and (d / certs.SERVER_CERT).write_bytes((d / "other" / certs.SERVER_CERT).read_bytes()),
+        lambda d: (
+            certs.generate_ca_and_certs(d / "other", key_size=FAST)
+            and (d / certs.SERVER_CERT).write_bytes((d / "other" / certs.SERVER_CERT).read_bytes())
+        ),
         # expiring within a day
         lambda d: certs.generate_ca_and_certs(
             d, key_size=FAST, not_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=59, hours=12)

@@ -11,6 +11,7 @@ from pcbook import auth, sample
 from pcbook.interceptors import ACCESSIBLE_ROLES, AuthClientInterceptor, AuthError, authorize
 from pcbook.pb import auth_service_pb2, filter_message_pb2
 from pcbook.pb import laptop_service_pb2 as pb
+
 from .conftest import SECRET, token_for
 
 LAPTOP = "/techschool_pcbook.LaptopService/"
@@ -39,7 +40,10 @@ def test_role_map(method: str, role: str, allowed: bool) -> None:
     else:
         with pytest.raises(AuthError) as e:
             authorize(MANAGER, ACCESSIBLE_ROLES, LAPTOP + method, _md(role))
-        assert (e.value.code, e.value.message) == (grpc.StatusCode.PERMISSION_DENIED, "no permission to access this RPC")
+        assert (e.value.code, e.value.message) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "no permission to access this RPC",
+        )
 
 
 @pytest.mark.parametrize(
@@ -155,9 +159,7 @@ def test_client_interceptor_attaches_token_only_where_needed(server, capsys) -> 
     port = srv.add_insecure_port("127.0.0.1:0")
     srv.start()
     try:
-        ch = grpc.intercept_channel(
-            grpc.insecure_channel(f"127.0.0.1:{port}"), AuthClientInterceptor(lambda: "tok123")
-        )
+        ch = grpc.intercept_channel(grpc.insecure_channel(f"127.0.0.1:{port}"), AuthClientInterceptor(lambda: "tok123"))
         stub = laptop_service_pb2_grpc.LaptopServiceStub(ch)
         stub.CreateLaptop(pb.CreateLaptopRequest(laptop=sample.new_laptop()), timeout=5)
         list(stub.SearchLaptop(pb.SearchLaptopRequest(), timeout=5))
