@@ -250,7 +250,9 @@ def render_steps(number: int) -> str:
         )
     head = "<tr><th>#</th><th>Step</th><th>Stack</th><th>Must show</th><th>Why</th></tr>"
     return (
-        '<div class="pcbook-steps" markdown="0"><table>\n<thead>' + head + "</thead>\n<tbody>\n"
+        '<div class="pcbook-steps" markdown="0"><table>\n<thead>'
+        + head
+        + "</thead>\n<tbody>\n"
         + "\n".join(rows)
         + "\n</tbody></table></div>\n\n"
         f"*Generated from `pcbook/lessons.py`: this is exactly what `make {lesson.target}` replays "
