@@ -12,10 +12,11 @@ a timestamp. How children are kept from outliving the runner:
 - Each child gets its own session/process group, so a terminal's Ctrl-C reaches only the runner,
   which then stops the children in reverse start order (SIGTERM to the group, SIGKILL after a grace
   period). `close()` runs on leaving `with`, at interpreter exit (atexit) and on SIGTERM.
-- On Linux each child also gets PR_SET_PDEATHSIG=SIGTERM, so it dies even when the runner is
-  SIGKILLed. The kernel sends that signal when the *thread* that forked the child exits, so every
-  Stack forks from its own spawner thread that lives exactly as long as the Stack; `start()` may be
-  called from any thread. Elsewhere (macOS) there is no such net: a SIGKILLed runner leaves children.
+- On Linux each child also gets PR_SET_PDEATHSIG=SIGTERM (set by a small exec wrapper, see
+  _PDEATHSIG_WRAPPER), so it dies even when the runner is SIGKILLed. The kernel sends that signal
+  when the *thread* that forked the child exits, so every Stack forks from its own spawner thread
+  that lives exactly as long as the Stack; `start()` may be called from any thread. Elsewhere
+  (macOS) there is no such net: a SIGKILLed runner leaves its children running.
 - A registry of live Stacks: creating a Stack closes the earlier ones first (re-running a notebook
   cell must not hit "port in use"); `close_all()` closes every one.
 """
@@ -23,10 +24,10 @@ a timestamp. How children are kept from outliving the runner:
 from __future__ import annotations
 
 import atexit
-import ctypes
 import os
 import queue
 import re
+import shutil
 import signal as _signal
 import subprocess
 import sys
@@ -62,30 +63,35 @@ def _print(line: str) -> None:
 
 # --- children die with the runner (Linux) ---------------------------------------------------------
 
-_PR_SET_PDEATHSIG = 1
+# PR_SET_PDEATHSIG is set by a tiny exec wrapper rather than a preexec_fn: a preexec_fn forces
+# subprocess to use fork(), which runs the fork handlers grpc registers, and those can block forever
+# (seen: a runner stuck in fork() right after a gRPC health check). Without preexec_fn subprocess
+# uses vfork(), which runs no handlers. The wrapper sets the signal, checks that the runner has not
+# already died, and execs the real command in place (same pid, same process group).
+_PDEATHSIG_WRAPPER = (
+    "import ctypes, os, sys\n"
+    "ctypes.CDLL(None).prctl(1, 15, 0, 0, 0)\n"  # PR_SET_PDEATHSIG, SIGTERM
+    "if os.getppid() != int(sys.argv[1]): sys.exit(1)\n"
+    "os.execv(sys.argv[2], sys.argv[3:])\n"
+)
+PDEATHSIG = sys.platform.startswith("linux")
 
 
-def _load_prctl() -> Callable[..., int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-_prctl = _load_prctl()
-
-
-def _pdeathsig_preexec(runner_pid: int) -> Callable[[], None]:
-    sigterm = int(_signal.SIGTERM)
-
-    def preexec() -> None:  # runs in the child between fork and exec: keep it tiny
-        _prctl(_PR_SET_PDEATHSIG, sigterm, 0, 0, 0)
-        if os.getppid() != runner_pid:  # the runner died before prctl took effect
-            os._exit(1)
-
-    return preexec
+def _command(args: list[str], env: Mapping[str, str], cwd: str | os.PathLike[str] | None) -> list[str]:
+    """The argv to spawn: on Linux `args` behind the PDEATHSIG wrapper, elsewhere `args` itself."""
+    program = args[0]
+    if os.sep in program:
+        path = os.path.join(cwd, program) if cwd is not None else program  # as Popen resolves it
+        found = path if os.access(path, os.X_OK) else None
+    else:
+        found = shutil.which(program, path=env.get("PATH", os.defpath))
+    if found is None:
+        raise FileNotFoundError(f"{program} not found or not executable")
+    if not PDEATHSIG:
+        return args
+    # -S -E: skip site and PYTHON* variables, the wrapper only needs ctypes (about 15 ms).
+    return [sys.executable, "-S", "-E", "-c", _PDEATHSIG_WRAPPER, str(os.getpid()),
+            os.path.abspath(found), *args]
 
 
 class _Spawner:
@@ -238,12 +244,14 @@ class Stack:
             self._width = max(self._width, len(name))
         args = [os.fspath(a) for a in argv]
         full_env = child_env(env)
-        preexec = _pdeathsig_preexec(os.getpid()) if _prctl is not None else None
+        try:
+            command = _command(args, full_env, cwd)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"cannot start {name}: {exc}") from None
 
         def launch() -> Proc:  # runs on the spawner thread; registers before returning so close() sees it
-            popen = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, env=full_env, cwd=cwd,
-                                     start_new_session=True, preexec_fn=preexec)
+            popen = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, env=full_env, cwd=cwd, start_new_session=True)
             proc = Proc(self, name, args, popen)
             with self._cond:
                 self._procs.pop(name, None)
@@ -254,10 +262,7 @@ class Stack:
             proc._reader.start()
             return proc
 
-        try:
-            return self._spawner.call(launch)
-        except FileNotFoundError as exc:
-            raise FileNotFoundError(f"cannot start {name}: {args[0]} not found") from exc
+        return self._spawner.call(launch)
 
     def run(self, name: str, argv: Sequence[str | os.PathLike[str]], *, timeout: float,
             env: Mapping[str, str | None] | None = None, cwd: str | os.PathLike[str] | None = None) -> Result:

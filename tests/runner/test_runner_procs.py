@@ -189,3 +189,14 @@ def test_busy_port_is_named_with_its_owner_and_the_way_out() -> None:
     message = str(err.value)
     assert message.startswith(f"port {port} is already in use by another process (pid ")
     assert err.value.pid is not None and "make stop" in message
+
+
+@pytest.mark.timeout(30)
+def test_starting_children_after_grpc_was_used_does_not_hang(stack: Stack) -> None:
+    # grpc registers fork handlers that can block forever when fork() runs them (as preexec_fn
+    # would make subprocess do); children must still start after a health check in this process.
+    for n in range(2):
+        port = pick_free_port()
+        stack.start(f"server{n}", [PY, "-c", HEALTH_SERVER, str(port)])
+        stack.wait_ready(f"server{n}", port=port, health=True, timeout=10)
+        stack.run(f"client{n}", [PY, "-c", "print('ok')"], timeout=10)
