@@ -118,6 +118,8 @@ class LaptopClient:
         finally:
             call.cancel()  # a no-op once the stream has ended
 
+    search = search_laptop  # the short name the notebooks use
+
     def upload_image(
         self, laptop_id: str, data: bytes, image_type: str = ".jpg", chunk_size: int = CHUNK_SIZE
     ) -> pb.UploadImageResponse:

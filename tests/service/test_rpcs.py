@@ -127,3 +127,14 @@ def test_reflection_lists_services(plain_server) -> None:  # type: ignore[no-unt
         res = next(iter(stub.ServerReflectionInfo(iter([req]), timeout=5)))
     names = {s.name for s in res.list_services_response.service}
     assert {"techschool_pcbook.LaptopService", "techschool_pcbook.AuthService", "grpc.health.v1.Health"} <= names
+
+
+def test_token_is_refreshed_in_the_background(plain_server, capsys) -> None:  # type: ignore[no-untyped-def]
+    with laptop_client.connect(f"127.0.0.1:{plain_server.port}", refresh_seconds=0.1) as conn:
+        deadline = time.monotonic() + 5
+        seen = ""
+        while seen.count("token refreshed: ") < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            seen += capsys.readouterr().out
+        assert seen.count("token refreshed: ") >= 3
+        assert conn.refresher.token and conn.laptops.create_laptop()
