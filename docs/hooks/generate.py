@@ -153,7 +153,7 @@ def _action_rows(parser: argparse.ArgumentParser) -> list[str]:
         else:
             shown = f"`{default}`"
         text = (action.help or "").replace("%(default)s", str(default))
-        if action.choices and not isinstance(action.choices, dict):
+        if action.metavar and action.choices and not isinstance(action.choices, dict):
             text += " (one of " + ", ".join(f"`{c}`" for c in action.choices) + ")"
         rows.append(f"| `{name}` | {shown} | {_md_cell(text)} |")
     return rows
