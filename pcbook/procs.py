@@ -89,7 +89,7 @@ def _command(args: list[str], env: Mapping[str, str], cwd: str | os.PathLike[str
         raise FileNotFoundError(f"{program} not found or not executable")
     if not PDEATHSIG:
         return args
-    # -S -E: skip site and PYTHON* variables, the wrapper only needs ctypes (about 15 ms).
+    # -S -E: skip site and PYTHON* variables; the wrapper only needs ctypes (a few tens of ms).
     return [sys.executable, "-S", "-E", "-c", _PDEATHSIG_WRAPPER, str(os.getpid()),
             os.path.abspath(found), *args]
 
