@@ -1,0 +1,284 @@
+"""A small load driver: N CreateLaptop calls, at a rate and a concurrency, with each call's status.
+
+    python -m pcbook.load --address ipv4:127.0.0.1:50071,127.0.0.1:50072 --lb-policy round_robin \\
+        --calls 40 --rate 50 --concurrency 4 --json .run/calls.json
+
+The tutorial's client stops at the first failed call; lessons 7 and 8 need to see every call: which
+ones failed, with which status, and when. Each call carries its number in the `x-call-id` header (nginx
+can log it) and a fresh laptop id (the servers log it), so a call can be followed through every log.
+
+The driver prints a line per failed call, a progress line every ``--progress-every`` finished calls
+(`20 calls done: 19 OK, 1 UNAVAILABLE`; the lessons wait on these lines) and a summary. ``--json``
+writes every call's record, read back by `read_report()`.
+
+``--compare NAME=TARGET`` (repeated) measures latency instead: the same small unary call on each
+target in turn (interleaved, so a busy machine slows every path alike), warm-up calls first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from pcbook import sample
+from pcbook.channels import LB_POLICIES, make_channel
+from pcbook.interceptors import AuthClientInterceptor
+from pcbook.laptop_client import AuthClient, TokenRefresher
+from pcbook.pb import laptop_service_pb2 as pb
+from pcbook.pb import laptop_service_pb2_grpc as pb_grpc
+
+CALL_ID_HEADER = "x-call-id"
+DEFAULT_TIMEOUT = 5.0
+# Separate channels must not share one TCP connection (gRPC pools subchannels process-wide).
+_OWN_CONNECTION = ("grpc.use_local_subchannel_pool", 1)
+
+
+@dataclass
+class Call:
+    """One CreateLaptop call as the client saw it."""
+
+    number: int  # 1-based, in the order the calls were started
+    laptop_id: str
+    t0: float  # time.time() when it was sent
+    t1: float  # time.time() when its status arrived
+    code: str  # grpc.StatusCode name: OK, UNAVAILABLE, ...
+    details: str = ""
+    channel: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.code == "OK"
+
+    @property
+    def ms(self) -> float:
+        return (self.t1 - self.t0) * 1000
+
+
+@dataclass
+class Report:
+    """What a run of the driver saw: every call, and latency per target for --compare."""
+
+    calls: list[Call] = field(default_factory=list)
+    latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def codes(self) -> Counter[str]:
+        return Counter(c.code for c in self.calls)
+
+    def failed(self) -> list[Call]:
+        return [c for c in self.calls if not c.ok]
+
+
+def read_report(path: Path) -> Report:
+    raw = json.loads(Path(path).read_text())
+    return Report([Call(**c) for c in raw["calls"]], raw.get("latency_ms", {}))
+
+
+def write_report(report: Report, path: Path) -> None:
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps({"calls": [asdict(c) for c in report.calls], "latency_ms": report.latency_ms}))
+    tmp.replace(path)  # the reader never sees half a file
+
+
+def summarize(codes: Counter[str]) -> str:
+    parts = [f"{codes['OK']} OK"] if codes.get("OK") else []
+    parts += [f"{n} {code}" for code, n in sorted(codes.items()) if code != "OK"]
+    return ", ".join(parts) or "none"
+
+
+# -- connections ------------------------------------------------------------------------------------
+
+
+class Laptops:
+    """A logged-in channel for CreateLaptop calls (the tutorial client's wiring, with extra options)."""
+
+    def __init__(self, address: str, *, tls_enabled: bool = False, lb_policy: str | None = None,
+                 health_check: bool = False, own_connection: bool = False, login_optional: bool = False) -> None:
+        options = [_OWN_CONNECTION] if own_connection else []
+        self._auth_channel = make_channel(address, tls_enabled=tls_enabled, options=options)
+        self._refresher = TokenRefresher(AuthClient(self._auth_channel, "admin1", "secret"), quiet=True)
+        try:
+            self._refresher.start()
+        except grpc.RpcError as err:
+            if not login_optional:
+                raise
+            # Go on without a token: the calls show what the proxy answers when no backend is there.
+            print(f"cannot log in ({err.code().name}: {err.details()}); sending the calls without a token",
+                  flush=True)
+        base = make_channel(address, tls_enabled=tls_enabled, lb_policy=lb_policy, health_check=health_check,
+                            options=options)
+        self._channel = grpc.intercept_channel(base, AuthClientInterceptor(lambda: self._refresher.token,
+                                                                           log_calls=False))
+        self._stub = pb_grpc.LaptopServiceStub(self._channel)
+
+    def create(self, number: int, timeout: float = DEFAULT_TIMEOUT, channel: int = 0) -> Call:
+        laptop = sample.new_laptop()
+        t0 = time.time()
+        try:
+            self._stub.CreateLaptop(pb.CreateLaptopRequest(laptop=laptop), timeout=timeout,
+                                    metadata=[(CALL_ID_HEADER, str(number))])
+            code, details = "OK", ""
+        except grpc.RpcError as err:
+            code = err.code().name if err.code() is not None else "UNKNOWN"
+            details = err.details() or ""
+        return Call(number, laptop.id, t0, time.time(), code, details, channel)
+
+    def close(self) -> None:
+        self._refresher.stop()
+        self._channel.close()
+        self._auth_channel.close()
+
+
+# -- the two modes ----------------------------------------------------------------------------------
+
+
+def run_calls(conns: Sequence[Laptops], calls: int, *, rate: float = 0.0, concurrency: int = 1,
+              timeout: float = DEFAULT_TIMEOUT, progress_every: int = 10) -> Report:
+    """Send `calls` CreateLaptop calls over `conns` in turn, at most `concurrency` at a time, started
+    `rate` per second (0: as fast as the concurrency allows)."""
+    report = Report()
+    lock = threading.Lock()
+    done: Counter[str] = Counter()
+
+    def one(number: int) -> None:
+        call = conns[number % len(conns)].create(number, timeout, number % len(conns))
+        with lock:
+            report.calls.append(call)
+            done[call.code] += 1
+            if not call.ok:
+                print(f"call {number}: {call.code} after {call.ms:.1f} ms: {call.details}", flush=True)
+            finished = sum(done.values())
+            if progress_every and finished % progress_every == 0:
+                print(f"{finished} calls done: {summarize(done)}", flush=True)
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="load") as pool:
+        for number in range(1, calls + 1):
+            if rate > 0:  # pacing: call n leaves at start + (n-1)/rate
+                delay = start + (number - 1) / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            pool.submit(one, number)
+    report.calls.sort(key=lambda c: c.number)
+    return report
+
+
+def run_compare(targets: Sequence[tuple[str, Laptops]], calls: int, warmup: int,
+                timeout: float = DEFAULT_TIMEOUT) -> Report:
+    """Latency of one CreateLaptop on each target, interleaved; median, p90 and mean in ms."""
+    samples: dict[str, list[float]] = {name: [] for name, _ in targets}
+    report = Report()
+    for number in range(1, warmup + calls + 1):
+        for name, conn in targets:
+            call = conn.create(number, timeout)
+            if not call.ok:
+                raise SystemExit(f"{name}: call {number} failed: {call.code}: {call.details}")
+            if number > warmup:
+                samples[name].append(call.ms)
+    for name, values in samples.items():
+        values.sort()
+        report.latency_ms[name] = {
+            "median": statistics.median(values),
+            "p90": values[min(len(values) - 1, int(0.9 * len(values)))],
+            "mean": statistics.fmean(values),
+        }
+    return report
+
+
+# -- command line -----------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m pcbook.load", description=__doc__.split("\n\n")[1].strip())
+    p.add_argument("--address", help="target: host:port or ipv4:host:port,host:port")
+    p.add_argument("--tls", action="store_true", help="mutual TLS, like the tutorial's client")
+    p.add_argument("--lb-policy", choices=LB_POLICIES, default=None, help="client-side load balancing")
+    p.add_argument("--health-check", action="store_true", help="client-side health checking")
+    p.add_argument("--calls", type=int, default=20, help="how many CreateLaptop calls (default 20)")
+    p.add_argument("--rate", type=float, default=0.0, help="calls started per second (default: no pacing)")
+    p.add_argument("--concurrency", type=int, default=1, help="calls in flight at most (default 1)")
+    p.add_argument("--channels", type=int, default=1, help="client connections, each its own TCP connection")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="per-call deadline, s (default 5)")
+    p.add_argument("--login-optional", action="store_true",
+                   help="send the calls even if Login fails (to see what a proxy answers with no backend)")
+    p.add_argument("--progress-every", type=int, default=10, help="a progress line every N calls (0: none)")
+    p.add_argument("--compare", action="append", default=[], metavar="NAME=[POLICY@]TARGET",
+                   help="measure latency on this target instead (repeat it); POLICY: pick_first|round_robin")
+    p.add_argument("--warmup", type=int, default=20, help="with --compare: calls per target not measured")
+    p.add_argument("--json", type=Path, default=None, help="write every call's record to this file")
+    args = p.parse_args(argv)
+    if not args.compare and not args.address:
+        p.error("give --address, or --compare NAME=TARGET")
+    if args.calls < 1 or args.concurrency < 1 or args.channels < 1 or args.rate < 0 or args.warmup < 0:
+        p.error("--calls, --concurrency and --channels must be at least 1; --rate and --warmup not negative")
+    return args
+
+
+def _parse_target(spec: str) -> tuple[str, str | None, str]:
+    name, sep, rest = spec.partition("=")
+    if not sep or not name or not rest:
+        raise SystemExit(f"--compare {spec!r}: expected NAME=[POLICY@]TARGET")
+    policy, at, target = rest.partition("@")
+    if not at:
+        return name, None, rest
+    if policy not in LB_POLICIES:
+        raise SystemExit(f"--compare {spec!r}: the policy must be one of {', '.join(LB_POLICIES)}")
+    return name, policy, target
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    conns: list[Laptops] = []
+    try:
+        if args.compare:
+            targets = []
+            for spec in args.compare:
+                name, policy, target = _parse_target(spec)
+                conns.append(Laptops(target, tls_enabled=args.tls, lb_policy=policy))
+                targets.append((name, conns[-1]))
+            print(f"measuring {args.calls} calls per target after {args.warmup} warm-up calls: "
+                  + ", ".join(args.compare), flush=True)
+            report = run_compare(targets, args.calls, args.warmup, args.timeout)
+            for name, stats in report.latency_ms.items():
+                print(f"{name:<12} median {stats['median']:6.2f} ms   p90 {stats['p90']:6.2f} ms   "
+                      f"mean {stats['mean']:6.2f} ms", flush=True)
+        else:
+            for _ in range(args.channels):
+                conns.append(Laptops(args.address, tls_enabled=args.tls, lb_policy=args.lb_policy,
+                                     health_check=args.health_check, own_connection=args.channels > 1,
+                                     login_optional=args.login_optional))
+            pacing = f", {args.rate:g}/s" if args.rate else ""
+            print(f"sending {args.calls} CreateLaptop calls to {args.address} over {args.channels} "
+                  f"connection(s), {args.concurrency} at a time{pacing}", flush=True)
+            report = run_calls(conns, args.calls, rate=args.rate, concurrency=args.concurrency,
+                               timeout=args.timeout, progress_every=args.progress_every)
+            print(f"done: {len(report.calls)} calls: {summarize(report.codes())}", flush=True)
+    except grpc.RpcError as err:  # the first Login failed: nothing to measure
+        print(f"cannot log in: {err.code().name}: {err.details()}", file=sys.stderr, flush=True)
+        return 2
+    finally:
+        for conn in conns:
+            conn.close()
+    if args.json is not None:
+        write_report(report, args.json)
+    return 0
+
+
+def as_data(report: Report) -> dict[str, Any]:
+    """A compact, JSON-friendly view of a report for Outcome.data (notebook charts)."""
+    return {"codes": dict(report.codes()), "calls": len(report.calls)}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
