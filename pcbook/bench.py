@@ -369,7 +369,7 @@ def run_bench(settings: Settings, out_dir: Path, say: Say = print, *, chart: boo
     if chart:
         png = out_dir / "bench.png"
         draw_chart(results, png)
-        say(f"chart: {_shown(png)}   numbers: {_shown(out_dir / 'results.json')}")
+        say(f"chart: {shown(png)}   numbers: {shown(out_dir / 'results.json')}")
     say(f"done in {results['seconds']:.0f} s; everything it started is stopped")
     return results
 
@@ -515,7 +515,7 @@ def draw_chart(results: dict[str, object], png: Path, title: str | None = None) 
     plt.close(fig)
 
 
-def _shown(path: Path) -> str:
+def shown(path: Path) -> str:
     try:
         return str(path.resolve().relative_to(Path.cwd()))
     except ValueError:
@@ -529,7 +529,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--processes", type=int, default=defaults.processes,
                         help="load generator processes (default 2)")
     parser.add_argument("--quick", action="store_true", help="short windows: a smoke test, not a measurement")
-    parser.add_argument("--out", type=Path, default=OUT_DIR, help=f"where the chart and results go ({_shown(OUT_DIR)})")
+    parser.add_argument("--out", type=Path, default=OUT_DIR, help=f"where the chart and results go ({shown(OUT_DIR)})")
     parser.add_argument("--no-chart", action="store_true", help="skip the PNG")
     return parser.parse_args(argv)
 
