@@ -18,13 +18,17 @@ target in turn (interleaved, so a busy machine slows every path alike), warm-up 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
+import re
 import statistics
+import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,12 +36,13 @@ from typing import Any
 
 import grpc
 
-from pcbook import sample
+from pcbook import procs, sample
 from pcbook.channels import LB_POLICIES, make_channel
 from pcbook.interceptors import AuthClientInterceptor
 from pcbook.laptop_client import AuthClient, TokenRefresher
 from pcbook.pb import laptop_service_pb2 as pb
 from pcbook.pb import laptop_service_pb2_grpc as pb_grpc
+from pcbook.ports import find_listener
 
 CALL_ID_HEADER = "x-call-id"
 DEFAULT_TIMEOUT = 5.0
@@ -275,9 +280,117 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def as_data(report: Report) -> dict[str, Any]:
-    """A compact, JSON-friendly view of a report for Outcome.data (notebook charts)."""
-    return {"codes": dict(report.codes()), "calls": len(report.calls)}
+# -- for the lessons' scenarios: run the driver and the servers in a Stack ------------------------------
+
+# The laptop service logs `receive a create-laptop request with id: <uuid>` for every CreateLaptop.
+_RECEIVED = re.compile(r"receive a create-laptop request with id: (\S+)")
+_BIND_WAIT = 65.0  # a TIME_WAIT socket holds a port for 60 s on Linux
+_runs = itertools.count(1)
+
+
+def received_by(stack: procs.Stack, since: int, servers: Sequence[str]) -> dict[str, list[str]]:
+    """Laptop id -> the servers that received that CreateLaptop (more than one: it ran twice)."""
+    out: dict[str, list[str]] = {}
+    for rec in stack.records(since=since):
+        if rec.name in servers and (m := _RECEIVED.search(rec.text)):
+            out.setdefault(m.group(1), []).append(rec.name)
+    return out
+
+
+def per_server(calls: Sequence[Call], receivers: dict[str, list[str]], servers: Sequence[str]) -> dict[str, int]:
+    """How many of `calls` each server received (a call no server logged counts for none)."""
+    counts = dict.fromkeys(servers, 0)
+    for call in calls:
+        for server in receivers.get(call.laptop_id, []):
+            counts[server] = counts.get(server, 0) + 1
+    return counts
+
+
+def settle(stack: procs.Stack, since: int, servers: Sequence[str], calls: Sequence[Call],
+           timeout: float = 3.0) -> dict[str, list[str]]:
+    """received_by(), once every successful call's server line has been read (or at the deadline):
+    a server's output reaches the runner a moment after the client has its answer."""
+    wanted = {c.laptop_id for c in calls if c.ok}
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = received_by(stack, since, servers)
+        if wanted <= seen.keys() or time.monotonic() > deadline:
+            return seen
+        stack.wait_for_output(0.05)
+
+
+def wait_bindable(port: int, say: Callable[[str], None], timeout: float = _BIND_WAIT) -> None:
+    """Wait until `port` can be bound. A live listener is an error at once (PortBusyError); a port
+    held only by a closing connection (TIME_WAIT, e.g. another program's client that happened to
+    get this port as its local port) frees itself within a minute."""
+    deadline = time.monotonic() + timeout
+    told = False
+    while True:
+        try:
+            procs.check_port_free(port)
+            return
+        except procs.PortBusyError as err:
+            if err.pid is not None or find_listener(port) is not None or time.monotonic() > deadline:
+                raise
+            if not told:
+                say(f"   (port {port} is held by a closing connection; waiting up to {timeout:g} s for it)")
+                told = True
+        time.sleep(0.2)
+
+
+def start_server(stack: procs.Stack, name: str, port: int, args: Sequence[str], say: Callable[[str], None],
+                 timeout: float = 15.0) -> None:
+    """Start a plaintext pcbook server and wait until its health service says SERVING."""
+    wait_bindable(port, say)
+    stack.start(name, [sys.executable, "-u", "-m", "pcbook.server", "--port", str(port), *args])
+    stack.wait_ready(name, port=port, health=True, timeout=timeout)
+
+
+def driver_argv(address: str, json_path: Path, *, calls: int, rate: float = 0.0, concurrency: int = 1,
+                channels: int = 1, lb_policy: str | None = None, health_check: bool = False,
+                login_optional: bool = False, progress_every: int = 10) -> list[str]:
+    argv = [sys.executable, "-u", "-m", "pcbook.load", "--address", address, "--calls", str(calls),
+            "--concurrency", str(concurrency), "--channels", str(channels), "--json", str(json_path),
+            "--progress-every", str(progress_every)]
+    if rate:
+        argv += ["--rate", f"{rate:g}"]
+    if lb_policy:
+        argv += ["--lb-policy", lb_policy]
+    if health_check:
+        argv.append("--health-check")
+    if login_optional:
+        argv.append("--login-optional")
+    return argv
+
+
+def report_path(stack: procs.Stack) -> Path:
+    stack.run_dir.mkdir(parents=True, exist_ok=True)
+    return stack.run_dir / f"load-{os.getpid()}-{next(_runs)}.json"
+
+
+def collect(stack: procs.Stack, name: str, path: Path, timeout: float) -> Report:
+    """Wait for a driver started with stack.start() to finish and read its report."""
+    proc = stack.proc(name)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        stack.stop(name)
+        raise procs.NotReadyError(f"{name} did not finish within {timeout:g} s", name=name,
+                                  tail=proc.tail(15)) from None
+    if proc.returncode != 0 or not path.exists():
+        raise procs.NotReadyError(f"{name} failed ({proc.returncode})", name=name, tail=proc.tail(15))
+    try:
+        return read_report(path)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def run_load(stack: procs.Stack, address: str, *, name: str = "client", timeout: float = 30.0,
+             **options: Any) -> Report:
+    """Run the driver in the foreground (its lines are echoed with the `client` prefix)."""
+    path = report_path(stack)
+    stack.start(name, driver_argv(address, path, **options))
+    return collect(stack, name, path, timeout)
 
 
 if __name__ == "__main__":
