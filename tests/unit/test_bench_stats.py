@@ -1,0 +1,117 @@
+"""The arithmetic and the tables of `make bench` (pcbook.benchstats) and its target verdicts."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pcbook import bench
+from pcbook.benchstats import (
+    PathStats,
+    Spread,
+    latency_table,
+    median,
+    percentile,
+    ratio,
+    summarize,
+    throughput_table,
+)
+
+
+def test_percentile_interpolates_between_ranks() -> None:
+    values = [4.0, 1.0, 3.0, 2.0]  # order must not matter
+    assert percentile(values, 0) == 1.0
+    assert percentile(values, 100) == 4.0
+    assert percentile(values, 50) == 2.5
+    assert percentile(values, 25) == pytest.approx(1.75)
+    assert percentile([7.0], 99) == 7.0
+
+
+def test_percentile_p99_of_a_hundred_values() -> None:
+    values = list(range(1, 101))
+    assert percentile(values, 99) == pytest.approx(99.01)
+    assert median(values) == 50.5
+
+
+def test_percentile_rejects_nothing_and_bad_q() -> None:
+    with pytest.raises(ValueError):
+        percentile([], 50)
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
+
+
+def test_spread_is_median_and_range_of_repetitions() -> None:
+    s = Spread.of([3.0, 1.0, 2.0])
+    assert (s.median, s.low, s.high, s.n) == (2.0, 1.0, 3.0, 3)
+    assert s.relative_range == 1.0
+    assert Spread.of([0.0]).relative_range == math.inf
+
+
+def test_summarize_takes_p50_per_repetition_in_ms() -> None:
+    ms = 1_000_000
+    rounds = [[1 * ms] * 10, [3 * ms] * 10, [2 * ms] * 10]
+    stats = summarize("direct", rounds, [100.0, 300.0, 200.0])
+    assert stats.p50_ms == Spread(2.0, 1.0, 3.0, 3)
+    assert stats.p99_ms.median == 2.0
+    assert stats.throughput == Spread(200.0, 100.0, 300.0, 3)
+    assert summarize("x", rounds).throughput is None
+
+
+def test_ratio() -> None:
+    assert ratio(3.0, 2.0) == 1.5
+    assert ratio(1.0, 0.0) == math.inf
+
+
+def _row(name: str, p50: float, calls: float | None = None) -> PathStats:
+    return PathStats(name, Spread.of([p50]), Spread.of([p50 * 2]), Spread.of([calls]) if calls else None)
+
+
+def test_latency_table_shows_ratios_to_the_base() -> None:
+    lines = latency_table([_row("direct", 0.5, 1000), _row("nginx", 0.75, 800)], "direct", {"nginx": "via nginx"})
+    assert lines[0].split()[:2] == ["path", "p50"]
+    assert set(lines[1]) <= {"-", " "}
+    assert lines[2].startswith("direct") and " 1.00 " in lines[2]
+    assert lines[3].startswith("via nginx")
+    assert "1.50" in lines[3] and "0.80" in lines[3]
+    assert len({len(line) for line in lines[:2]}) == 1  # header and rule line up
+
+
+def test_latency_table_without_throughput_and_without_base() -> None:
+    lines = latency_table([_row("direct", 1.0), _row("nginx", 2.0)], "direct")
+    assert lines[3].rstrip().endswith("-")
+    with pytest.raises(ValueError):
+        latency_table([_row("nginx", 1.0)], "direct")
+
+
+def test_throughput_table() -> None:
+    lines = throughput_table([("1 server", Spread.of([190, 200, 210])), ("2 servers", Spread.of([400]))], "1 server")
+    assert "x 1 server" in lines[0]
+    assert lines[2].endswith("1.00") and lines[3].endswith("2.00")
+    assert "200 [190-210]" in lines[2]
+
+
+def test_targets_met_reports_each_target() -> None:
+    hop = {
+        bench.DIRECT: _row(bench.DIRECT, 1.0),
+        bench.NGINX_PLAIN: _row(bench.NGINX_PLAIN, 1.3),
+        bench.NGINX_KEEPALIVE: _row(bench.NGINX_KEEPALIVE, 1.4),
+        bench.CLIENT_RR: _row(bench.CLIENT_RR, 1.0),
+    }
+    scale = {bench.ONE: Spread.of([200]), bench.NGINX_TWO: Spread.of([390]), bench.RR_TWO: Spread.of([385])}
+    verdicts = bench.targets_met(hop, scale)
+    assert [ok for _, ok, _ in verdicts] == [True, True, True]
+    scale[bench.NGINX_TWO] = Spread.of([300])
+    hop[bench.NGINX_KEEPALIVE] = _row(bench.NGINX_KEEPALIVE, 1.6)
+    hop[bench.CLIENT_RR] = _row(bench.CLIENT_RR, 1.5)  # slower than nginx: client RR target missed
+    assert [ok for _, ok, _ in bench.targets_met(hop, scale)] == [False, False, False]
+
+
+def test_server_argv_keeps_stdout_out_of_the_pipe(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    log = tmp_path / "a dir" / "server1.log"
+    argv = bench.server_argv(bench.BenchServer("server3", 50103, mtls=True), log, workers=4, work_ms=20)
+    assert argv[:2] == ["/bin/sh", "-c"]
+    assert "'" in argv[2] and str(log) in argv[2]  # quoted: the path has a space
+    assert argv[argv.index("--port") + 1] == "50103"
+    assert ["--tls", "--client-auth", "require"] == argv[argv.index("--tls"):argv.index("--tls") + 3]
+    assert argv[argv.index("--work-ms") + 1] == "20"
