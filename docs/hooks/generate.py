@@ -39,6 +39,7 @@ CLI_MODULES = {
     "server": "pcbook.server",
     "client": "pcbook.client",
     "workbook": "pcbook.workbook",
+    "stream_probe": "pcbook.stream_probe",  # lesson 9's driver
 }
 MERMAID_ASSET = "assets/javascripts/mermaid.min.js"
 _PLACEHOLDER = re.compile(r"<!--\s*(make-targets|lessons|cli:\s*(\w+)|steps:\s*(\d+))\s*-->")
