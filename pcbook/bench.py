@@ -35,6 +35,10 @@ from pcbook.loadgen import KIND, LoadGenerator, Round, Target
 
 Say = Callable[[str], None]
 
+
+def say_flushed(line: str) -> None:
+    print(line, flush=True)  # progress must show as it happens, also through a pipe (make | tee)
+
 OUT_DIR = paths.RUN_DIR / "bench"
 HOP_CONF = paths.NGINX_DIR / "bench-hop.conf"
 SCALE_CONF = paths.NGINX_DIR / "bench-scale.conf"
@@ -329,7 +333,7 @@ def machine() -> dict[str, object]:
     }
 
 
-def run_bench(settings: Settings, out_dir: Path, say: Say = print, *, chart: bool = True,
+def run_bench(settings: Settings, out_dir: Path, say: Say = say_flushed, *, chart: bool = True,
               scale_conf: Path = SCALE_CONF) -> dict[str, object]:
     clock = Clock()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -543,10 +547,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = run_bench(settings, args.out, chart=not args.no_chart)
     except KeyboardInterrupt:
-        print("interrupted: every process the bench started has been stopped", flush=True)
+        say_flushed("interrupted: every process the bench started has been stopped")
         return 130
     except (procs.PortBusyError, procs.NotReadyError, nginx.NginxError, tls.CertificateFileError, RuntimeError) as err:
-        print(f"bench failed: {err}", flush=True)
+        say_flushed(f"bench failed: {err}")
         return 1
     return 0 if isinstance(results, dict) else 1
 

@@ -21,6 +21,7 @@ import asyncio
 import os
 import re
 import secrets
+import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -37,6 +38,7 @@ KEY_ENV = "PCBOOK_LOADGEN_KEY"
 READY = "loadgen listening on"
 CALL_TIMEOUT = 5.0  # per call; a hung call must not hang a round
 LOGIN = ("admin1", "secret")  # the seeded admin: CreateLaptop needs the admin role
+QUIT_GRACE = 2.0  # seconds a worker gets to exit by itself after "quit"
 KIND = "python-grpcio-aio"  # what the report names as the load generator
 
 
@@ -196,6 +198,11 @@ class LoadGenerator:
                 pass
         self._conns.clear()
         for name in self.names:
+            proc = self.stack.proc(name)
+            try:
+                proc.wait(QUIT_GRACE)  # told to quit: let it close its channels and exit 0
+            except subprocess.TimeoutExpired:
+                pass
             self.stack.stop(name)
 
 
