@@ -77,6 +77,7 @@ class Report:
 
     calls: list[Call] = field(default_factory=list)
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    login_error: str = ""  # the first Login failed (and no call was sent): its status and details
 
     def codes(self) -> Counter[str]:
         return Counter(c.code for c in self.calls)
@@ -87,12 +88,13 @@ class Report:
 
 def read_report(path: Path) -> Report:
     raw = json.loads(Path(path).read_text())
-    return Report([Call(**c) for c in raw["calls"]], raw.get("latency_ms", {}))
+    return Report([Call(**c) for c in raw["calls"]], raw.get("latency_ms", {}), raw.get("login_error", ""))
 
 
 def write_report(report: Report, path: Path) -> None:
     tmp = Path(path).with_suffix(".tmp")
-    tmp.write_text(json.dumps({"calls": [asdict(c) for c in report.calls], "latency_ms": report.latency_ms}))
+    tmp.write_text(json.dumps({"calls": [asdict(c) for c in report.calls], "latency_ms": report.latency_ms,
+                               "login_error": report.login_error}))
     tmp.replace(path)  # the reader never sees half a file
 
 
@@ -269,15 +271,15 @@ def main(argv: list[str] | None = None) -> int:
             report = run_calls(conns, args.calls, rate=args.rate, concurrency=args.concurrency,
                                timeout=args.timeout, progress_every=args.progress_every)
             print(f"done: {len(report.calls)} calls: {summarize(report.codes())}", flush=True)
-    except grpc.RpcError as err:  # the first Login failed: nothing to measure
-        print(f"cannot log in: {err.code().name}: {err.details()}", file=sys.stderr, flush=True)
-        return 2
+    except grpc.RpcError as err:  # the first Login failed: no call was sent
+        report = Report(login_error=f"{err.code().name}: {err.details()}")
+        print(f"cannot log in: {report.login_error}", file=sys.stderr, flush=True)
     finally:
         for conn in conns:
             conn.close()
     if args.json is not None:
         write_report(report, args.json)
-    return 0
+    return 2 if report.login_error else 0
 
 
 # -- for the lessons' scenarios: run the driver and the servers in a Stack ------------------------------
@@ -377,7 +379,7 @@ def collect(stack: procs.Stack, name: str, path: Path, timeout: float) -> Report
         stack.stop(name)
         raise procs.NotReadyError(f"{name} did not finish within {timeout:g} s", name=name,
                                   tail=proc.tail(15)) from None
-    if proc.returncode != 0 or not path.exists():
+    if not path.exists():  # exit code 2 with a report: the Login failed, the report says how
         raise procs.NotReadyError(f"{name} failed ({proc.returncode})", name=name, tail=proc.tail(15))
     try:
         return read_report(path)

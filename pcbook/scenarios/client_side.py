@@ -65,6 +65,8 @@ def _describe(details: Sequence[str]) -> list[str]:
 
 
 def _failures(report: load.Report) -> list[str]:
+    if report.login_error:
+        return [f"the client could not log in: {report.login_error}"]
     failed = report.failed()
     if not failed:
         return []
@@ -219,7 +221,7 @@ def server_dies(ctx: ScenarioContext, index: int, total: int, calls: int = 40, r
         ctx.say(f"     call {call.number:>2}  t = {(call.t0 - killed_at) * 1000:+6.0f} ms  {said}  ({where})")
     failed = report.failed()
     later = [c for c in report.calls if c.t0 >= killed_at + KILL_GRACE]
-    diffs = []
+    diffs = [f"the client could not log in: {report.login_error}"] if report.login_error else []
     if not failed:
         diffs.append("no call failed, but a call was in flight on server2 when it was killed")
     wrong = sorted({c.code for c in failed} - {"UNAVAILABLE"})

@@ -141,6 +141,12 @@ def settle_error_log(ctx: ScenarioContext, ng: nginx.NginxProcess, pattern: str)
         ctx.stack.wait_for_output(0.05)
 
 
+def _login(report: load.Report) -> list[str]:
+    if not report.login_error:
+        return []
+    return [f"the client could not even log in: {report.login_error}"]
+
+
 def _said(call: load.Call) -> str:
     return "OK" if call.ok else f"{call.code}: {call.details}"
 
@@ -197,7 +203,7 @@ def nginx_errors(ctx: ScenarioContext, index: int, total: int, conf: Path, check
 
 
 def kill_under_load(ctx: ScenarioContext, index: int, total: int, conf: Path, checkpoint: bool = True,
-                    calls: int = 40, concurrency: int = 4) -> Outcome:
+                    calls: int = 30, rate: float = 40.0, concurrency: int = 4) -> Outcome:
     if checkpoint:
         title = "server1 dies with calls in flight: those calls fail, the others go to server2"
         expect = ("the calls in flight on server1 fail with UNAVAILABLE and are not retried; "
@@ -206,14 +212,15 @@ def kill_under_load(ctx: ScenarioContext, index: int, total: int, conf: Path, ch
         title = "the same with `non_idempotent`: nginx still cannot retry a call it has sent"
         expect = "the same as before: non_idempotent does not make nginx retry a gRPC call"
     ctx.step(index, total, title, _describe(
-        conf, NAMES, f"--calls {calls} --concurrency {concurrency}", expect,
+        conf, NAMES, f"--calls {calls} --rate {rate:g} --concurrency {concurrency}", expect,
         then="after 10 calls, while server1 works on a call, server1 is killed (SIGKILL)"))
     servers(ctx, NAMES)
     ng = fresh_nginx(ctx, conf)
     stack = ctx.stack
     mark = stack.mark()
     path = load.report_path(stack)
-    stack.start("client", load.driver_argv(ADDRESS, path, calls=calls, concurrency=concurrency))
+    # Paced, so that calls keep coming well after the kill.
+    stack.start("client", load.driver_argv(ADDRESS, path, calls=calls, rate=rate, concurrency=concurrency))
     stack.wait_for_line("client", "10 calls done", 15, since=mark)
     # Kill it while it works on a call (each takes 50 ms): that call has surely been sent.
     stack.wait_for_line("server1", "receive a create-laptop request", 5, since=stack.mark())
@@ -238,7 +245,7 @@ def kill_under_load(ctx: ScenarioContext, index: int, total: int, conf: Path, ch
     retried = [c.number for c in failed if "server2" in receivers.get(c.laptop_id, [])
                or (c.number in access and "50082" in access[c.number].upstream)]
     late = [c.number for c in report.calls if c.t0 >= killed_at + KILL_GRACE and not c.ok]
-    diffs = []
+    diffs = _login(report)
     if not failed:
         diffs.append("no call failed, but calls were in flight on server1 when it was killed: were they retried?")
     wrong = sorted({c.code for c in failed} - {"UNAVAILABLE"})
@@ -298,8 +305,8 @@ def refused_is_retried(ctx: ScenarioContext, index: int, total: int, conf: Path,
     ctx.say(f"   nginx tried server1 {len(refused)} time(s) for {requests} requests (Login included)")
     if disabled:
         ctx.say("   nginx's error log: ... upstream server temporarily disabled while connecting to upstream ...")
-    diffs = [f"call {c.number} failed: {_said(c)} (a refused connection should be retried on server2)"
-             for c in report.failed()][:3]
+    diffs = _login(report) + [f"call {c.number} failed: {_said(c)} (a refused connection should be retried "
+                              "on server2)" for c in report.failed()][:3]
     if not refused:
         diffs.append("nginx's error log shows no refused connection to server1: it never tried it")
     elif 2 * len(refused) >= requests:
@@ -313,7 +320,7 @@ def refused_is_retried(ctx: ScenarioContext, index: int, total: int, conf: Path,
     return ctx.record(Outcome(title, why, True, diffs, data=data))
 
 
-def all_down(ctx: ScenarioContext, index: int, total: int, conf: Path, calls: int = 40,
+def all_down(ctx: ScenarioContext, index: int, total: int, conf: Path, calls: int = 35,
              rate: float = 10.0) -> Outcome:
     title = "server2 dies too: no live upstreams, then nginx waits fail_timeout before trying again"
     ctx.step(index, total, title, _describe(
@@ -340,7 +347,7 @@ def all_down(ctx: ScenarioContext, index: int, total: int, conf: Path, calls: in
     ctx.say(f"   server2 was back {back_at - killed_at:.2f} s after the kill; "
             + (f"the first call to succeed again started {outage:.2f} s after the kill" if outage is not None
                else "no call succeeded again"))
-    diffs = []
+    diffs = _login(report)
     if not report.failed():
         diffs.append("no call failed while both servers were down")
     if not no_live:
@@ -384,7 +391,7 @@ def concurrent_calls(ctx: ScenarioContext, index: int, total: int, conf: Path, c
         ctx.say(f"   the client sees: {said}")
     if alerts:
         ctx.say(f"   nginx's error log ({len(alerts)} lines): {alerts[0].split('] ', 1)[-1][:110]} ...")
-    diffs = []
+    diffs = _login(report)
     if checkpoint:
         diffs += [f"{n} calls failed with {code}" for code, n in sorted(codes.items()) if code != "OK"]
         if alerts:
