@@ -25,6 +25,7 @@ class Observation:
     client_lines: list[str] = field(default_factory=list)
     calls: list[tuple[str, str]] = field(default_factory=list)  # (server name, method), in order seen
     nginx_errors: list[str] = field(default_factory=list)
+    server_lines: list[str] = field(default_factory=list)  # every server's output, for server_says
     access_lines: list[str] = field(default_factory=list)
 
     @property
@@ -62,6 +63,8 @@ def differences(expect: Expect, seen: Observation) -> list[str]:
         diffs.append(f"the client's output has no match for /{expect.client_says}/")
     if expect.nginx_error and not any(re.search(expect.nginx_error, line) for line in seen.nginx_errors):
         diffs.append(f"nginx's error log has no line matching /{expect.nginx_error}/")
+    if expect.server_says and not any(re.search(expect.server_says, line) for line in seen.server_lines):
+        diffs.append(f"no server logged a line matching /{expect.server_says}/")
     served_by = {server for server, _ in seen.calls}
     missing = [s for s in expect.spread if s not in served_by]
     if missing:
@@ -94,6 +97,8 @@ def settled(expect: Expect, seen: Observation, runs: int = 1) -> bool:
     """
     calls = max(len(expect.spread), len(expect.routes)) * runs
     if len(seen.calls) < calls or len(seen.posts) < (expect.access_posts or 0):
+        return False
+    if expect.server_says and not any(re.search(expect.server_says, line) for line in seen.server_lines):
         return False
     if expect.nginx_error:
         return any(re.search(expect.nginx_error, line) for line in seen.nginx_errors)

@@ -161,13 +161,15 @@ class LessonRunner:
         while True:
             seen = checks.Observation(client_ok=client_ok, client_lines=client_lines)
             for name in self.running:
-                seen.calls += checks.calls_in(name, self.stack.lines_since(mark, name))
+                lines = self.stack.lines_since(mark, name)
+                seen.calls += checks.calls_in(name, lines)
+                seen.server_lines += lines
             if self.nginx is not None:
                 seen.access_lines = self.nginx.access_log_lines()
                 seen.nginx_errors = self.nginx.error_log_lines()
             if checks.settled(step.expect, seen, step.client.runs) or time.monotonic() > deadline:
                 return seen
-            self.stack.wait_for_output(0.05)
+            self.stack.wait_for_output(0.05)  # nginx's log files are polled, pipes wake us up
 
 
 def run_lesson(
@@ -201,7 +203,7 @@ def run_lesson(
                 _report(say, outcome)
             if keep:
                 _hold(say, runner)
-        except (procs.PortBusyError, procs.NotReadyError, nginx.NginxError, tls.CertificateError) as err:
+        except (procs.PortBusyError, procs.NotReadyError, nginx.NginxError, tls.CertificateFileError) as err:
             result.error = str(err)
             say(f"!! {err}")
     return result
