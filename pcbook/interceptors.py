@@ -29,6 +29,11 @@ AUTH_METHODS: frozenset[str] = frozenset(ACCESSIBLE_ROLES)
 Metadata = Sequence[tuple[str, str | bytes]]
 
 
+# Readiness probes and tools call these; the Go service had neither, so logging them would bury the
+# tutorial's lines (and the lessons count calls per server from these log lines).
+UNLOGGED_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
 class AuthError(Exception):
     """A call refused by the role map, with the status to answer."""
 
@@ -104,7 +109,8 @@ class AuthServerInterceptor(grpc.ServerInterceptor):
         method = handler_call_details.method
         kind = _handler_kind(handler)
         # Go's log.Println("--> unary interceptor: ", method) puts two spaces before the method.
-        log(f"--> {'unary' if kind == 'unary_unary' else 'stream'} interceptor:  {method}")
+        if not method.startswith(UNLOGGED_PREFIXES):
+            log(f"--> {'unary' if kind == 'unary_unary' else 'stream'} interceptor:  {method}")
         if method not in self._roles:
             return handler  # untouched: keeps attributes such as the health service's non-blocking Watch
         return self._guarded(handler, kind, method, handler_call_details.invocation_metadata)
