@@ -40,6 +40,7 @@ CLI_MODULES = {
     "client": "pcbook.client",
     "workbook": "pcbook.workbook",
     "stream_probe": "pcbook.stream_probe",  # lesson 9's driver
+    "load": "pcbook.load",  # lessons 7 and 8: the load driver
 }
 MERMAID_ASSET = "assets/javascripts/mermaid.min.js"
 _PLACEHOLDER = re.compile(r"<!--\s*(make-targets|lessons|cli:\s*(\w+)|steps:\s*(\d+))\s*-->")
