@@ -245,7 +245,7 @@ def _report(say: Echo, outcome: Outcome) -> None:
 
 
 def _hold(say: Echo, runner: LessonRunner) -> None:
-    names = ", ".join(runner.running) + (", nginx on 8080" if runner.nginx else "")
+    names = ", ".join(name for name in runner.stack.names if runner.stack.proc(name).running)
     say("")
     say(f"the stack stays up for you to explore ({names}); press Ctrl-C to stop it")
     try:

@@ -46,7 +46,7 @@ def cmd_lesson(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     lesson = _lesson(args.number)
     conf = _config(args.conf)
-    if conf is not None and lesson.checkpoint_config is None:
+    if conf is not None and lesson.checkpoint_config is None and lesson.scenario is None:
         raise SystemExit(f"lesson {lesson.number} uses no nginx, so it takes no CONF")
     result = run_lesson(lesson, conf=conf, checkpoint_only=True, echo=None if args.quiet else print)
     print(result.checkpoint_line())
@@ -55,6 +55,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_nginx(args: argparse.Namespace) -> int:
     lesson = _lesson(args.number)
+    if lesson.scenario is not None:
+        raise SystemExit(
+            f"lesson {lesson.number} starts its own stack: run `make lesson-{lesson.number} KEEP=1` to explore it"
+        )
     conf = _config(args.conf) or lesson.checkpoint_config
     if conf is None:
         raise SystemExit(f"lesson {lesson.number} uses no nginx")
@@ -142,7 +146,9 @@ def leftovers() -> list[tuple[int, str]]:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:
             continue
-        ours = "-m pcbook.server" in cmdline or "-m pcbook.client" in cmdline
+        # Servers, clients and load drivers all run as `python -m pcbook.<module>`; nginx runs with a
+        # prefix folder under RUN_DIR. The lesson CLI itself (this process's kin) is left alone.
+        ours = "-m pcbook." in cmdline and "-m pcbook.workbook" not in cmdline
         ours = ours or ("nginx" in cmdline and run_dir in cmdline)
         if ours:
             found.append((int(entry.name), cmdline))

@@ -20,8 +20,15 @@ def _certificates() -> None:
 
 @pytest.fixture(autouse=True)
 def noleftovers() -> Iterator[None]:
-    """Every lesson must leave no process and no listening port behind."""
+    """Every lesson must leave no process and no listening port behind.
+
+    Compared with what ran before the test, so that a developer's own `make server1` in another
+    terminal does not fail the suite.
+    """
+    before = {pid for pid, _ in leftovers()}
+    free_before = [port for port in PORTS if find_listener(port) is None]
     yield
-    assert leftovers() == [], "a lesson left processes running"
-    busy = {port: find_listener(port) for port in PORTS}
-    assert not any(busy.values()), f"a lesson left ports listening: {busy}"
+    left = [(pid, cmd) for pid, cmd in leftovers() if pid not in before]
+    assert left == [], f"a lesson left processes running: {left}"
+    busy = {port: owner for port in free_before if (owner := find_listener(port))}
+    assert not busy, f"a lesson left ports listening: {busy}"
