@@ -26,4 +26,6 @@ def with_servers(lesson: lessons.Lesson, servers: tuple[lessons.Server, ...]) ->
 
 
 def explain(result: LessonResult) -> str:
-    return result.checkpoint_line()
+    """Every step that differed, for an assertion message."""
+    lines = [f"{o.title}: {'; '.join(o.diffs)}" for o in result.steps if o.diffs]
+    return "\n".join([result.checkpoint_line(), *lines])
