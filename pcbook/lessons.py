@@ -358,6 +358,11 @@ LESSONS: tuple[Lesson, ...] = (
         "Client-side load balancing",
         "Let the client balance by itself: pick_first vs round_robin, health-aware, a dying server.",
         scenario="pcbook.scenarios.client_side:run",
+        claims=(
+            "pick_first sends every call to one server; round_robin reaches both",
+            "with client-side health checking a NOT_SERVING server gets no calls, and gets them back when SERVING",
+            "a killed server fails only the call it was serving (UNAVAILABLE); round robin moves on",
+        ),
     ),
     Lesson(
         8,
@@ -365,6 +370,12 @@ LESSONS: tuple[Lesson, ...] = (
         "When a backend fails",
         "Kill a backend under load, see what nginx retries and what it cannot, and answer in gRPC.",
         scenario="pcbook.scenarios.failures:run",
+        claims=(
+            "with error pages nginx's own failures reach the client as gRPC statuses, not an HTML 502",
+            "a refused connection is retried on the other server; a call already sent fails",
+            "passive health checks skip a dead server until fail_timeout passes",
+            "with enough worker_connections 24 concurrent calls succeed with zero failures",
+        ),
     ),
     Lesson(
         9,
@@ -372,6 +383,12 @@ LESSONS: tuple[Lesson, ...] = (
         "Streams through nginx, L4 vs L7",
         "Stream through nginx with TLS on both hops, hit its limits, and compare TCP with per-call balancing.",
         scenario="pcbook.scenarios.streams:run",
+        claims=(
+            "SearchLaptop, UploadImage and RateLaptop work through nginx with mutual TLS on both hops",
+            "an image just under 1 MiB uploads through nginx once client_max_body_size is raised",
+            "a quiet RateLaptop stream outlives nginx's read timeout once it is raised for that method",
+            "grpc_pass (L7) balances per call; the stream module (L4) per connection",
+        ),
     ),
     Lesson(
         10,
@@ -379,6 +396,10 @@ LESSONS: tuple[Lesson, ...] = (
         "The cost of the hop, the gain of scale-out",
         "Measure the proxy's latency and two backends' throughput on your own machine.",
         scenario="pcbook.scenarios.benchmark:run",
+        claims=(
+            "the path through nginx is not faster than direct (p50 at least 0.9x direct)",
+            "two saturated servers behind nginx deliver at least 1.4x the calls of one",
+        ),
     ),
 )
 
