@@ -1,0 +1,499 @@
+"""What the lesson notebooks in lessons/ call: the lesson runner, made to show its work in cells.
+
+    from pcbook.notebook import Session, show_config, plot_calls
+    session = Session(2)             # a fresh stack; closes whatever an earlier run left up
+    show_config("lesson-2.conf")     # read from nginx/, never pasted
+    step1 = session.step(1)          # runs the step live: prefixed logs, then what it showed
+    plot_calls(step1)                # which backend served which call
+    session.checkpoint()             # ends with `checkpoint lesson-2: passed`
+    session.close()                  # every process this notebook started is stopped
+
+Lessons 7-10 tell their story in pcbook/scenarios; `session.run()` plays it once and the charts read
+each step's `Outcome.data`.
+
+Stopping, in every way a notebook can end:
+- last cell: `session.close()`;
+- a cell raises (in a step or anywhere else) or the kernel is interrupted: the step's guard and an
+  IPython post_run_cell hook close every live Stack of the kernel;
+- the kernel restarts or dies: procs' atexit handler and PR_SET_PDEATHSIG stop the children;
+- the notebook is re-run from the top: a new Session closes the Stacks of the earlier run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import re
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pcbook import checks, lessons, procs
+from pcbook.lesson_runner import LessonResult, LessonRunner, Outcome, run_lesson
+from pcbook.lessons import NGINX_PORT, Lesson, Step
+from pcbook.paths import NGINX_DIR, ROOT
+
+# `rpc error: code = Unavailable desc = ...`, as the tutorial's client prints a failed call.
+_RPC_ERROR = re.compile(r"rpc error: code = (?P<code>\w+) desc = (?P<details>.*)$")
+# nginx error log lines worth a learner's eye; [notice] lines (start, reload) are left to the live log.
+_NGINX_WORTH = re.compile(r"\[(warn|error|crit|alert|emerg)\]")
+SHOWN_LOG_LINES = 8
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)  # flush: the kernel shows a cell's output live only as it is flushed
+
+
+# --- what notebooks display --------------------------------------------------------------------------
+
+def _display(markdown: str) -> None:
+    """Markdown in a notebook, plain text elsewhere (a script, a test)."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+    except ImportError:
+        print(markdown)
+        return
+    if get_ipython() is None:
+        print(markdown)
+    else:
+        display(Markdown(markdown))
+
+
+def _fence(text: str, lang: str = "") -> str:
+    ticks = "````" if "```" in text else "```"
+    return f"{ticks}{lang}\n{text.rstrip()}\n{ticks}"
+
+
+def config_path(name: str | Path) -> Path:
+    """A config by file name in nginx/ ("lesson-2.conf", "exercises/lesson-2.conf") or by path
+    (relative to the working directory or to the repository)."""
+    path = Path(name)
+    for candidate in (NGINX_DIR / path, path, ROOT / path):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"no nginx config {name} in {NGINX_DIR} (or at that path)")
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def show_config(name: str | Path) -> None:
+    """Display an nginx config as it is on disk, highlighted."""
+    path = config_path(name)
+    _display(f"`{_shown(path)}`\n\n" + _fence(path.read_text(), "nginx"))
+
+
+def show_diff(old: str | Path, new: str | Path) -> None:
+    """Display what changed from one config to the next, as a unified diff."""
+    a, b = config_path(old), config_path(new)
+    diff = difflib.unified_diff(a.read_text().splitlines(), b.read_text().splitlines(),
+                                _shown(a), _shown(b), lineterm="")
+    _display(_fence("\n".join(diff) or "(no difference)", "diff"))
+
+
+def rpc_errors(lines: Sequence[str]) -> list[tuple[str, str]]:
+    """(code, details) of every `rpc error: code = X desc = Y` line of a client's output."""
+    return [(m["code"], m["details"]) for line in lines if (m := _RPC_ERROR.search(line))]
+
+
+def table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> None:
+    """Display a small Markdown table."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    _display("\n".join(lines))
+
+
+# --- stopping ----------------------------------------------------------------------------------------
+
+def _live_stacks() -> list[procs.Stack]:
+    # procs keeps a registry of live Stacks for close_all(); only its names are read here.
+    return procs._live_stacks()
+
+
+def stop_everything(reason: str | None = None) -> list[str]:
+    """Close every live Stack of this interpreter; returns the names of the processes that were up."""
+    running = [name for stack in _live_stacks() for name in stack.names if stack.proc(name).running]
+    procs.close_all()
+    if reason and running:
+        _print(f"{reason}: stopped {', '.join(running)}")
+    return running
+
+
+def _after_cell(result: Any) -> None:
+    # Any failed cell (an error, Kernel > Interrupt) leaves nothing running; the learner re-runs the
+    # notebook from the top, which starts a fresh stack.
+    if not getattr(result, "success", True):
+        stop_everything("the cell failed")
+
+
+_hooked = False
+
+
+def _hook_cells() -> None:
+    global _hooked
+    if _hooked:
+        return
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None:
+        shell.events.register("post_run_cell", _after_cell)
+        _hooked = True
+
+
+# --- the session -------------------------------------------------------------------------------------
+
+class Session:
+    """One notebook's run of a lesson: one Stack kept across cells, stopped in every way a notebook
+    can end (see the module's docstring)."""
+
+    def __init__(self, lesson: Lesson | int) -> None:
+        self.lesson = lesson if isinstance(lesson, Lesson) else lessons.get(lesson)
+        stop_everything("an earlier run was still up")  # re-running from the top never hits a busy port
+        _hook_cells()
+        self.outcomes: dict[int, Outcome] = {}
+        self.result: LessonResult | None = None
+        self.stack: procs.Stack | None = None
+        self.runner: LessonRunner | None = None
+        if self.lesson.scenario is None:
+            self.stack = procs.Stack(echo=_print)
+            self.runner = LessonRunner(self.stack, _print)
+        _print(f"lesson {self.lesson.number}: {self.lesson.title}. In a terminal: make {self.lesson.target}")
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """A step that raises (a busy port, Ctrl-C/Interrupt, a bug) leaves nothing running."""
+        try:
+            yield
+        except BaseException:
+            self.close()
+            raise
+
+    # lessons 1-6: one step per cell ----------------------------------------------------------------------
+
+    def step(self, number: int) -> Outcome:
+        """Run step `number` (from 1) on the live stack, show it as it happens, and judge it."""
+        if self.runner is None or self.stack is None:
+            raise RuntimeError(f"lesson {self.lesson.number} tells its story in one go: use session.run()")
+        if self.stack not in _live_stacks():
+            raise RuntimeError("this session is closed: run the notebook from the top (Session(...)) again")
+        step = self.lesson.steps[number - 1]
+        conf = NGINX_DIR / step.nginx if step.nginx else None
+        _display(_step_heading(number, len(self.lesson.steps), step, conf))
+        with self._guard():
+            mark = self.stack.mark()
+            outcome = self.runner.run_step(step, conf)
+            # The runner's Observation groups calls by server; the records keep the order they came in.
+            outcome.data["calls_in_order"] = [
+                call for rec in self.stack.records(since=mark) if rec.name in self.runner.running
+                for call in checks.calls_in(rec.name, [rec.text])
+            ]
+        self.outcomes[number] = outcome
+        _show_outcome(step, outcome)
+        return outcome
+
+    # lessons 7-10: the story in one go ---------------------------------------------------------------
+
+    def run(self) -> LessonResult:
+        """Play a scenario lesson's whole story once, live; the steps' Outcomes stay in .result."""
+        with self._guard():
+            self.result = run_lesson(self.lesson, echo=_print)
+        if self.result.error:
+            _print(f"!! the lesson could not run: {self.result.error}")
+        return self.result
+
+    def outcome(self, number: int) -> Outcome:
+        """Step `number` (from 1) of the story `run()` played; displays its title and verdict."""
+        if self.result is None:
+            raise RuntimeError("run the lesson first: session.run()")
+        outcome = self.result.steps[number - 1]
+        verdict = "as expected" if outcome.passed else "**differs**: " + "; ".join(outcome.diffs)
+        mark = " (checkpoint)" if outcome.checkpoint else ""
+        _display(f"**Step {number}: {outcome.title}**{mark} — {verdict}\n\n{outcome.why}")
+        return outcome
+
+    # the end ---------------------------------------------------------------------------------------------
+
+    def lesson_result(self) -> LessonResult:
+        if self.lesson.scenario is not None:
+            return self.result or LessonResult(self.lesson, error="the lesson has not run: session.run()")
+        missing = [i for i, s in enumerate(self.lesson.steps, 1) if s.checkpoint and i not in self.outcomes]
+        error = f"run step {', '.join(map(str, missing))} first" if missing else None
+        return LessonResult(self.lesson, [self.outcomes[i] for i in sorted(self.outcomes)], error)
+
+    def checkpoint(self) -> None:
+        """Print any step that differed from the lesson's story, then the checkpoint line (last).
+        Returns nothing, so that the line stays the cell's last output; lesson_result() has the verdict."""
+        result = self.lesson_result()
+        for outcome in result.steps:
+            if not outcome.passed and not outcome.checkpoint:
+                _print(f"step '{outcome.title}' did not show what the lesson shows: {'; '.join(outcome.diffs)}")
+        _print(result.checkpoint_line())
+
+    def close(self) -> None:
+        """Stop every process this notebook started. Safe to call more than once."""
+        stopped = stop_everything()
+        _print(f"stopped {', '.join(stopped)}" if stopped else "nothing is running")
+
+
+def _step_heading(number: int, total: int, step: Step, conf: Path | None) -> str:
+    lines = [f"**Step {number}/{total}: {step.title}**" + (" (checkpoint)" if step.checkpoint else "")]
+    if not step.expect.ok:
+        lines.append("\n*This step is expected to fail: the client exits with an error and the output below "
+                     "shows which.*")
+    lines.append("")
+    lines.append(f"- servers: {', '.join(s.describe() for s in step.servers)}")
+    if conf is not None:
+        lines.append(f"- nginx: `{_shown(conf)}` on {NGINX_PORT}")
+    runs = f" (x{step.client.runs})" if step.client.runs > 1 else ""
+    lines.append(f"- client: `make {step.client.make_target()}`{runs}")
+    lines.append(f"- expect: {'; '.join(step.expect.describe())}")
+    return "\n".join(lines)
+
+
+def _show_outcome(step: Step, outcome: Outcome) -> None:
+    seen = outcome.seen
+    parts: list[str] = []
+    if seen is not None:
+        errors = rpc_errors(seen.client_lines)
+        if errors:
+            code, details = errors[-1]
+            parts.append(f"The client failed: gRPC code **{code}**, details `{details}`")
+        elif not seen.client_ok:
+            parts.append("The client failed without an `rpc error` line (see its output above).")
+        split = seen.split()
+        if split:
+            parts.append("Calls: " + "; ".join(f"{srv}: {', '.join(m)}" for srv, m in sorted(split.items())))
+        if seen.access_lines:
+            parts.append("nginx access log:\n\n" + _fence("\n".join(seen.access_lines[-SHOWN_LOG_LINES:])))
+        worth = [line for line in seen.nginx_errors if _NGINX_WORTH.search(line)]
+        if worth:
+            parts.append("nginx error log:\n\n" + _fence("\n".join(worth[-SHOWN_LOG_LINES:])))
+    if outcome.passed:
+        expected = "expected failure" if not step.expect.ok else "as expected"
+        parts.append(f"**{expected}**: {outcome.why}")
+    else:
+        parts.append("**differs from the lesson**: " + "; ".join(outcome.diffs))
+    _display("\n\n".join(parts))
+
+
+# --- charts ------------------------------------------------------------------------------------------
+
+def _pyplot() -> Any:
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _finish(fig: Any) -> None:
+    plt = _pyplot()
+    fig.tight_layout()
+    plt.show()
+    plt.close(fig)
+
+
+def _data(source: Outcome | Mapping[str, Any]) -> Mapping[str, Any]:
+    return source.data if isinstance(source, Outcome) else source
+
+
+def _counts(source: Outcome | Mapping[str, Any]) -> dict[str, Any]:
+    """Server -> calls (or phase -> server -> calls) from whatever the source carries."""
+    if isinstance(source, Outcome):
+        data = source.data
+        for key in ("calls_per_server", "per_server"):
+            if key in data:
+                return dict(data[key])
+        if data.get("calls_in_order"):
+            return dict(Counter(server for server, _ in data["calls_in_order"]))
+        if source.seen is not None:
+            return {srv: len(m) for srv, m in source.seen.split().items()}
+        return {}
+    return dict(source)
+
+
+def plot_calls(source: Outcome | Mapping[str, Any], title: str | None = None) -> None:
+    """Which backend served which call: a call-by-call strip (when the order is known) and a bar of
+    calls per server. `source` is a step's Outcome or a {server: calls} (or {phase: {server: calls}})."""
+    plt = _pyplot()
+    order = _data(source).get("calls_in_order") if isinstance(source, Outcome) else None
+    counts = _counts(source)
+    nested = bool(counts) and all(isinstance(v, Mapping) for v in counts.values())
+    panels = 2 if order else 1
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels + 1, 2.6), squeeze=False)
+    if order:
+        ax = axes[0][0]
+        servers = sorted({server for server, _ in order})
+        methods = sorted({method.rsplit("/", 1)[-1] for _, method in order})
+        colours = {m: f"C{i}" for i, m in enumerate(methods)}
+        for i, (server, method) in enumerate(order, 1):
+            short = method.rsplit("/", 1)[-1]
+            ax.scatter(i, servers.index(server), s=160, marker="s", color=colours[short])
+        ax.set_yticks(range(len(servers)), servers)
+        ax.set_xticks(range(1, len(order) + 1))
+        ax.set_xlabel("call, in the order the servers logged them")
+        ax.set_ylim(-0.6, len(servers) - 0.4)
+        for m, c in colours.items():
+            ax.scatter([], [], marker="s", color=c, label=m)
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1, 1))
+        ax.set_title("which server served each call")
+    ax = axes[0][panels - 1]
+    if nested:
+        phases = list(counts)
+        servers = sorted({s for v in counts.values() for s in v})
+        width = 0.8 / max(1, len(servers))
+        for j, server in enumerate(servers):
+            xs = [i + j * width for i in range(len(phases))]
+            ax.bar(xs, [counts[p].get(server, 0) for p in phases], width, label=server)
+        ax.set_xticks([i + width * (len(servers) - 1) / 2 for i in range(len(phases))], phases)
+        ax.legend(fontsize="small")
+    else:
+        servers = sorted(counts)
+        ax.bar(servers, [counts[s] for s in servers], color=[f"C{i}" for i in range(len(servers))])
+    ax.set_ylabel("calls")
+    ax.set_title(title or "calls per server")
+    _finish(fig)
+
+
+def plot_timeline(source: Outcome | Mapping[str, Any], title: str | None = None) -> None:
+    """Each call of a run at its start time: which server ran it (if known) and its gRPC code."""
+    plt = _pyplot()
+    data = _data(source)
+    calls = data.get("calls") or data.get("timeline") or []
+    if not calls:
+        raise ValueError("this step recorded no per-call timeline")
+    time_key = "t_ms" if "t_ms" in calls[0] else "t"
+
+    def where(call: Mapping[str, Any]) -> str:
+        ran = call.get("server") or call.get("ran_on")
+        if isinstance(ran, list):
+            ran = ran[0] if ran else None
+        return ran or "none"
+
+    rows = sorted({where(c) for c in calls})
+    codes = sorted({c.get("code", "OK") for c in calls}, key=lambda c: (c != "OK", c))
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * len(rows)))
+    for i, code in enumerate(codes):
+        mine = [c for c in calls if c.get("code", "OK") == code]
+        ax.scatter([c[time_key] for c in mine], [rows.index(where(c)) for c in mine], label=code,
+                   color="C2" if code == "OK" else f"C{3 + i}", marker="o" if code == "OK" else "x")
+    for key, label in (("killed_at", "killed"), ("not_serving_at", "NOT_SERVING"), ("serving_at", "SERVING"),
+                       ("back_at", "back")):
+        if key in data:
+            ax.axvline(data[key], color="grey", linestyle="--")
+            ax.annotate(label, (data[key], len(rows) - 0.5), fontsize="small", color="grey")
+    if time_key == "t_ms":
+        ax.axvline(0, color="grey", linestyle="--")
+        ax.set_xlabel("ms since the kill")
+    else:
+        ax.set_xlabel("s since the first call")
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_ylim(-0.6, len(rows) - 0.2)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1, 1))
+    ax.set_title(title or "every call: when it started, where it ran, how it ended")
+    _finish(fig)
+
+
+def plot_codes(*sources: Outcome | Mapping[str, Any], labels: Sequence[str] = ()) -> None:
+    """gRPC codes the client saw, one group of bars per step."""
+    plt = _pyplot()
+    groups = [dict(_data(s).get("codes", {})) for s in sources]
+    names = list(labels) or [s.title if isinstance(s, Outcome) else f"run {i}" for i, s in enumerate(sources, 1)]
+    codes = sorted({c for g in groups for c in g}, key=lambda c: (c != "OK", c))
+    fig, ax = plt.subplots(figsize=(7, 2.4 + 0.3 * len(groups)))
+    left = [0] * len(groups)
+    for i, code in enumerate(codes):
+        values = [g.get(code, 0) for g in groups]
+        ax.barh(range(len(groups)), values, left=left, label=code, color="C2" if code == "OK" else f"C{3 + i}")
+        left = [a + b for a, b in zip(left, values, strict=True)]
+    ax.set_yticks(range(len(groups)), [_wrap(n) for n in names])
+    ax.invert_yaxis()
+    ax.set_xlabel("calls")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1, 1))
+    ax.set_title("how the calls ended")
+    _finish(fig)
+
+
+def _wrap(text: str, width: int = 34) -> str:
+    import textwrap
+    return "\n".join(textwrap.wrap(text, width)[:3])
+
+
+def plot_latency(source: Outcome | Mapping[str, Any]) -> None:
+    """Lesson 7's last step: median and p90 latency of the same call on each path, and a table."""
+    plt = _pyplot()
+    data = _data(source)
+    median, p90 = data["latency_ms"], data.get("p90_ms", {})
+    paths = list(median)
+    base = median.get("direct")
+    table([(p, f"{median[p]:.3f}", f"{p90.get(p, float('nan')):.3f}",
+            f"{median[p] / base:.2f}x" if base else "") for p in paths],
+          ["path", "median ms", "p90 ms", "median vs direct"])
+    fig, ax = plt.subplots(figsize=(6, 2.6))
+    xs = range(len(paths))
+    ax.bar([x - 0.2 for x in xs], [median[p] for p in paths], 0.4, label="median")
+    if p90:
+        ax.bar([x + 0.2 for x in xs], [p90.get(p, 0) for p in paths], 0.4, label="p90")
+    ax.set_xticks(list(xs), paths)
+    ax.set_ylabel("ms per call")
+    ax.legend(fontsize="small")
+    ax.set_title("one call, three paths")
+    _finish(fig)
+
+
+def plot_l4_vs_l7(source: Outcome | Mapping[str, Any]) -> None:
+    """Lesson 9's last step: calls per backend for one client through L7 and L4, and several via L4."""
+    data = _data(source)
+    groups = {"1 client, L7": data["l7"], "1 client, L4": data["l4"]}
+    if "l4_clients" in data:
+        groups["several clients, L4"] = data["l4_clients"]
+    plot_calls(groups, title="calls per backend: per call (L7) vs per connection (L4)")
+
+
+def plot_bench(result: LessonResult | Sequence[Outcome]) -> None:
+    """Lesson 10: p50 per repetition (direct vs nginx), backend connections, calls/s of scale-out."""
+    plt = _pyplot()
+    steps = result.steps if isinstance(result, LessonResult) else list(result)
+    hop = next((s.data for s in steps if "p50_ms" in s.data), None)
+    conns = next((s.data["connections"] for s in steps if s.data.get("connections")), None)
+    scale = next((s.data for s in steps if "calls_per_s" in s.data), None)
+    panels = [p for p in (hop, conns, scale) if p is not None]
+    if not panels:
+        raise ValueError("no measurements: did the lesson run?")
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3), squeeze=False)
+    axes_iter = iter(axes[0])
+    if hop is not None:
+        ax = next(axes_iter)
+        for name, values in hop["p50_ms"].items():
+            ax.plot(range(1, len(values) + 1), values, marker="o", label=name)
+        ax.set_xlabel("repetition")
+        ax.set_ylabel("p50 ms")
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"the hop: nginx = {hop['ratio_p50']:.2f}x direct")
+        ax.legend(fontsize="small")
+    if conns is not None:
+        ax = next(axes_iter)
+        names = list(conns)
+        ax.bar(range(len(names)), [conns[n]["opened"] for n in names], color=["C0", "C3"][:len(names)])
+        ax.set_xticks(range(len(names)), [n.replace("nginx-mtls-", "") + f"\n({conns[n]['calls']} calls)"
+                                          for n in names])
+        ax.set_ylabel("backend connections opened")
+        ax.set_title("upstream keepalive")
+    if scale is not None:
+        ax = next(axes_iter)
+        names = list(scale["calls_per_s"])
+        for i, name in enumerate(names):
+            values = scale["calls_per_s"][name]
+            ax.scatter([i] * len(values), values, color=f"C{i}")
+            ax.bar(i, sum(values) / len(values), alpha=0.4, color=f"C{i}")
+        ax.axhline(scale["capacity_per_server"], color="grey", linestyle="--")
+        ax.set_xticks(range(len(names)), [n.replace(", ", "\n") for n in names])
+        ax.set_ylabel("calls/s")
+        ax.set_title(f"scale-out: {scale['ratio']:.2f}x one server")
+    _finish(fig)

@@ -1,0 +1,221 @@
+"""The lesson notebooks: committed clean, executed top to bottom in a fresh kernel, and stopped in every way.
+
+Each kernel gets a marker in its environment; every process a notebook starts inherits it, so
+"nothing left running" is checked on exactly this kernel's processes (other people's lessons may be
+running on the same machine) while the kernel is still alive, i.e. without help from PDEATHSIG.
+Lessons 1-6 use the tutorial's fixed ports 8080/50051/50052.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+from nbclient.util import run_sync
+
+from pcbook import certs, lessons, notebook_build
+from pcbook.paths import ROOT
+from pcbook.ports import find_listener
+
+LESSONS_DIR = ROOT / "lessons"
+MARK = "PCBOOK_NOTEBOOK_TEST"
+CELL_TIMEOUT = 90  # seconds; the longest cell (lesson 10's story) takes about 20
+# The ports each lesson listens on (lessons 7-10: see pcbook/scenarios/ and pcbook/bench.py).
+TUTORIAL = (8080, 50051, 50052)
+PORTS = {
+    **{n: TUTORIAL for n in range(1, 7)},
+    7: (8071, 50071, 50072),
+    8: (8081, 50081, 50082),
+    9: (8091, 8092, 50091, 50092),
+    10: (8101, 8102, 8103, 8104, 50101, 50102, 50103, 50104),
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _certificates() -> None:
+    certs.ensure_certs()
+
+
+# --- this kernel's processes ---------------------------------------------------------------------------
+
+def marked(marker: str, exclude: int) -> list[tuple[int, str]]:
+    """(pid, command line) of every live process whose environment carries `marker`, but `exclude`."""
+    needle = f"{MARK}={marker}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == exclude:
+            continue
+        try:
+            if needle not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if state not in ("Z", "X"):  # a zombie waiting for its reaper runs nothing
+            found.append((int(entry.name), cmdline.strip()))
+    return found
+
+
+def eventually(condition, timeout: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+class Kernel:
+    """A fresh python3 kernel running a notebook with the working directory JupyterLab gives it."""
+
+    def __init__(self, client: NotebookClient, marker: str) -> None:
+        self.client = client
+        self.marker = marker
+        self.pid: int = client.km.provisioner.process.pid  # type: ignore[union-attr]
+
+    def processes(self) -> list[tuple[int, str]]:
+        return marked(self.marker, exclude=self.pid)
+
+    def assert_nothing_left(self, ports: tuple[int, ...]) -> None:
+        assert self.processes() == [], "the notebook left processes running"
+        mine = {port: owner for port in ports if (owner := find_listener(port)) and owner[0] in
+                {pid for pid, _ in marked(self.marker, exclude=-1)}}
+        assert mine == {}, f"the notebook left ports listening: {mine}"
+
+
+@contextmanager
+def kernel(nb: nbformat.NotebookNode) -> Iterator[Kernel]:
+    marker = uuid.uuid4().hex
+    client = NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT, allow_errors=False,
+                            resources={"metadata": {"path": str(LESSONS_DIR)}})
+    with client.setup_kernel(env={**os.environ, MARK: marker}):
+        k = Kernel(client, marker)
+        # The kernelspec's "python" must resolve to this environment's interpreter (the venv's).
+        assert Path(f"/proc/{k.pid}/exe").resolve() == Path(sys.executable).resolve()
+        assert Path(f"/proc/{k.pid}/cwd").resolve() == LESSONS_DIR.resolve()
+        yield k
+
+
+def outputs_text(cell: nbformat.NotebookNode) -> str:
+    parts = []
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "stream":
+            parts.append(out["text"])
+        elif "data" in out:
+            parts.append(out["data"].get("text/markdown") or out["data"].get("text/plain", ""))
+    return "".join(parts)
+
+
+def read(lesson: lessons.Lesson) -> nbformat.NotebookNode:
+    return nbformat.read(ROOT / lesson.notebook, as_version=4)
+
+
+# --- the committed files ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("lesson", lessons.LESSONS, ids=lambda lesson: lesson.target)
+def test_committed_notebook_is_clean_and_links_its_lesson(lesson: lessons.Lesson) -> None:
+    nb = read(lesson)
+    nbformat.validate(nb)
+    assert nb.metadata.kernelspec.name == "python3"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, "commit notebooks without outputs"
+    first = nb.cells[0].source
+    assert lesson.doc_url in first and f"../docs/{lesson.doc_page}" in first and f"make {lesson.target}" in first
+    assert nb.cells[-1].source == "session.close()"
+
+
+def test_committed_notebooks_are_what_the_generator_writes() -> None:
+    assert sorted(p.name for p in LESSONS_DIR.glob("*.ipynb")) == sorted(Path(x.notebook).name
+                                                                         for x in lessons.LESSONS)
+    assert notebook_build.stale() == [], "run: .venv/bin/python -m pcbook.notebook_build"
+
+
+# --- executing every notebook ----------------------------------------------------------------------------
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("lesson", lessons.LESSONS, ids=lambda lesson: lesson.target)
+def test_notebook_runs_top_to_bottom(lesson: lessons.Lesson) -> None:
+    nb = read(lesson)
+    with kernel(nb) as k:
+        for index, cell in enumerate(nb.cells):
+            if cell.cell_type == "code":
+                k.client.execute_cell(cell, index)  # raises CellExecutionError on any error
+        k.assert_nothing_left(PORTS[lesson.number])
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    checkpoint = outputs_text(code[-2]).strip().splitlines()
+    assert checkpoint and checkpoint[-1] == f"checkpoint {lesson.target}: passed", outputs_text(code[-2])
+    stopped = outputs_text(code[-1]).strip().splitlines()[-1]
+    assert stopped.startswith(("stopped ", "nothing is running")), stopped
+
+
+# --- the stop paths (lesson 2: two servers and nginx) -----------------------------------------------------
+
+def _start_lesson_2(k: Kernel) -> None:
+    for source in ("from pcbook.notebook import Session\nsession = Session(2)", "step1 = session.step(1)"):
+        k.client.execute_cell(nbformat.v4.new_code_cell(source), 0)
+    names = " ".join(cmd for _, cmd in k.processes())
+    assert "pcbook.server" in names and "nginx" in names, "the stack should be up between cells"
+
+
+@pytest.mark.timeout(120)
+def test_a_failing_cell_stops_everything() -> None:
+    with kernel(nbformat.v4.new_notebook()) as k:
+        _start_lesson_2(k)
+        with pytest.raises(CellExecutionError, match="a learner's mistake"):
+            k.client.execute_cell(nbformat.v4.new_code_cell("raise ValueError(\"a learner's mistake\")"), 1)
+        k.assert_nothing_left(TUTORIAL)
+
+
+@pytest.mark.timeout(120)
+def test_a_step_failing_midway_stops_everything() -> None:
+    with kernel(nbformat.v4.new_notebook()) as k:
+        _start_lesson_2(k)
+        # The servers are up again (restarted by the step); nginx then refuses to start.
+        broken = ("import pcbook.nginx\n"
+                  "def broken(*args, **kwargs):\n"
+                  "    raise pcbook.nginx.NginxConfigError('nginx rejected its config')\n"
+                  "pcbook.nginx.start_nginx = broken\n"
+                  "session.step(1)")
+        with pytest.raises(CellExecutionError, match="nginx rejected its config"):
+            k.client.execute_cell(nbformat.v4.new_code_cell(broken), 1)
+        k.assert_nothing_left(TUTORIAL)
+
+
+@pytest.mark.timeout(120)
+def test_interrupting_a_step_stops_everything() -> None:
+    with kernel(nbformat.v4.new_notebook()) as k:
+        k.client.execute_cell(nbformat.v4.new_code_cell("from pcbook.notebook import Session\n"
+                                                        "session = Session(2)"), 0)
+        kc = k.client.kc
+        msg_id = kc.execute("step1 = session.step(1)")
+        # Interrupt once the step is in full swing: both servers and nginx are up.
+        assert eventually(lambda: sum("pcbook.server" in c or "nginx" in c for _, c in k.processes()) >= 3)
+        run_sync(k.client.km.interrupt_kernel)()
+        reply = run_sync(kc.get_shell_msg)(timeout=60)
+        while reply["parent_header"].get("msg_id") != msg_id:
+            reply = run_sync(kc.get_shell_msg)(timeout=60)
+        assert reply["content"]["status"] == "error"
+        assert reply["content"]["ename"] == "KeyboardInterrupt"
+        k.assert_nothing_left(TUTORIAL)
+
+
+@pytest.mark.timeout(120)
+def test_rerunning_from_the_top_replaces_the_stack() -> None:
+    with kernel(nbformat.v4.new_notebook()) as k:
+        _start_lesson_2(k)
+        first = {pid for pid, _ in k.processes()}
+        _start_lesson_2(k)  # Session(2) again: no "port in use"
+        assert first.isdisjoint(pid for pid, _ in k.processes())
+        k.client.execute_cell(nbformat.v4.new_code_cell("session.close()"), 2)
+        k.assert_nothing_left(TUTORIAL)
