@@ -32,6 +32,7 @@ from pathlib import Path
 from pcbook import nginx, paths, procs, tls
 from pcbook.benchstats import PathStats, Spread, latency_table, ratio, summarize, throughput_table
 from pcbook.loadgen import KIND, LoadGenerator, Round, Target
+from pcbook.ports import tcp_sockets
 
 Say = Callable[[str], None]
 
@@ -190,20 +191,13 @@ def peer_ports(port: int) -> set[int]:
     the connections opened in between.
     """
     peers: set[int] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            rows = Path(table).read_text().splitlines()[1:]
-        except OSError:
+    for sock in tcp_sockets():
+        if sock.state == "0A":
             continue
-        for row in rows:
-            fields = row.split()
-            if len(fields) < 4 or fields[3] == "0A":
-                continue
-            local, remote = (int(addr.rsplit(":", 1)[1], 16) for addr in fields[1:3])
-            if remote == port:
-                peers.add(local)
-            elif local == port:
-                peers.add(remote)
+        if sock.remote_port == port:
+            peers.add(sock.local_port)
+        elif sock.local_port == port:
+            peers.add(sock.remote_port)
     return peers
 
 

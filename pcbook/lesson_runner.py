@@ -18,7 +18,7 @@ import grpc
 
 from pcbook import checks, nginx, procs, tls
 from pcbook.lessons import NGINX_PORT, Lesson, Server, Step
-from pcbook.paths import NGINX_DIR
+from pcbook.paths import NGINX_DIR, shown
 
 CLIENT_TIMEOUT = 30.0  # seconds for one client run; the client itself gives up on a dead server after 5 s
 SETTLE_TIMEOUT = 3.0  # how long to wait for log lines that follow a client run (pipes and log tailing)
@@ -227,7 +227,7 @@ def _announce(say: Echo, index: int, total: int, step: Step, conf: Path | None) 
     say(f"-- step {index}/{total}: {step.title}")
     say(f"   servers: {', '.join(s.describe() for s in step.servers)}")
     if conf is not None:
-        say(f"   nginx:   {_shown(conf)} on {NGINX_PORT}")
+        say(f"   nginx:   {shown(conf)} on {NGINX_PORT}")
     runs = f" (x{step.client.runs})" if step.client.runs > 1 else ""
     say(f"   client:  make {step.client.make_target()}{runs}")
     say(f"   expect:  {'; '.join(step.expect.describe())}")
@@ -253,9 +253,3 @@ def _hold(say: Echo, runner: LessonRunner) -> None:
     except KeyboardInterrupt:
         say("stopping ...")
 
-
-def _shown(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)

@@ -13,3 +13,11 @@ NGINX_DIR = ROOT / "nginx"
 CERTS_DIR = Path(os.environ.get("PCBOOK_CERTS", ROOT / "certs"))
 # Per-run state (nginx prefixes, logs, images) lives outside the source tree's tracked files.
 RUN_DIR = Path(os.environ.get("PCBOOK_RUN_DIR", ROOT / ".run"))
+
+
+def shown(path: Path) -> str:
+    """A path as a learner would type it: relative to the current folder when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

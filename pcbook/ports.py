@@ -9,7 +9,9 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 # What the learner should do about a busy port; the Makefile provides the target.
 STOP_HINT = "make stop"
@@ -91,8 +93,15 @@ def process_command(pid: int) -> str:
     return " ".join(part.decode(errors="replace") for part in raw.split(b"\0") if part)
 
 
-def _listening_inodes(port: int) -> set[str]:
-    inodes: set[str] = set()
+class TcpSocket(NamedTuple):
+    local_port: int
+    remote_port: int
+    state: str  # kernel code: "0A" listening, "01" established, "06" TIME_WAIT, ...
+    inode: str
+
+
+def tcp_sockets() -> Iterator[TcpSocket]:
+    """Every IPv4 and IPv6 TCP socket the kernel lists in /proc/net/tcp{,6} (Linux; none elsewhere)."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             rows = Path(table).read_text().splitlines()[1:]
@@ -102,7 +111,9 @@ def _listening_inodes(port: int) -> set[str]:
             fields = row.split()
             if len(fields) < 10:
                 continue
-            local, state, inode = fields[1], fields[3], fields[9]
-            if state == _LISTEN and int(local.rsplit(":", 1)[1], 16) == port:
-                inodes.add(inode)
-    return inodes
+            local, remote = (int(addr.rsplit(":", 1)[1], 16) for addr in fields[1:3])
+            yield TcpSocket(local, remote, fields[3], fields[9])
+
+
+def _listening_inodes(port: int) -> set[str]:
+    return {s.inode for s in tcp_sockets() if s.state == _LISTEN and s.local_port == port}

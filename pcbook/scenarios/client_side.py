@@ -20,11 +20,10 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 from pcbook import load, nginx, procs
 from pcbook.lesson_runner import Outcome, ScenarioContext
-from pcbook.paths import NGINX_DIR
+from pcbook.paths import NGINX_DIR, shown
 
 SERVERS = {"server1": 50071, "server2": 50072}
 NAMES = tuple(SERVERS)
@@ -255,7 +254,7 @@ def latency(ctx: ScenarioContext, index: int, total: int, calls: int = 100, warm
     conf = ctx.conf or CONF
     title = "the cost of the hop: the same call direct, through nginx, and client-side balanced"
     ctx.step(index, total, title, _describe([
-        f"nginx:   {_shown(conf)} on {NGINX_PORT} (in front of both servers)",
+        f"nginx:   {shown(conf)} on {NGINX_PORT} (in front of both servers)",
         f"client:  python -m pcbook.load --compare direct=127.0.0.1:{SERVERS['server1']} "
         f"--compare nginx=127.0.0.1:{NGINX_PORT} --compare client-side=round_robin@{TARGET} "
         f"--calls {calls} --warmup {warmup}",
@@ -296,9 +295,3 @@ def latency(ctx: ScenarioContext, index: int, total: int, calls: int = 100, warm
             "calls": calls, "warmup": warmup}
     return ctx.record(Outcome(title, why, False, diffs, data=data))
 
-
-def _shown(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)

@@ -90,7 +90,7 @@ def fresh_nginx(ctx: ScenarioContext, conf: Path) -> nginx.NginxProcess:
 
 def _describe(conf: Path, up: Sequence[str], client: str, expect: str, then: str | None = None) -> list[str]:
     shown = ", ".join(f"{name} on {port}" + ("" if name in up else " (down)") for name, port in SERVERS.items())
-    lines = [f"servers: {shown}", f"nginx:   {_shown(conf)} on {NGINX_PORT}", f"client:  python -m pcbook.load "
+    lines = [f"servers: {shown}", f"nginx:   {shown(conf)} on {NGINX_PORT}", f"client:  python -m pcbook.load "
              f"--address {ADDRESS} {client}"]
     if then:
         lines.append(f"then:    {then}")
@@ -411,9 +411,3 @@ def concurrent_calls(ctx: ScenarioContext, index: int, total: int, conf: Path, c
     data = {"codes": dict(codes), "concurrency": CONCURRENT, "channels": channels, "alerts": len(alerts)}
     return ctx.record(Outcome(title, why, checkpoint, diffs, data=data))
 
-
-def _shown(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
