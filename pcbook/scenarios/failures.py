@@ -29,7 +29,7 @@ from pathlib import Path
 
 from pcbook import load, nginx
 from pcbook.lesson_runner import Outcome, ScenarioContext
-from pcbook.paths import NGINX_DIR
+from pcbook.paths import NGINX_DIR, shown
 
 SERVERS = {"server1": 50081, "server2": 50082}
 NAMES = tuple(SERVERS)
@@ -89,8 +89,8 @@ def fresh_nginx(ctx: ScenarioContext, conf: Path) -> nginx.NginxProcess:
 
 
 def _describe(conf: Path, up: Sequence[str], client: str, expect: str, then: str | None = None) -> list[str]:
-    shown = ", ".join(f"{name} on {port}" + ("" if name in up else " (down)") for name, port in SERVERS.items())
-    lines = [f"servers: {shown}", f"nginx:   {shown(conf)} on {NGINX_PORT}", f"client:  python -m pcbook.load "
+    servers = ", ".join(f"{name} on {port}" + ("" if name in up else " (down)") for name, port in SERVERS.items())
+    lines = [f"servers: {servers}", f"nginx:   {shown(conf)} on {NGINX_PORT}", f"client:  python -m pcbook.load "
              f"--address {ADDRESS} {client}"]
     if then:
         lines.append(f"then:    {then}")
