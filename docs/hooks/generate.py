@@ -41,6 +41,7 @@ CLI_MODULES = {
     "workbook": "pcbook.workbook",
     "stream_probe": "pcbook.stream_probe",  # lesson 9's driver
     "load": "pcbook.load",  # lessons 7 and 8: the load driver
+    "bench": "pcbook.bench",  # lesson 10: `make bench`
 }
 MERMAID_ASSET = "assets/javascripts/mermaid.min.js"
 _PLACEHOLDER = re.compile(r"<!--\s*(make-targets|lessons|cli:\s*(\w+)|steps:\s*(\d+))\s*-->")
