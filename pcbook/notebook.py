@@ -344,7 +344,14 @@ def plot_calls(source: Outcome | Mapping[str, Any], title: str | None = None) ->
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1, 1))
         ax.set_title("which server served each call")
     ax = axes[0][panels - 1]
-    if nested:
+    if order:  # stacked by method, in the strip's colours
+        servers = sorted({server for server, _ in order})
+        bottom = [0] * len(servers)
+        for m, c in colours.items():
+            values = [sum(1 for srv, meth in order if srv == s and meth.endswith("/" + m)) for s in servers]
+            ax.bar(servers, values, bottom=bottom, color=c)
+            bottom = [a + b for a, b in zip(bottom, values, strict=True)]
+    elif nested:
         phases = list(counts)
         servers = sorted({s for v in counts.values() for s in v})
         width = 0.8 / max(1, len(servers))
@@ -355,7 +362,7 @@ def plot_calls(source: Outcome | Mapping[str, Any], title: str | None = None) ->
         ax.legend(fontsize="small")
     else:
         servers = sorted(counts)
-        ax.bar(servers, [counts[s] for s in servers], color=[f"C{i}" for i in range(len(servers))])
+        ax.bar(servers, [counts[s] for s in servers], color="C7")
     ax.set_ylabel("calls")
     ax.set_title(title or "calls per server")
     _finish(fig)
@@ -393,7 +400,7 @@ def plot_timeline(source: Outcome | Mapping[str, Any], title: str | None = None)
         ax.set_xlabel("ms since the kill")
     else:
         ax.set_xlabel("s since the first call")
-    ax.set_yticks(range(len(rows)), rows)
+    ax.set_yticks(range(len(rows)), ["all calls"] if rows == ["none"] else rows)
     ax.set_ylim(-0.6, len(rows) - 0.2)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1, 1))
     ax.set_title(title or "every call: when it started, where it ran, how it ended")
@@ -472,6 +479,7 @@ def plot_bench(result: LessonResult | Sequence[Outcome]) -> None:
         ax = next(axes_iter)
         for name, values in hop["p50_ms"].items():
             ax.plot(range(1, len(values) + 1), values, marker="o", label=name)
+        ax.set_xticks(range(1, 1 + max(len(v) for v in hop["p50_ms"].values())))
         ax.set_xlabel("repetition")
         ax.set_ylabel("p50 ms")
         ax.set_ylim(bottom=0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -47,23 +48,27 @@ def _certificates() -> None:
 
 # --- this kernel's processes ---------------------------------------------------------------------------
 
-def marked(marker: str, exclude: int) -> list[tuple[int, str]]:
-    """(pid, command line) of every live process whose environment carries `marker`, but `exclude`."""
-    needle = f"{MARK}={marker}".encode()
-    found = []
+def _table() -> dict[int, tuple[int, int, bytes]]:
+    """pid -> (ppid, session id, environment) of every live (not zombie) process we can read."""
+    out = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == exclude:
+        if not entry.name.isdigit():
             continue
         try:
-            if needle not in (entry / "environ").read_bytes().split(b"\0"):
-                continue
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            environ = (entry / "environ").read_bytes()
         except OSError:
             continue
-        if state not in ("Z", "X"):  # a zombie waiting for its reaper runs nothing
-            found.append((int(entry.name), cmdline.strip()))
-    return found
+        if fields[0] not in ("Z", "X"):  # a zombie waiting for its reaper runs nothing
+            out[int(entry.name)] = (int(fields[1]), int(fields[3]), environ)
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
 
 
 def eventually(condition, timeout: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
@@ -76,21 +81,58 @@ def eventually(condition, timeout: float = 30.0) -> bool:  # type: ignore[no-unt
 
 
 class Kernel:
-    """A fresh python3 kernel running a notebook with the working directory JupyterLab gives it."""
+    """A fresh python3 kernel with the working directory JupyterLab gives it, and a watch on every
+    process it starts.
+
+    A process is the kernel's if it carries the kernel's marker in its environment, descends from the
+    kernel, or lives in a session one of those ever had (every Stack child leads its own session).
+    The session record catches nginx: its master rewrites its environment area with its title, and
+    its workers would be orphans if the master died first.
+    """
 
     def __init__(self, client: NotebookClient, marker: str) -> None:
         self.client = client
-        self.marker = marker
+        self.needle = f"{MARK}={marker}".encode()
         self.pid: int = client.km.provisioner.process.pid  # type: ignore[union-attr]
+        self.sessions: set[int] = set()
+        self._stop = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, daemon=True)
+        self._watcher.start()
 
-    def processes(self) -> list[tuple[int, str]]:
-        return marked(self.marker, exclude=self.pid)
+    def _watch(self) -> None:
+        while not self._stop.wait(0.1):
+            self.processes()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._watcher.join()
+
+    def run(self, source: str) -> nbformat.NotebookNode:
+        """Append a code cell to the notebook and execute it (raises CellExecutionError on an error)."""
+        cells = self.client.nb.cells
+        cells.append(nbformat.v4.new_code_cell(source))
+        return self.client.execute_cell(cells[-1], len(cells) - 1)
+
+    def processes(self) -> dict[int, str]:
+        """pid -> command line of every live process of this kernel but the kernel itself."""
+        table = _table()
+        own = {self.pid}
+        grew = True
+        while grew:
+            more = {pid for pid, (ppid, _, env) in table.items() if pid not in own
+                    and (ppid in own or self.needle in env.split(b"\0"))}
+            own |= more
+            grew = bool(more)
+        kernel_session = table.get(self.pid, (0, -1, b""))[1]
+        self.sessions |= {table[pid][1] for pid in own if pid in table} - {kernel_session, os.getsid(0)}
+        own |= {pid for pid, (_, sid, _) in table.items() if sid in self.sessions}
+        return {pid: _cmdline(pid) for pid in sorted(own - {self.pid})}
 
     def assert_nothing_left(self, ports: tuple[int, ...]) -> None:
-        assert self.processes() == [], "the notebook left processes running"
-        mine = {port: owner for port in ports if (owner := find_listener(port)) and owner[0] in
-                {pid for pid, _ in marked(self.marker, exclude=-1)}}
-        assert mine == {}, f"the notebook left ports listening: {mine}"
+        left = self.processes()
+        assert left == {}, f"the notebook left processes running: {left}"
+        held = {port: owner for port in ports if (owner := find_listener(port)) and owner[0] in left}
+        assert held == {}, f"the notebook left ports listening: {held}"
 
 
 @contextmanager
@@ -100,10 +142,13 @@ def kernel(nb: nbformat.NotebookNode) -> Iterator[Kernel]:
                             resources={"metadata": {"path": str(LESSONS_DIR)}})
     with client.setup_kernel(env={**os.environ, MARK: marker}):
         k = Kernel(client, marker)
-        # The kernelspec's "python" must resolve to this environment's interpreter (the venv's).
-        assert Path(f"/proc/{k.pid}/exe").resolve() == Path(sys.executable).resolve()
-        assert Path(f"/proc/{k.pid}/cwd").resolve() == LESSONS_DIR.resolve()
-        yield k
+        try:
+            # The kernelspec's "python" must resolve to this environment's interpreter (the venv's).
+            assert Path(f"/proc/{k.pid}/exe").resolve() == Path(sys.executable).resolve()
+            assert Path(f"/proc/{k.pid}/cwd").resolve() == LESSONS_DIR.resolve()
+            yield k
+        finally:
+            k.close()
 
 
 def outputs_text(cell: nbformat.NotebookNode) -> str:
@@ -162,9 +207,9 @@ def test_notebook_runs_top_to_bottom(lesson: lessons.Lesson) -> None:
 # --- the stop paths (lesson 2: two servers and nginx) -----------------------------------------------------
 
 def _start_lesson_2(k: Kernel) -> None:
-    for source in ("from pcbook.notebook import Session\nsession = Session(2)", "step1 = session.step(1)"):
-        k.client.execute_cell(nbformat.v4.new_code_cell(source), 0)
-    names = " ".join(cmd for _, cmd in k.processes())
+    k.run("from pcbook.notebook import Session\nsession = Session(2)")
+    k.run("step1 = session.step(1)")
+    names = " ".join(k.processes().values())
     assert "pcbook.server" in names and "nginx" in names, "the stack should be up between cells"
 
 
@@ -173,7 +218,7 @@ def test_a_failing_cell_stops_everything() -> None:
     with kernel(nbformat.v4.new_notebook()) as k:
         _start_lesson_2(k)
         with pytest.raises(CellExecutionError, match="a learner's mistake"):
-            k.client.execute_cell(nbformat.v4.new_code_cell("raise ValueError(\"a learner's mistake\")"), 1)
+            k.run("raise ValueError(\"a learner's mistake\")")
         k.assert_nothing_left(TUTORIAL)
 
 
@@ -188,19 +233,19 @@ def test_a_step_failing_midway_stops_everything() -> None:
                   "pcbook.nginx.start_nginx = broken\n"
                   "session.step(1)")
         with pytest.raises(CellExecutionError, match="nginx rejected its config"):
-            k.client.execute_cell(nbformat.v4.new_code_cell(broken), 1)
+            k.run(broken)
         k.assert_nothing_left(TUTORIAL)
 
 
 @pytest.mark.timeout(120)
 def test_interrupting_a_step_stops_everything() -> None:
     with kernel(nbformat.v4.new_notebook()) as k:
-        k.client.execute_cell(nbformat.v4.new_code_cell("from pcbook.notebook import Session\n"
-                                                        "session = Session(2)"), 0)
+        k.run("from pcbook.notebook import Session\nsession = Session(2)")
         kc = k.client.kc
         msg_id = kc.execute("step1 = session.step(1)")
         # Interrupt once the step is in full swing: both servers and nginx are up.
-        assert eventually(lambda: sum("pcbook.server" in c or "nginx" in c for _, c in k.processes()) >= 3)
+        assert eventually(lambda: sum("pcbook.server" in c or "nginx: master" in c
+                                      for c in k.processes().values()) >= 3)
         run_sync(k.client.km.interrupt_kernel)()
         reply = run_sync(kc.get_shell_msg)(timeout=60)
         while reply["parent_header"].get("msg_id") != msg_id:
@@ -214,8 +259,8 @@ def test_interrupting_a_step_stops_everything() -> None:
 def test_rerunning_from_the_top_replaces_the_stack() -> None:
     with kernel(nbformat.v4.new_notebook()) as k:
         _start_lesson_2(k)
-        first = {pid for pid, _ in k.processes()}
+        first = set(k.processes())
         _start_lesson_2(k)  # Session(2) again: no "port in use"
-        assert first.isdisjoint(pid for pid, _ in k.processes())
-        k.client.execute_cell(nbformat.v4.new_code_cell("session.close()"), 2)
+        assert first.isdisjoint(k.processes())
+        k.run("session.close()")
         k.assert_nothing_left(TUTORIAL)
