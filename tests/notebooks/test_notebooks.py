@@ -264,3 +264,14 @@ def test_rerunning_from_the_top_replaces_the_stack() -> None:
         assert first.isdisjoint(k.processes())
         k.run("session.close()")
         k.assert_nothing_left(TUTORIAL)
+
+
+@pytest.mark.timeout(120)
+def test_restarting_the_kernel_stops_everything() -> None:
+    with kernel(nbformat.v4.new_notebook()) as k:
+        _start_lesson_2(k)
+        run_sync(k.client.km.restart_kernel)(now=False)  # as JupyterLab's Kernel > Restart does
+        k.pid = k.client.km.provisioner.process.pid  # type: ignore[union-attr]  # the new kernel
+        # The old kernel's children are orphans now: the marker and the sessions still name them.
+        assert eventually(lambda: k.processes() == {}), k.processes()
+        assert not any(find_listener(port) for port in TUTORIAL)
