@@ -178,7 +178,9 @@ UNAVAILABLE = r"cannot create auth interceptor: rpc error: code = Unavailable de
 # header, or still writing the request (Broken pipe).
 UPSTREAM_DROPPED = r"upstream prematurely closed connection|Connection reset by peer|Broken pipe"
 # nginx 1.22 with OpenSSL 3.0 (Debian 12) notices it still in the handshake.
-NO_CLIENT_CERT_NGINX = r"bad certificate|certificate required|peer closed connection in SSL handshake|" + UPSTREAM_DROPPED
+NO_CLIENT_CERT_NGINX = (
+    r"bad certificate|certificate required|peer closed connection in SSL handshake|" + UPSTREAM_DROPPED
+)
 NO_CLIENT_CERT_SERVER = r"PEER_DID_NOT_RETURN_A_CERTIFICATE"
 
 LESSONS: tuple[Lesson, ...] = (
