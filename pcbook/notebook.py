@@ -111,14 +111,9 @@ def table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> None:
 
 # --- stopping ----------------------------------------------------------------------------------------
 
-def _live_stacks() -> list[procs.Stack]:
-    # procs keeps a registry of live Stacks for close_all(); only its names are read here.
-    return procs._live_stacks()
-
-
 def stop_everything(reason: str | None = None) -> list[str]:
     """Close every live Stack of this interpreter; returns the names of the processes that were up."""
-    running = [name for stack in _live_stacks() for name in stack.names if stack.proc(name).running]
+    running = [name for stack in procs.live_stacks() for name in stack.names if stack.proc(name).running]
     procs.close_all()
     if reason and running:
         _print(f"{reason}: stopped {', '.join(running)}")
@@ -183,7 +178,7 @@ class Session:
         """Run step `number` (from 1) on the live stack, show it as it happens, and judge it."""
         if self.runner is None or self.stack is None:
             raise RuntimeError(f"lesson {self.lesson.number} tells its story in one go: use session.run()")
-        if self.stack not in _live_stacks():
+        if self.stack not in procs.live_stacks():
             raise RuntimeError("this session is closed: run the notebook from the top (Session(...)) again")
         step = self.lesson.steps[number - 1]
         conf = NGINX_DIR / step.nginx if step.nginx else None

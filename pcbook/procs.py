@@ -46,7 +46,7 @@ from .ports import PortBusyError, check_port_free, pick_free_port
 from .readiness import NotReadyError, check_alive, describe_exit, wait_grpc_health, wait_port
 
 __all__ = [
-    "Line", "NotReadyError", "PortBusyError", "Proc", "Result", "Stack", "check_port_free", "close_all",
+    "Line", "NotReadyError", "PortBusyError", "Proc", "Result", "Stack", "check_port_free", "close_all", "live_stacks",
     "pick_free_port", "wait_grpc_health", "wait_port",
 ]
 
@@ -212,7 +212,7 @@ class Stack:
         """`echo` gets every prefixed line (None: capture only). `run_dir` holds per-run files
         (nginx prefixes); default paths.RUN_DIR. `replace` closes the Stacks created earlier."""
         if replace:
-            for old in _live_stacks():
+            for old in live_stacks():
                 running = [p.name for p in old._procs.values() if p.running]
                 if running and echo:
                     echo(f"closing the earlier stack first (still running: {', '.join(running)})")
@@ -549,7 +549,8 @@ _atexit_done = False
 _sigterm_done = False
 
 
-def _live_stacks() -> list[Stack]:
+def live_stacks() -> list[Stack]:
+    """The Stacks of this interpreter that are not closed yet, oldest first."""
     with _registry_lock:
         return list(_live)
 
@@ -581,5 +582,5 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 def close_all() -> None:
     """Close every live Stack of this interpreter, newest first."""
-    for stack in reversed(_live_stacks()):
+    for stack in reversed(live_stacks()):
         stack.close()
