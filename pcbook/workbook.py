@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pcbook import lessons, nginx, procs
 from pcbook.lesson_runner import run_lesson
-from pcbook.paths import RUN_DIR
+from pcbook.paths import RUN_DIR, shown
 
 
 def _lesson(number: int) -> lessons.Lesson:
@@ -69,7 +69,7 @@ def cmd_nginx(args: argparse.Namespace) -> int:
         except (procs.PortBusyError, nginx.NginxError) as err:
             print(err, file=sys.stderr)
             return 1
-        print(f"nginx is up on {lessons.NGINX_PORT} with {conf}. In other terminals, as in the tutorial:")
+        print(f"nginx is up on {lessons.NGINX_PORT} with {shown(conf)}. In other terminals, as in the tutorial:")
         for server in step.servers:
             print(f"  make {_make_target(server)}")
         print(f"  make {step.client.make_target()}")
@@ -106,7 +106,7 @@ def cmd_progress(_args: argparse.Namespace) -> int:
         result = run_lesson(lesson, conf=exercise, checkpoint_only=True, echo=None)
         rows.append((lesson, exercise, result.checkpoint_passed, result.checkpoint_line()))
         mark = "done" if result.checkpoint_passed else "todo"
-        where = exercise.relative_to(Path.cwd()) if exercise else "(no config: the TLS flag)"
+        where = shown(exercise) if exercise else "(no config: the TLS flag)"
         print(f"  [{mark}] lesson {lesson.number}  {lesson.title:<45} {where}", flush=True)
     done = sum(1 for row in rows if row[2])
     print(f"{done}/{len(rows)} lessons done")
@@ -114,7 +114,7 @@ def cmd_progress(_args: argparse.Namespace) -> int:
         if not passed:
             print(f"next: lesson {lesson.number} — {line.split(': ', 2)[-1]}")
             if exercise is not None:
-                print(f"      edit {exercise} and run: make check-{lesson.number} CONF={exercise}")
+                print(f"      edit {shown(exercise)} and run: make check-{lesson.number} CONF={shown(exercise)}")
             break
     return 0
 
