@@ -70,7 +70,7 @@ stop: ## stop anything a lesson left running (servers, nginx) after a crash
 
 ## Notebooks, docs, benchmarks
 lab: $(READY) ## open JupyterLab on lessons/
-	@$(VENV)/bin/jupyter lab --notebook-dir=lessons
+	@$(VENV)/bin/jupyter lab --notebook-dir=lessons $(if $(filter 0,$(shell id -u)),--allow-root)
 docs: $(GEN) ## serve the docs site on http://127.0.0.1:8000
 	@$(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8000
 bench: $(READY) ## measure the cost of the hop and the gain of scale-out; prints a table, writes a chart
