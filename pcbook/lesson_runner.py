@@ -22,6 +22,7 @@ from pcbook.paths import NGINX_DIR, shown
 
 CLIENT_TIMEOUT = 30.0  # seconds for one client run; the client itself gives up on a dead server after 5 s
 SETTLE_TIMEOUT = 3.0  # how long to wait for log lines that follow a client run (pipes and log tailing)
+SETTLE_AFTER_SURPRISE = 0.5
 READY_TIMEOUT = 15.0
 
 Echo = Callable[[str], None]
@@ -157,7 +158,10 @@ class LessonRunner:
     def _observe(
         self, mark: object, step: Step, client_ok: bool, client_lines: list[str]
     ) -> checks.Observation:
-        deadline = time.monotonic() + SETTLE_TIMEOUT
+        # A client that did not do what the step expects has decided the verdict already: wait only
+        # briefly for the log lines that explain it, not for calls that will never come.
+        settle = SETTLE_TIMEOUT if client_ok == step.expect.ok else SETTLE_AFTER_SURPRISE
+        deadline = time.monotonic() + settle
         while True:
             seen = checks.Observation(client_ok=client_ok, client_lines=client_lines)
             for name in self.running:
