@@ -84,14 +84,8 @@ def _share(counts: dict[str, int]) -> str:
 def pick_first(ctx: ScenarioContext, index: int, total: int, policy: str = "pick_first",
                calls: int = 10) -> Outcome:
     title = "pick_first: the client knows both servers, every call goes to one"
-    ctx.step(index, total, title, _describe([
-        f"client:  python -m pcbook.load --address {TARGET} --lb-policy {policy} --calls {calls}",
-        "expect:  every call reaches the same server",
-    ]))
-    mark = ctx.stack.mark()
-    report = load.run_load(ctx.stack, TARGET, calls=calls, lb_policy=policy)
-    counts = load.per_server(report.calls, load.settle(ctx.stack, mark, NAMES, report.calls), NAMES)
-    ctx.say(f"   calls:   {_share(counts)}")
+    report, counts = _calls_under_policy(ctx, index, total, title, policy, calls,
+                                         "every call reaches the same server")
     diffs = _failures(report)
     if sum(1 for n in counts.values() if n) != 1:
         diffs.append(f"calls reached more than one server ({_share(counts)}); pick_first uses one")
@@ -103,14 +97,7 @@ def pick_first(ctx: ScenarioContext, index: int, total: int, policy: str = "pick
 def round_robin(ctx: ScenarioContext, index: int, total: int, policy: str = "round_robin",
                 calls: int = 10) -> Outcome:
     title = "round_robin: the same client spreads its calls over both servers"
-    ctx.step(index, total, title, _describe([
-        f"client:  python -m pcbook.load --address {TARGET} --lb-policy {policy} --calls {calls}",
-        "expect:  both servers receive calls",
-    ]))
-    mark = ctx.stack.mark()
-    report = load.run_load(ctx.stack, TARGET, calls=calls, lb_policy=policy)
-    counts = load.per_server(report.calls, load.settle(ctx.stack, mark, NAMES, report.calls), NAMES)
-    ctx.say(f"   calls:   {_share(counts)}")
+    report, counts = _calls_under_policy(ctx, index, total, title, policy, calls, "both servers receive calls")
     diffs = _failures(report)
     idle = [name for name, n in counts.items() if n == 0]
     if idle:
@@ -118,6 +105,20 @@ def round_robin(ctx: ScenarioContext, index: int, total: int, policy: str = "rou
     why = ("round_robin keeps a connection to every address and picks the next READY one for each call. "
            "The first calls may all land on the server that connected first.")
     return ctx.record(Outcome(title, why, True, diffs, data={"policy": policy, "calls_per_server": counts}))
+
+
+def _calls_under_policy(ctx: ScenarioContext, index: int, total: int, title: str, policy: str, calls: int,
+                        expect: str) -> tuple[load.Report, dict[str, int]]:
+    """Announce the step, send `calls` calls with `policy`, and count them per server."""
+    ctx.step(index, total, title, _describe([
+        f"client:  python -m pcbook.load --address {TARGET} --lb-policy {policy} --calls {calls}",
+        f"expect:  {expect}",
+    ]))
+    mark = ctx.stack.mark()
+    report = load.run_load(ctx.stack, TARGET, calls=calls, lb_policy=policy)
+    counts = load.per_server(report.calls, load.settle(ctx.stack, mark, NAMES, report.calls), NAMES)
+    ctx.say(f"   calls:   {_share(counts)}")
+    return report, counts
 
 
 # -- step 3: health-aware round robin -------------------------------------------------------------------
