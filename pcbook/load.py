@@ -395,5 +395,20 @@ def run_load(stack: procs.Stack, address: str, *, name: str = "client", timeout:
     return collect(stack, name, path, timeout)
 
 
+def kill_mid_run(stack: procs.Stack, victim: str, address: str, *, after: int = 10, name: str = "client",
+                 **options: Any) -> tuple[Report, float]:
+    """Start the driver, and once `after` calls are done and `victim` is working on a call (its
+    create-laptop line), SIGKILL `victim`: that call has surely been sent. Returns the driver's report
+    and the time of the kill."""
+    path = report_path(stack)
+    mark = stack.mark()
+    stack.start(name, driver_argv(address, path, **options))
+    stack.wait_for_line(name, f"{after} calls done", 15, since=mark)
+    stack.wait_for_line(victim, "receive a create-laptop request", 5, since=stack.mark())
+    killed_at = time.time()
+    stack.kill(victim)
+    return collect(stack, name, path, 30), killed_at
+
+
 if __name__ == "__main__":
     sys.exit(main())

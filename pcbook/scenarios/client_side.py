@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import time
 from collections.abc import Sequence
 
 from pcbook import load, nginx, procs
@@ -202,15 +201,9 @@ def server_dies(ctx: ScenarioContext, index: int, total: int, calls: int = 40, r
     ]))
     stack = ctx.stack
     mark = stack.mark()
-    path = load.report_path(stack)
-    stack.start("client", load.driver_argv(TARGET, path, calls=calls, rate=rate, concurrency=4,
-                                           lb_policy="round_robin"))
-    stack.wait_for_line("client", "10 calls done", 15, since=mark)
-    # Kill it while it works on a call (each takes WORK_MS), so that a call is surely in flight.
-    stack.wait_for_line("server2", "receive a create-laptop request", 5, since=stack.mark())
-    killed_at = time.time()
-    stack.kill("server2")
-    report = load.collect(stack, "client", path, 30)
+    # Killed while it works on a call (each takes WORK_MS), so that a call is surely in flight.
+    report, killed_at = load.kill_mid_run(stack, "server2", TARGET, calls=calls, rate=rate, concurrency=4,
+                                          lb_policy="round_robin")
     receivers = load.settle(stack, mark, NAMES, report.calls)
 
     around = [c for c in report.calls if not c.ok or -0.06 < c.t0 - killed_at < 0.11]

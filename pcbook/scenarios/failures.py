@@ -218,15 +218,10 @@ def kill_under_load(ctx: ScenarioContext, index: int, total: int, conf: Path, ch
     ng = fresh_nginx(ctx, conf)
     stack = ctx.stack
     mark = stack.mark()
-    path = load.report_path(stack)
-    # Paced, so that calls keep coming well after the kill.
-    stack.start("client", load.driver_argv(ADDRESS, path, calls=calls, rate=rate, concurrency=concurrency))
-    stack.wait_for_line("client", "10 calls done", 15, since=mark)
-    # Kill it while it works on a call (each takes 50 ms): that call has surely been sent.
-    stack.wait_for_line("server1", "receive a create-laptop request", 5, since=stack.mark())
-    killed_at = time.time()
-    stack.kill("server1")
-    report = load.collect(stack, "client", path, 30)
+    # Paced, so that calls keep coming well after the kill; server1 is killed while it works on a call
+    # (each takes 50 ms), so that call has surely been sent.
+    report, killed_at = load.kill_mid_run(stack, "server1", ADDRESS, calls=calls, rate=rate,
+                                          concurrency=concurrency)
     receivers = load.settle(stack, mark, NAMES, report.calls)
     access = settle_access(ctx, ng, len(report.calls))
     stack.stop("nginx")
