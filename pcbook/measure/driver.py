@@ -1,6 +1,6 @@
 """A small load driver: N CreateLaptop calls, at a rate and a concurrency, with each call's status.
 
-    python -m pcbook.load --address ipv4:127.0.0.1:50071,127.0.0.1:50072 --lb-policy round_robin \\
+    python -m pcbook.measure.driver --address ipv4:127.0.0.1:50071,127.0.0.1:50072 --lb-policy round_robin \\
         --calls 40 --rate 50 --concurrency 4 --json .run/calls.json
 
 The tutorial's client stops at the first failed call; lessons 7 and 8 need to see every call: which
@@ -36,13 +36,14 @@ from typing import Any
 
 import grpc
 
-from pcbook import procs, sample
-from pcbook.channels import LB_POLICIES, make_channel
-from pcbook.interceptors import AuthClientInterceptor
-from pcbook.laptop_client import AuthClient, TokenRefresher
 from pcbook.pb import laptop_service_pb2 as pb
 from pcbook.pb import laptop_service_pb2_grpc as pb_grpc
-from pcbook.ports import find_listener
+from pcbook.service import sample
+from pcbook.service.channels import LB_POLICIES, make_channel
+from pcbook.service.interceptors import AuthClientInterceptor
+from pcbook.service.laptop_client import AuthClient, TokenRefresher
+from pcbook.stack import procs
+from pcbook.stack.ports import find_listener
 
 CALL_ID_HEADER = "x-call-id"
 DEFAULT_TIMEOUT = 5.0
@@ -207,7 +208,7 @@ def run_compare(targets: Sequence[tuple[str, Laptops]], calls: int, warmup: int,
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m pcbook.load", description=__doc__.split("\n\n")[1].strip())
+    p = argparse.ArgumentParser(prog="python -m pcbook.measure.driver", description=__doc__.split("\n\n")[1].strip())
     p.add_argument("--address", help="target: host:port or ipv4:host:port,host:port")
     p.add_argument("--tls", action="store_true", help="mutual TLS, like the tutorial's client")
     p.add_argument("--lb-policy", choices=LB_POLICIES, default=None, help="client-side load balancing")
@@ -351,7 +352,7 @@ def start_server(stack: procs.Stack, name: str, port: int, args: Sequence[str], 
 def driver_argv(address: str, json_path: Path, *, calls: int, rate: float = 0.0, concurrency: int = 1,
                 channels: int = 1, lb_policy: str | None = None, health_check: bool = False,
                 login_optional: bool = False, progress_every: int = 10) -> list[str]:
-    argv = [sys.executable, "-u", "-m", "pcbook.load", "--address", address, "--calls", str(calls),
+    argv = [sys.executable, "-u", "-m", "pcbook.measure.driver", "--address", address, "--calls", str(calls),
             "--concurrency", str(concurrency), "--channels", str(channels), "--json", str(json_path),
             "--progress-every", str(progress_every)]
     if rate:
