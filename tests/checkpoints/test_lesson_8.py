@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from pcbook.lessons import failures
 from pcbook.stack import procs
 from pcbook.stack.ports import find_listener
-from pcbook.workbook.manifest import failures
 from pcbook.workbook.runner import ScenarioContext
 
 from .support import explain, story

@@ -26,8 +26,7 @@ from nbclient.util import run_sync
 from pcbook.paths import ROOT
 from pcbook.service import certs
 from pcbook.stack.ports import find_listener
-from pcbook.workbook import manifest
-from pcbook.workbook.cli import notebook_build
+from pcbook.workbook import manifest, notebook_build
 
 LESSONS_DIR = ROOT / "lessons"
 MARK = "PCBOOK_NOTEBOOK_TEST"
