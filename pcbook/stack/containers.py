@@ -23,6 +23,7 @@ import re
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -323,7 +324,8 @@ def k8s_documents(number: int = DEFAULT_LESSON, replicas: int = K8S_REPLICAS) ->
     nginx_container = _container(NGINX_SERVICE, nginx_args, lessons.NGINX_PORT)
     nginx_container["volumeMounts"].append({"name": "nginx-conf", "mountPath": K8S_CONF_DIR, "readOnly": True})
     tls = p.step.client.tls
-    client = ["run", "client", *lesson_flag, "--"] + (["--tls"] if tls else [])
+    # Six laptops, so that the calls have room to spread over the pods.
+    client = ["run", "client", *lesson_flag, "--", "--laptops", "6"] + (["--tls"] if tls else [])
     return {
         "servers.yaml": [
             _deployment(K8S_SERVERS, replicas, [_container("server", server_args, port)], [_certs_volume()]),
@@ -418,11 +420,19 @@ def write_k8s(out: Path = K8S_DIR, number: int = DEFAULT_LESSON, replicas: int =
     return written
 
 
-def wait_dns(name: str) -> bool:
-    try:
-        return bool(socket.getaddrinfo(name, None))
-    except OSError:
-        return False
+def wait_dns(name: str, timeout: float) -> bool:
+    """Poll until `name` resolves or `timeout` seconds pass (the Kubernetes init container)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if socket.getaddrinfo(name, None):
+                return True
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            print(f"{name} does not resolve after {timeout:.0f} s: are the server pods ready?", file=sys.stderr)
+            return False
+        time.sleep(1)
 
 
 # --- CLI ------------------------------------------------------------------------------------------
@@ -433,14 +443,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a lesson's stack in containers (the image's entry point) and write its Kubernetes files.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="exec a role of the lesson: server1, server2, nginx or client")
+    run = sub.add_parser("run", help="exec a role of the lesson: server1, server2, nginx or client"
+                         " (client: flags after -- replace the lesson's)")
     run.add_argument("role")
     run.add_argument("--conf", type=Path, default=None, help="nginx: an already rendered config to run")
-    run.add_argument("client_flags", nargs=argparse.REMAINDER, help="client: flags after -- replace the lesson's")
     health = sub.add_parser("ready", help="exit 0 if the role's port accepts connections (health check)")
     health.add_argument("role")
     wait = sub.add_parser("wait-dns", help="exit 0 once NAME resolves (Kubernetes init container)")
     wait.add_argument("name")
+    wait.add_argument("--timeout", type=float, default=300, help="give up after this many seconds (default 300)")
     render = sub.add_parser("render", help="print the lesson's nginx config with the compose service names")
     render.add_argument("--conf", type=Path, default=None, help="an nginx config instead of the lesson's")
     k8s = sub.add_parser("k8s", help="write the Kubernetes manifests (default: deploy/k8s/)")
@@ -454,6 +465,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `run client ... -- FLAGS`: everything after -- goes to the client unparsed.
+    client_flags = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
     args = build_parser().parse_args(argv)
     try:
         number = args.lesson if getattr(args, "lesson", None) is not None else lesson_from_env()
@@ -461,14 +476,15 @@ def main(argv: list[str] | None = None) -> int:
             p = plan(number)
             if args.role not in p.roles():
                 raise ContainerError(f"lesson {number} has no role {args.role!r} (roles: {', '.join(p.roles())})")
-            extra = [f for f in args.client_flags if f != "--"]
-            if args.role == "client" and extra:
-                _exec([sys.executable, "-m", "pcbook.client", *extra])
+            if client_flags and args.role != "client":
+                raise ContainerError("only the client takes flags after --")
+            if client_flags:
+                _exec([sys.executable, "-m", "pcbook.client", *client_flags])
             run_role(args.role, p, conf=args.conf)
         elif args.command == "ready":
             return 0 if ready(role_port(args.role, plan(number))) else 1
         elif args.command == "wait-dns":
-            return 0 if wait_dns(args.name) else 1
+            return 0 if wait_dns(args.name, args.timeout) else 1
         elif args.command == "render":
             p = plan(number)
             source = args.conf or p.conf
