@@ -12,64 +12,18 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from pcbook import paths
 from pcbook.service import certs
 from pcbook.stack import containers, dockerd
 from pcbook.workbook import manifest
 from pcbook.workbook.judge import Observation, calls_in, differences, settled
 
-COMPOSE_FILE = paths.ROOT / "deploy" / "compose.yaml"
-IMAGE = "pcbook-workbook:test"
+from .support import compose
+
 pytestmark = pytest.mark.timeout(900)
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[dockerd.Daemon]:
-    reason = dockerd.why_unavailable()
-    if reason:
-        pytest.skip(reason)
-    try:
-        d = dockerd.start()
-    except dockerd.DockerUnavailable as e:
-        pytest.skip(str(e))
-    try:
-        yield d
-    finally:
-        d.stop()
-
-
-@pytest.fixture(scope="module")
-def image(daemon: dockerd.Daemon) -> str:
-    """The workbook's image, built from deploy/Dockerfile on the locally made base, offline."""
-    try:
-        base = dockerd.base_image(daemon)
-        dockerd.fill_wheelhouse(dockerd.image_requirements(), paths.ROOT / "deploy" / "wheels")
-    except dockerd.DockerUnavailable as e:
-        pytest.skip(str(e))
-    out = compose(daemon, "pcbook-build", "build", "server1", timeout=600)
-    assert out.returncode == 0, out.stdout[-3000:]
-    assert daemon.docker("image", "inspect", IMAGE, check=False).returncode == 0
-    assert base
-    return IMAGE
-
-
-def compose(daemon: dockerd.Daemon, project: str, *args: str, lesson: int = 5, certs_dir: Path | None = None,
-            timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    env = {
-        **daemon.env,
-        "PCBOOK_IMAGE": IMAGE,
-        "PCBOOK_BASE_IMAGE": dockerd.BASE_IMAGE,
-        "PCBOOK_WHEELS": "local",
-        "PCBOOK_LESSON": str(lesson),
-        "PCBOOK_CERTS_DIR": str(certs_dir or paths.CERTS_DIR),
-    }
-    return subprocess.run(["docker-compose", "-p", project, "-f", str(COMPOSE_FILE), *args], env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
 
 
 # `docker logs -t`: "2026-12-02T17:27:20.575727000Z <line>"
