@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from pcbook import paths
-from pcbook.service import certs
-from pcbook.stack import nginx
 from pcbook.workbook import manifest as lessons
+
+# The nginx runner and the certificates are imported where they are used: the compose health check
+# (`ready`) runs every second in each container and must stay a light import.
 
 LESSON_ENV = "PCBOOK_LESSON"
 DEFAULT_LESSON = 5
@@ -135,6 +136,8 @@ def render_upstreams(text: str, names: Mapping[int, str], *, source: str = "the 
     """
     edits: list[tuple[int, int, str]] = []
     seen: dict[int, set[str]] = {}
+    from pcbook.stack import nginx
+
     for s in nginx._statements(text):  # the nginx runner's parser: quotes, comments and blocks
         if len(s.words) < 2 or s.words[0] != "server" or not s.parents or s.parents[-1] != "upstream":
             continue
@@ -182,6 +185,8 @@ def run_nginx(conf_text: str, *, source: str) -> None:
     The prefix's logs/access.log and logs/error.log are the container's stdout and stderr, so
     `docker compose logs nginx` shows the access log lines as the lecture's `nginx | ...` lines.
     """
+    from pcbook.stack import nginx
+
     binary = nginx.find_nginx()
     version = nginx.nginx_version(binary)
     prefix = Path(tempfile.mkdtemp(prefix="nginx-", dir=os.environ.get(PREFIX_ENV) or None))
@@ -351,6 +356,9 @@ def k8s_documents(number: int = DEFAULT_LESSON, replicas: int = K8S_REPLICAS) ->
 def secret_document(certs_dir: Path | None = None) -> dict[str, Any]:
     """The Secret holding the PEM files of `make cert` (for `kubectl apply -f -`, never committed)."""
     d = certs_dir or paths.CERTS_DIR
+    from pcbook.service import certs
+    from pcbook.stack import nginx
+
     reason = certs.check_certs(d)
     if reason is not None:
         raise ContainerError(f"the certificates in {paths.shown(d)} cannot be used ({reason}): run `make cert`")

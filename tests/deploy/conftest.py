@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Iterator
 
 import pytest
@@ -30,11 +31,14 @@ def daemon() -> Iterator[dockerd.Daemon]:
 @pytest.fixture(scope="session")
 def image(daemon: dockerd.Daemon) -> str:
     """The workbook's image, built from deploy/Dockerfile on the locally made base, offline."""
-    try:
-        base = dockerd.base_image(daemon)
-        dockerd.fill_wheelhouse(dockerd.image_requirements(), paths.ROOT / "deploy" / "wheels")
-    except dockerd.DockerUnavailable as e:
-        pytest.skip(str(e))
+    # The wheels download while debootstrap runs: the two are the slow part of a first run.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        wheels = pool.submit(dockerd.fill_wheelhouse, dockerd.image_requirements(), paths.ROOT / "deploy" / "wheels")
+        try:
+            base = dockerd.base_image(daemon)
+            wheels.result()
+        except dockerd.DockerUnavailable as e:
+            pytest.skip(str(e))
     out = compose(daemon, "pcbook-build", "build", "server1", timeout=600)
     assert out.returncode == 0, out.stdout[-3000:]
     assert daemon.docker("image", "inspect", IMAGE, check=False).returncode == 0

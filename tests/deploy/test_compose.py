@@ -125,7 +125,7 @@ def test_the_lectures_certificates_fail_on_service_names(daemon: dockerd.Daemon,
     """Certificates with only the lecture's names: the client's `nginx` is in no SAN, so TLS fails."""
     monkeypatch.setattr(certs, "SERVER_DNS", ("*.pcbook.com", "*.pcbook.org"))
     monkeypatch.setattr(certs, "SERVER_IPS", ("0.0.0.0",))
-    lecture = certs.generate_ca_and_certs(tmp_path / "certs")
+    lecture = certs.generate_ca_and_certs(tmp_path / "certs", key_size=1024)  # small keys: faster, same check
     for key in lecture.glob("*-key.pem"):
         key.chmod(0o644)  # the containers read them as root anyway; keeps the test independent of uid
     client, seen, _ = run_stack(daemon, f"pcbookcert-{os.getpid()}", 5, certs_dir=lecture)

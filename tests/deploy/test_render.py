@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from cryptography import x509
 
 from pcbook import paths
 from pcbook.service import certs
-from pcbook.stack import containers
+from pcbook.stack import containers, nginx
 from pcbook.workbook import manifest
 
 K8S = paths.ROOT / "deploy" / "k8s"
@@ -22,7 +23,7 @@ COMPOSE = paths.ROOT / "deploy" / "compose.yaml"
 
 
 def _upstream_servers(text: str) -> list[str]:
-    return [s.words[1] for s in containers.nginx._statements(text)
+    return [s.words[1] for s in nginx._statements(text)
             if s.words and s.words[0] == "server" and s.parents[-1:] == ("upstream",)]
 
 
@@ -188,7 +189,7 @@ def test_secret_from_certs_validates_and_holds_every_pem(tmp_path: Path) -> None
     certs.ensure_certs(tmp_path, key_size=1024)
     secret = containers.secret_document(tmp_path)
     _validate([secret])
-    assert set(secret["data"]) == set(containers.nginx.CERT_FILES)
+    assert set(secret["data"]) == set(nginx.CERT_FILES)
     with pytest.raises(containers.ContainerError, match="make cert"):
         containers.secret_document(tmp_path / "none")
 
@@ -203,3 +204,17 @@ def test_manifests_run_the_lessons_roles() -> None:
     assert _upstream_servers(conf) == ["pcbook-server:50051"]
     rr = docs["pcbook-client-round-robin/Job"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "dns:///pcbook-server:50051" in rr and "round_robin" in rr
+
+
+def test_the_docs_show_what_the_renderer_writes() -> None:
+    """docs/deploy.md quotes rendered upstream blocks (output, not configs): they must stay true."""
+    page = (paths.ROOT / "docs" / "deploy.md").read_text()
+    blocks = [b for b in re.findall(r"```text\n(.*?)```", page, re.S) if "upstream pcbook_services" in b]
+    p = containers.plan(5)
+    rendered = {
+        "compose": containers.render_upstreams(p.conf.read_text(), containers.compose_names(p)),
+        "k8s": containers.k8s_documents()["nginx.yaml"][0]["data"]["nginx.conf"],
+    }
+    assert len(blocks) == 2
+    for block, (kind, text) in zip(blocks, rendered.items(), strict=True):
+        assert block in text, f"the {kind} block of docs/deploy.md is stale"
