@@ -22,6 +22,7 @@ import itertools
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -161,9 +162,11 @@ class Laptops:
 
 
 def run_calls(conns: Sequence[Laptops], calls: int, *, rate: float = 0.0, concurrency: int = 1,
-              timeout: float = DEFAULT_TIMEOUT, progress_every: int = 10) -> Report:
+              timeout: float = DEFAULT_TIMEOUT, progress_every: int = 10,
+              stop: threading.Event | None = None) -> Report:
     """Send `calls` CreateLaptop calls over `conns` in turn, at most `concurrency` at a time, started
-    `rate` per second (0: as fast as the concurrency allows)."""
+    `rate` per second (0: as fast as the concurrency allows). Once `stop` is set no call is started;
+    the calls in flight finish and are reported."""
     report = Report()
     lock = threading.Lock()
     done: Counter[str] = Counter()
@@ -184,8 +187,12 @@ def run_calls(conns: Sequence[Laptops], calls: int, *, rate: float = 0.0, concur
         for number in range(1, calls + 1):
             if rate > 0:  # pacing: call n leaves at start + (n-1)/rate
                 delay = start + (number - 1) / rate - time.monotonic()
-                if delay > 0:
+                if delay > 0 and stop is not None:
+                    stop.wait(delay)
+                elif delay > 0:
                     time.sleep(delay)
+            if stop is not None and stop.is_set():
+                break
             pool.submit(one, number)
     report.calls.sort(key=lambda c: c.number)
     return report
@@ -287,8 +294,14 @@ def main(argv: list[str] | None = None) -> int:
             pacing = f", {args.rate:g}/s" if args.rate else ""
             print(f"sending {args.calls} CreateLaptop calls to {args.address or args.discover} over {args.channels} "
                   f"connection(s), {args.concurrency} at a time{pacing}", flush=True)
+            # SIGTERM/SIGINT: stop sending, let the calls in flight finish, report what was sent.
+            stop = threading.Event()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda _signum, _frame: stop.set())
             report = run_calls(conns, args.calls, rate=args.rate, concurrency=args.concurrency,
-                               timeout=args.timeout, progress_every=args.progress_every)
+                               timeout=args.timeout, progress_every=args.progress_every, stop=stop)
+            if stop.is_set():
+                print(f"stopped after {len(report.calls)} calls (signal)", flush=True)
             print(f"done: {len(report.calls)} calls: {summarize(report.codes())}", flush=True)
     except RegistryError as err:
         print(f"cannot read the registry: {err}", file=sys.stderr, flush=True)
