@@ -149,12 +149,12 @@ class Lab:
         self.stack.wait_for_line("sync", re_any("nginx reloaded", "is up to date"), 15, since=mark)
         return self.nginx_proc
 
-    def control_plane(self, port: int | None = None) -> Path:
+    def control_plane(self, port: int | None = None, *args: str) -> Path:
         """Start (or restart) the xDS control plane; returns the bootstrap file clients need."""
         self.xds_port = port or self.xds_port or pick_free_port()
         mark = self.stack.mark()
         self.stack.start("xds", [sys.executable, "-u", "-m", "pcbook.discovery.xds", "serve", "--registry", self.url,
-                                 "--port", str(self.xds_port)])
+                                 "--port", str(self.xds_port), *args])
         self.stack.wait_for_line("xds", "listening on", 15, since=mark)
         if self.bootstrap is None:
             self.bootstrap = write_bootstrap(self.stack.run_dir / f"xds-bootstrap-{self.xds_port}.json",
@@ -197,7 +197,8 @@ class Lab:
 
 
 def failed_between(report: load.Report, start: float, end: float) -> list[load.Call]:
-    return [c for c in report.calls if start <= c.t0 < end and not c.ok]
+    """Failed calls that ended in [start, end): a call in flight at an event fails after it."""
+    return [c for c in report.calls if start <= c.t1 < end and not c.ok]
 
 
 def re_any(*texts: str) -> re.Pattern[str]:
@@ -228,12 +229,15 @@ def story(lab: Lab, target: str, *, rate: float = 40, step: int = 40, concurrenc
     for name in ("server1", "server2"):
         if name not in lab.servers:
             lab.server(name)
-    with Members(lab.registry) as members:
+    seen: list[tuple[float, set[str]]] = []  # when our own watch saw each state of the registry
+    with Members(lab.registry, on_change=lambda m: seen.append((time.time(), set(m)))) as members:
         members.wait(lambda m: {"server1", "server2"} <= m.keys(), 10)
-        run = lab.driver(target, calls=100_000, rate=rate, concurrency=concurrency, progress_every=step)
-        t_start = run.wait_done(step)
+        run = lab.driver(target, calls=100_000, rate=rate, concurrency=concurrency, progress_every=10)
+        t_start = run.wait_done(10)
         t_two = run.wait_more(step)
-        t_reg = lab.server("server3")
+        lab.server("server3")
+        members.wait(lambda m: "server3" in m, 5)
+        t_reg = next(t for t, names in seen if "server3" in names)  # the PUT, before server3 logs it
         try:
             lab.stack.wait_for_line("server3", "receive a create-laptop request", 10)
         except procs.NotReadyError:
@@ -246,7 +250,7 @@ def story(lab: Lab, target: str, *, rate: float = 40, step: int = 40, concurrenc
         run.wait_more(step)
         t_kill = lab.kill("server2")
         members.wait(lambda m: "server2" not in m, lab.ttl + 5)
-        removed = time.time()
+        removed = next(t for t, names in seen if t > t_kill and "server2" not in names)
         t_end = run.wait_more(step)
         report = run.finish()
     receivers = lab.receivers(report, run.mark)

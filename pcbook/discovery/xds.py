@@ -120,18 +120,29 @@ def cluster(service: str = SERVICE) -> cluster_pb2.Cluster:
             eds_config=config_source_pb2.ConfigSource(ads=config_source_pb2.AggregatedConfigSource())))
 
 
-def load_assignment(backends: list[Backend], service: str = SERVICE) -> endpoint_pb2.ClusterLoadAssignment:
-    """One locality per server, weighted by the server's weight (see the module docstring)."""
-    localities = []
+WEIGHTS = ("locality", "endpoint")
+
+
+def load_assignment(backends: list[Backend], service: str = SERVICE,
+                    weights: str = "locality") -> endpoint_pb2.ClusterLoadAssignment:
+    """weights="locality": one locality per server, weighted by the server's weight (honoured by grpc).
+    weights="endpoint": one locality, the weight on each endpoint (ignored by ROUND_ROBIN: to show it)."""
+    endpoints = []
     for b in backends:
         status = health_check_pb2.DRAINING if b.draining else health_check_pb2.HEALTHY
-        endpoint = endpoint_components_pb2.LbEndpoint(
-            health_status=status,
+        endpoints.append(endpoint_components_pb2.LbEndpoint(
+            health_status=status, load_balancing_weight=wrappers_pb2.UInt32Value(value=b.weight),
             endpoint=endpoint_components_pb2.Endpoint(address=address_pb2.Address(
-                socket_address=address_pb2.SocketAddress(address=b.host, port_value=b.port))))
-        localities.append(endpoint_components_pb2.LocalityLbEndpoints(
-            locality=base_pb2.Locality(zone=b.name), lb_endpoints=[endpoint],
-            load_balancing_weight=wrappers_pb2.UInt32Value(value=b.weight)))
+                socket_address=address_pb2.SocketAddress(address=b.host, port_value=b.port)))))
+    if weights == "endpoint":
+        localities = [endpoint_components_pb2.LocalityLbEndpoints(
+            locality=base_pb2.Locality(zone="all"), lb_endpoints=endpoints,
+            load_balancing_weight=wrappers_pb2.UInt32Value(value=1))] if endpoints else []
+    else:
+        localities = [endpoint_components_pb2.LocalityLbEndpoints(
+            locality=base_pb2.Locality(zone=b.name), lb_endpoints=[e],
+            load_balancing_weight=wrappers_pb2.UInt32Value(value=b.weight)) for b, e in zip(backends, endpoints,
+                                                                                           strict=True)]
     return endpoint_pb2.ClusterLoadAssignment(cluster_name=service, endpoints=localities)
 
 
@@ -159,8 +170,9 @@ class _Stream:
 class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     """The ADS servicer: one snapshot of LDS/CDS/EDS, pushed to every stream when it changes."""
 
-    def __init__(self, service: str = SERVICE, say: Callable[[str], None] = log):
+    def __init__(self, service: str = SERVICE, say: Callable[[str], None] = log, weights: str = "locality"):
         self.service = service
+        self.weights = weights
         self.say = say
         self._lock = threading.RLock()
         self._streams: list[_Stream] = []
@@ -179,7 +191,7 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         """New endpoints (and the fixed listener and cluster): push each type whose content changed."""
         fresh = {LDS: [(self.service, _any(listener(self.service)))],
                  CDS: [(self.service, _any(cluster(self.service)))],
-                 EDS: [(self.service, _any(load_assignment(backends, self.service)))]}
+                 EDS: [(self.service, _any(load_assignment(backends, self.service, self.weights)))]}
         with self._lock:
             changed = [t for t in ORDER if fresh[t] != self._resources[t]]
             for type_url in changed:
@@ -302,8 +314,9 @@ def write_bootstrap(path: Path, server: str, node_id: str | None = None) -> Path
     return path
 
 
-def serve(registry: RegistryUrl, port: int, host: str = "127.0.0.1", service: str = SERVICE) -> int:
-    plane = ControlPlane(service)
+def serve(registry: RegistryUrl, port: int, host: str = "127.0.0.1", service: str = SERVICE,
+          weights: str = "locality") -> int:
+    plane = ControlPlane(service, weights=weights)
     feed = RegistryFeed(plane, registry)
     try:
         feed.start()
@@ -340,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--registry", required=True, metavar="etcd://HOST:PORT[/prefix]")
     s.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"ADS port (default {DEFAULT_PORT})")
     s.add_argument("--service", default=SERVICE, help="the name clients dial as xds:///NAME (default pcbook)")
+    s.add_argument("--weights", choices=WEIGHTS, default="locality",
+                   help="where a server's weight goes: its own locality's weight (default, honoured by grpc's"
+                        " round robin) or its endpoint in one shared locality (ignored by round robin)")
     b = sub.add_parser("bootstrap", help="write the bootstrap file grpc clients read from GRPC_XDS_BOOTSTRAP")
     b.add_argument("--server", default=f"127.0.0.1:{DEFAULT_PORT}", help="the control plane's host:port")
     b.add_argument("--out", type=Path, required=True)
@@ -354,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--registry: {err}")
     if not 0 < args.port < 65536:
         p.error("--port must be between 1 and 65535")
-    return serve(registry, args.port, service=args.service)
+    return serve(registry, args.port, service=args.service, weights=args.weights)
 
 
 if __name__ == "__main__":
