@@ -188,6 +188,11 @@ class Lab:
                 out[receivers.get(call.laptop_id, "failed" if not call.ok else "unknown")] += 1
         return out
 
+    def receivers_of_lines(self, since: int = 0) -> Counter[str]:
+        """Create-laptop requests each server logged (for clients that write no report)."""
+        return Counter(rec.name for rec in self.stack.records(since=since)
+                       if rec.name in self.servers and "receive a create-laptop request" in rec.text)
+
     def first_call(self, server: str, after: float) -> float:
         """When `server` logged its first create-laptop request after `after` (inf: none)."""
         for rec in self.stack.records(server):

@@ -38,3 +38,19 @@ def test_a_client_that_does_not_watch_never_reaches_the_new_server(lab: Lab) -> 
     result = story(lab, f"ipv4:127.0.0.1:{p1},127.0.0.1:{p2}")
     assert math.isinf(result.register_to_first_call)
     assert not spread(result.phases["joined"], {"server1", "server2", "server3"})
+
+
+def test_the_tutorial_client_discovers_too(lab: Lab) -> None:
+    import subprocess
+    import sys
+
+    lab.server("server1")
+    lab.server("server2")
+    out = subprocess.run([sys.executable, "-m", "pcbook.client", "--discover", lab.url, "--laptops", "4",
+                          "--search"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    got = lab.receivers_of_lines()  # stores are per server (as behind nginx): upload/rate would miss
+    assert got.keys() == {"server1", "server2"}, got
+    bad = subprocess.run([sys.executable, "-m", "pcbook.client", "--discover", "http://x"], capture_output=True,
+                         text=True, timeout=30)
+    assert bad.returncode == 2 and "--discover:" in bad.stderr and "Traceback" not in bad.stderr
