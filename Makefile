@@ -31,7 +31,7 @@ setup: $(STAMP) ## create .venv and install the pinned dependencies
 gen: $(STAMP) ## regenerate the Python code from proto/
 	@$(PY) -m pcbook.codegen
 cert: $(GEN) ## generate the CA, server and client certificates in certs/ (kept if still valid)
-	@$(PY) -m pcbook.certs
+	@$(PY) -m pcbook.service.certs
 
 # Everything a lesson, a server or a client needs: environment, generated code, valid certificates.
 READY := $(GEN) cert
@@ -74,7 +74,7 @@ lab: $(READY) ## open JupyterLab on lessons/
 docs: $(GEN) ## serve the docs site on http://127.0.0.1:8000
 	@$(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8000
 bench: $(READY) ## measure the cost of the hop and the gain of scale-out; prints a table, writes a chart
-	@$(PY) -m pcbook.bench
+	@$(PY) -m pcbook.measure.bench
 
 ## Quality
 lint: $(GEN) ## ruff

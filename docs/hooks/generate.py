@@ -5,8 +5,8 @@ Placeholders (HTML comments, so a page still reads fine on GitHub) are replaced 
 - ``<!-- make-targets -->``  the Makefile's targets, from their ``## `` comments, by section;
 - ``<!-- cli: server -->``, ``<!-- cli: client -->``, ``<!-- cli: workbook -->``  a flags table and the
   full ``--help`` text, from the module's own argparse parser;
-- ``<!-- steps: N -->``  lesson N's steps from ``pcbook.lessons`` (stack, expectations, why);
-- ``<!-- lessons -->``  a table of every lesson in ``pcbook.lessons``.
+- ``<!-- steps: N -->``  lesson N's steps from ``pcbook.workbook.manifest`` (stack, expectations, why);
+- ``<!-- lessons -->``  a table of every lesson in ``pcbook.workbook.manifest``.
 
 Strict: a CLI module that cannot be imported, a parser that cannot be found or an unknown lesson
 fails the build. (While the CLIs were being written, a missing module rendered a visible note instead;
@@ -29,6 +29,8 @@ import shutil
 import sys
 from pathlib import Path, PurePosixPath
 
+from pcbook.workbook import manifest
+
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -36,12 +38,12 @@ if str(ROOT) not in sys.path:
 log = logging.getLogger("mkdocs.hooks.generate")
 
 CLI_MODULES = {
-    "server": "pcbook.server",
-    "client": "pcbook.client",
-    "workbook": "pcbook.workbook",
-    "stream_probe": "pcbook.stream_probe",  # lesson 9's driver
-    "load": "pcbook.load",  # lessons 7 and 8: the load driver
-    "bench": "pcbook.bench",  # lesson 10: `make bench`
+    "server": "pcbook.service.server",
+    "client": "pcbook.service.client",
+    "workbook": "pcbook.workbook.cli",
+    "stream_probe": "pcbook.measure.stream_probe",  # lesson 9's driver
+    "load": "pcbook.measure.driver",  # lessons 7 and 8: the load driver
+    "bench": "pcbook.measure.bench",  # lesson 10: `make bench`
 }
 MERMAID_ASSET = "assets/javascripts/mermaid.min.js"
 _PLACEHOLDER = re.compile(r"<!--\s*(make-targets|lessons|cli:\s*(\w+)|steps:\s*(\d+))\s*-->")
@@ -218,11 +220,10 @@ def _sub_help(action: argparse._SubParsersAction, name: str) -> str:
 
 def render_lessons(page_src: str, existing: set[str]) -> str:
     """Every lesson; linked when its page exists (pages of new lessons may come later)."""
-    from pcbook import lessons
 
     here = PurePosixPath(page_src).parent
     out = ["| # | Lesson | Goal | Run it |", "|---|---|---|---|"]
-    for lesson in lessons.LESSONS:
+    for lesson in manifest.LESSONS:
         if lesson.doc_page in existing:
             link = f"[{lesson.title}]({posixpath.relpath(lesson.doc_page, here)})"
         else:
@@ -232,9 +233,8 @@ def render_lessons(page_src: str, existing: set[str]) -> str:
 
 
 def render_steps(number: int) -> str:
-    from pcbook import lessons
 
-    lesson = lessons.get(number)
+    lesson = manifest.get(number)
     if not lesson.steps:
         if not lesson.claims:
             raise ValueError(f"lesson {number} has neither steps nor claims to document")
@@ -265,7 +265,7 @@ def render_steps(number: int) -> str:
         + "</thead>\n<tbody>\n"
         + "\n".join(rows)
         + "\n</tbody></table></div>\n\n"
-        f"*Generated from `pcbook/lessons.py`: this is exactly what `make {lesson.target}` replays "
+        f"*Generated from `pcbook/workbook/manifest.py`: this is exactly what `make {lesson.target}` replays "
         f"and checks.*\n"
     )
 

@@ -26,14 +26,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pcbook import load, procs
 from pcbook.discovery.nginx_sync import render_upstream
 from pcbook.discovery.registry import Etcd
 from pcbook.discovery.xds import write_bootstrap
-from pcbook.nginx import NginxProcess, start_nginx
+from pcbook.measure import driver as load
 from pcbook.paths import NGINX_DIR
-from pcbook.ports import pick_free_port
+from pcbook.stack import procs
 from pcbook.stack.etcd import EtcdProcess, start_etcd
+from pcbook.stack.nginx import NginxProcess, start_nginx
+from pcbook.stack.ports import pick_free_port
 
 REGISTRY_CONF = NGINX_DIR / "discovery" / "registry.conf"
 NGINX_PORT = 8080  # as in that config
@@ -42,7 +43,7 @@ PREFIX = "/pcbook"
 
 @dataclass
 class Driver:
-    """A load driver started in the background (pcbook.load)."""
+    """A load driver started in the background (pcbook.measure.driver)."""
 
     lab: Lab
     name: str

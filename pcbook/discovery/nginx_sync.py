@@ -27,9 +27,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pcbook.discovery.registry import Etcd, Members, RegistryUrl, parse_url
-from pcbook.logs import fatal, log
-from pcbook.nginx import NGINX_ENV, NginxConfigError, NginxError, check_config, find_nginx, nginx_argv, nginx_version
-from pcbook.procs import child_env
+from pcbook.service.logs import fatal, log
+from pcbook.stack.nginx import (
+    NGINX_ENV,
+    NginxConfigError,
+    NginxError,
+    check_config,
+    find_nginx,
+    nginx_argv,
+    nginx_version,
+)
+from pcbook.stack.procs import child_env
 
 UPSTREAM_FILE = "upstream.conf"
 # nginx refuses an upstream block with no server; an empty registry becomes one that is marked down,

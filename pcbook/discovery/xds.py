@@ -2,7 +2,7 @@
 
     python -m pcbook.discovery.xds serve --registry etcd://127.0.0.1:2379/pcbook --port 18000
     python -m pcbook.discovery.xds bootstrap --server 127.0.0.1:18000 --out .run/xds-bootstrap.json
-    GRPC_XDS_BOOTSTRAP=.run/xds-bootstrap.json python -m pcbook.load --address xds:///pcbook ...
+    GRPC_XDS_BOOTSTRAP=.run/xds-bootstrap.json python -m pcbook.measure.driver --address xds:///pcbook ...
 
 A gRPC client that dials `xds:///pcbook` reads the bootstrap file, opens one ADS stream (Aggregated
 Discovery Service, state of the world) to this control plane and asks for, in turn:
@@ -58,7 +58,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import any_pb2, wrappers_pb2
 
 from pcbook.discovery.registry import Etcd, Members, RegistryUrl, parse_url
-from pcbook.logs import fatal, log
+from pcbook.service.logs import fatal, log
 
 SERVICE = "pcbook"
 DEFAULT_PORT = 18000

@@ -1,0 +1,1 @@
+"""The stack a lesson runs on: a process supervisor, the nginx runner, ports and readiness."""

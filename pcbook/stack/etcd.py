@@ -20,9 +20,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pcbook.ports import check_port_free
-from pcbook.procs import Proc, Stack
-from pcbook.readiness import wait_http
+from pcbook.stack.ports import check_port_free
+from pcbook.stack.procs import Proc, Stack
+from pcbook.stack.readiness import wait_http
 
 DEFAULT_PORT = 2379
 KEEP_RUNS = 3  # data folders kept in RUN_DIR (the newest ones)

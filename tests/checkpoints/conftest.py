@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pcbook import certs
-from pcbook.ports import find_listener
-from pcbook.workbook import leftovers
+from pcbook.service import certs
+from pcbook.stack.ports import find_listener
+from pcbook.workbook.cli import leftovers
 
 PORTS = (8080, 50051, 50052)
 

@@ -5,21 +5,21 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from pcbook import lessons
-from pcbook.lesson_runner import LessonResult, run_lesson
 from pcbook.paths import NGINX_DIR
+from pcbook.workbook import manifest
+from pcbook.workbook.runner import LessonResult, run_lesson
 
 
 def story(number: int) -> LessonResult:
-    return run_lesson(lessons.get(number), echo=None)
+    return run_lesson(manifest.get(number), echo=None)
 
 
 def checkpoint(number: int, conf: str | Path | None = None) -> LessonResult:
     path = NGINX_DIR / conf if isinstance(conf, str) else conf
-    return run_lesson(lessons.get(number), conf=path, checkpoint_only=True, echo=None)
+    return run_lesson(manifest.get(number), conf=path, checkpoint_only=True, echo=None)
 
 
-def with_servers(lesson: lessons.Lesson, servers: tuple[lessons.Server, ...]) -> lessons.Lesson:
+def with_servers(lesson: manifest.Lesson, servers: tuple[manifest.Server, ...]) -> manifest.Lesson:
     """The lesson with its checkpoint steps run against other servers: a wrong setup."""
     steps = tuple(dataclasses.replace(s, servers=servers) if s.checkpoint else s for s in lesson.steps)
     return dataclasses.replace(lesson, steps=steps)

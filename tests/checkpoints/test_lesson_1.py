@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pcbook import lessons
-from pcbook.lesson_runner import run_lesson
+from pcbook.workbook import manifest
+from pcbook.workbook.runner import run_lesson
 
 from .support import explain, story, with_servers
 
@@ -22,7 +22,7 @@ def test_story_plain_works_mismatch_fails_tls_works() -> None:
 
 
 def test_checkpoint_fails_when_the_server_has_no_tls() -> None:
-    wrong = with_servers(lessons.get(1), (lessons.Server("server", lessons.NGINX_PORT),))
+    wrong = with_servers(manifest.get(1), (manifest.Server("server", manifest.NGINX_PORT),))
     result = run_lesson(wrong, checkpoint_only=True, echo=None)
     assert not result.checkpoint_passed
     assert "the client should succeed but failed" in result.checkpoint_line()

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pcbook import bench
-from pcbook.scenarios import benchmark
+from pcbook.lessons import benchmark
+from pcbook.measure import bench
 
 from .support import checkpoint, explain, story
 

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from pcbook import procs
-from pcbook.lesson_runner import ScenarioContext
-from pcbook.ports import find_listener
-from pcbook.scenarios import client_side
+from pcbook.lessons import client_side
+from pcbook.stack import procs
+from pcbook.stack.ports import find_listener
+from pcbook.workbook.runner import ScenarioContext
 
 from .support import explain, story
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pcbook import procs
-from pcbook.lesson_runner import ScenarioContext
-from pcbook.ports import find_listener
-from pcbook.scenarios import failures
+from pcbook.lessons import failures
+from pcbook.stack import procs
+from pcbook.stack.ports import find_listener
+from pcbook.workbook.runner import ScenarioContext
 
 from .support import explain, story
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from pcbook.lesson_runner import LessonResult, Outcome
-from pcbook.ports import find_listener
-from pcbook.scenarios.streams import BIG_IMAGE, L4_PORT, L7_PORT, SERVERS
+from pcbook.lessons.streams import BIG_IMAGE, L4_PORT, L7_PORT, SERVERS
+from pcbook.stack.ports import find_listener
+from pcbook.workbook.runner import LessonResult, Outcome
 
 from .support import checkpoint, explain, story
 
@@ -31,7 +31,7 @@ def noleftovers() -> Iterator[None]:
     yield
     busy = {port: find_listener(port) for port in MY_PORTS}
     assert not any(busy.values()), f"lesson 9 left ports listening: {busy}"
-    probes = [p for p in Path("/proc").glob("[0-9]*/cmdline") if b"pcbook.stream_probe" in _read(p)]
+    probes = [p for p in Path("/proc").glob("[0-9]*/cmdline") if b"pcbook.measure.stream_probe" in _read(p)]
     assert not probes, f"lesson 9 left probes running: {probes}"
 
 

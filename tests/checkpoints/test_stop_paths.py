@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from pcbook.paths import ROOT
-from pcbook.ports import find_listener
-from pcbook.workbook import leftovers
+from pcbook.stack.ports import find_listener
+from pcbook.workbook.cli import leftovers
 
 from .conftest import PORTS
 

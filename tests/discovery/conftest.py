@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pcbook.discovery.lab import Lab
-from pcbook.procs import Stack
+from pcbook.stack.procs import Stack
 
 ECHO = False  # True: see every process's lines while debugging a test
 

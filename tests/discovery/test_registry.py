@@ -11,8 +11,8 @@ import pytest
 
 from pcbook.discovery.lab import Lab
 from pcbook.discovery.registry import Etcd, Members, RegistryError, parse_url, prefix_end
-from pcbook.procs import Stack
 from pcbook.stack.etcd import EtcdError, find_etcd, start_etcd
+from pcbook.stack.procs import Stack
 
 
 def test_parse_url() -> None:
@@ -52,7 +52,7 @@ def test_etcd_runs_in_the_run_folder_and_stops_with_the_stack(tmp_path) -> None:
 
 
 def _free() -> int:
-    from pcbook.ports import pick_free_port
+    from pcbook.stack.ports import pick_free_port
 
     return pick_free_port()
 

@@ -6,7 +6,7 @@ import math
 from collections import Counter
 
 from pcbook.discovery.lab import Lab, story
-from pcbook.ports import pick_free_port
+from pcbook.stack.ports import pick_free_port
 
 TOLERANCE = 0.5  # each of n servers gets between (1 - this)/n and (1 + this)/n of a phase's calls
 

@@ -4,7 +4,7 @@
 - every `make <target>` written in docs/ is a Makefile target (pattern targets for real lessons);
 - every `--flag` written in docs/ belongs to the server, the client, the lesson CLI or a short list
   of other tools' flags;
-- every lesson of pcbook.lessons has its page, listed in the nav, that includes its nginx configs by
+- every lesson of pcbook.workbook.manifest has its page, listed in the nav, that includes its nginx configs by
   snippet and shows its generated steps;
 - every nginx directive the configs use is in the directives reference.
 """
@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from pcbook import lessons
-
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 sys.path.insert(0, str(DOCS / "hooks"))
 import generate  # noqa: E402  (the MkDocs hook: the same parsing the site uses)
+
+from pcbook.workbook import manifest  # noqa: E402
 
 # Lessons whose page another engineer has yet to write. A page that appears is checked in full;
 # remove its number here once it exists so a missing page fails again.
@@ -60,7 +60,7 @@ def _target_exists(target: str, targets: set[str]) -> bool:
         return True
     m = re.fullmatch(r"([a-z]+)-(\d+)", target)
     if m and f"{m.group(1)}-%" in targets:
-        return int(m.group(2)) in {lesson.number for lesson in lessons.LESSONS}
+        return int(m.group(2)) in {lesson.number for lesson in manifest.LESSONS}
     # `make lesson-N` written generically in prose.
     return target.endswith("-N") and f"{target[:-1]}%" in targets
 
@@ -141,7 +141,7 @@ def _nav_text() -> str:
     return (ROOT / "mkdocs.yml").read_text()
 
 
-@pytest.mark.parametrize("lesson", lessons.LESSONS, ids=lambda lesson: f"lesson-{lesson.number}")
+@pytest.mark.parametrize("lesson", manifest.LESSONS, ids=lambda lesson: f"lesson-{lesson.number}")
 def test_every_lesson_has_its_page(lesson):
     page = DOCS / lesson.doc_page
     if not page.exists() and lesson.number in PAGES_PENDING:
@@ -191,7 +191,7 @@ def test_every_nginx_directive_is_in_the_reference():
 
 
 def test_generated_steps_cover_every_step():
-    for lesson in lessons.LESSONS:
+    for lesson in manifest.LESSONS:
         if not lesson.steps:
             continue
         html = generate.render_steps(lesson.number)

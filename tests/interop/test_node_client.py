@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from service.conftest import ServerProcess  # tests/service's server subprocess helper (tests/ is on sys.path)
 
-from pcbook import certs
+from pcbook.service import certs
 
 NODE_DIR = Path(__file__).parent / "node"
 CLIENT = NODE_DIR / "client.mjs"

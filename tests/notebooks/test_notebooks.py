@@ -23,14 +23,15 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from nbclient.util import run_sync
 
-from pcbook import certs, lessons, notebook_build
 from pcbook.paths import ROOT
-from pcbook.ports import find_listener
+from pcbook.service import certs
+from pcbook.stack.ports import find_listener
+from pcbook.workbook import manifest, notebook_build
 
 LESSONS_DIR = ROOT / "lessons"
 MARK = "PCBOOK_NOTEBOOK_TEST"
 CELL_TIMEOUT = 90  # seconds; the longest cell (lesson 10's story) takes about 20
-# The ports each lesson listens on (lessons 7-10: see pcbook/scenarios/ and pcbook/bench.py).
+# The ports each lesson listens on (lessons 7-10: see pcbook/lessons/ and pcbook/measure/bench.py).
 TUTORIAL = (8080, 50051, 50052)
 PORTS = {
     **{n: TUTORIAL for n in range(1, 7)},
@@ -161,14 +162,14 @@ def outputs_text(cell: nbformat.NotebookNode) -> str:
     return "".join(parts)
 
 
-def read(lesson: lessons.Lesson) -> nbformat.NotebookNode:
+def read(lesson: manifest.Lesson) -> nbformat.NotebookNode:
     return nbformat.read(ROOT / lesson.notebook, as_version=4)
 
 
 # --- the committed files ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("lesson", lessons.LESSONS, ids=lambda lesson: lesson.target)
-def test_committed_notebook_is_clean_and_links_its_lesson(lesson: lessons.Lesson) -> None:
+@pytest.mark.parametrize("lesson", manifest.LESSONS, ids=lambda lesson: lesson.target)
+def test_committed_notebook_is_clean_and_links_its_lesson(lesson: manifest.Lesson) -> None:
     nb = read(lesson)
     nbformat.validate(nb)
     assert nb.metadata.kernelspec.name == "python3"
@@ -182,15 +183,15 @@ def test_committed_notebook_is_clean_and_links_its_lesson(lesson: lessons.Lesson
 
 def test_committed_notebooks_are_what_the_generator_writes() -> None:
     assert sorted(p.name for p in LESSONS_DIR.glob("*.ipynb")) == sorted(Path(x.notebook).name
-                                                                         for x in lessons.LESSONS)
-    assert notebook_build.stale() == [], "run: .venv/bin/python -m pcbook.notebook_build"
+                                                                         for x in manifest.LESSONS)
+    assert notebook_build.stale() == [], "run: .venv/bin/python -m pcbook.workbook.notebook_build"
 
 
 # --- executing every notebook ----------------------------------------------------------------------------
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("lesson", lessons.LESSONS, ids=lambda lesson: lesson.target)
-def test_notebook_runs_top_to_bottom(lesson: lessons.Lesson) -> None:
+@pytest.mark.parametrize("lesson", manifest.LESSONS, ids=lambda lesson: lesson.target)
+def test_notebook_runs_top_to_bottom(lesson: manifest.Lesson) -> None:
     nb = read(lesson)
     with kernel(nb) as k:
         for index, cell in enumerate(nb.cells):
@@ -207,7 +208,7 @@ def test_notebook_runs_top_to_bottom(lesson: lessons.Lesson) -> None:
 # --- the stop paths (lesson 2: two servers and nginx) -----------------------------------------------------
 
 def _start_lesson_2(k: Kernel) -> None:
-    k.run("from pcbook.notebook import Session\nsession = Session(2)")
+    k.run("from pcbook.workbook.notebook import Session\nsession = Session(2)")
     k.run("step1 = session.step(1)")
     names = " ".join(k.processes().values())
     assert "pcbook.server" in names and "nginx" in names, "the stack should be up between cells"
@@ -227,10 +228,10 @@ def test_a_step_failing_midway_stops_everything() -> None:
     with kernel(nbformat.v4.new_notebook()) as k:
         _start_lesson_2(k)
         # The servers are up again (restarted by the step); nginx then refuses to start.
-        broken = ("import pcbook.nginx\n"
+        broken = ("import pcbook.stack.nginx\n"
                   "def broken(*args, **kwargs):\n"
-                  "    raise pcbook.nginx.NginxConfigError('nginx rejected its config')\n"
-                  "pcbook.nginx.start_nginx = broken\n"
+                  "    raise pcbook.stack.nginx.NginxConfigError('nginx rejected its config')\n"
+                  "pcbook.stack.nginx.start_nginx = broken\n"
                   "session.step(1)")
         with pytest.raises(CellExecutionError, match="nginx rejected its config"):
             k.run(broken)
@@ -240,7 +241,7 @@ def test_a_step_failing_midway_stops_everything() -> None:
 @pytest.mark.timeout(120)
 def test_interrupting_a_step_stops_everything() -> None:
     with kernel(nbformat.v4.new_notebook()) as k:
-        k.run("from pcbook.notebook import Session\nsession = Session(2)")
+        k.run("from pcbook.workbook.notebook import Session\nsession = Session(2)")
         kc = k.client.kc
         msg_id = kc.execute("step1 = session.step(1)")
         # Interrupt once the step is in full swing: both servers and nginx are up.

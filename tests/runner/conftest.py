@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pcbook.ports import PortBusyError, check_port_free
-from pcbook.procs import Stack, close_all
+from pcbook.stack.ports import PortBusyError, check_port_free
+from pcbook.stack.procs import Stack, close_all
 
 PY = sys.executable
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pcbook import nginx
-from pcbook.ports import PortBusyError, pick_free_port
-from pcbook.procs import Stack
+from pcbook.stack import nginx
+from pcbook.stack.ports import PortBusyError, pick_free_port
+from pcbook.stack.procs import Stack
 
 from .conftest import LISTENER, PY, children_of, eventually, pid_gone, port_free
 

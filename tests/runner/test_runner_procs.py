@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pcbook.ports import PortBusyError, check_port_free, pick_free_port
-from pcbook.procs import NotReadyError, Stack, wait_port
+from pcbook.stack.ports import PortBusyError, check_port_free, pick_free_port
+from pcbook.stack.procs import NotReadyError, Stack, wait_port
 
 from .conftest import LISTENER, PY, eventually, pid_gone, port_free
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from pcbook.paths import ROOT
-from pcbook.ports import pick_free_port
-from pcbook.procs import Stack
+from pcbook.stack.ports import pick_free_port
+from pcbook.stack.procs import Stack
 
 from .conftest import LISTENER, PY, eventually, pid_gone, port_free
 
@@ -19,7 +19,7 @@ from .conftest import LISTENER, PY, eventually, pid_gone, port_free
 RUNNER = f"""
 import sys, threading
 from pathlib import Path
-from pcbook.procs import Stack
+from pcbook.stack.procs import Stack
 LISTENER = {LISTENER!r}
 port, pid_file = int(sys.argv[1]), Path(sys.argv[2])
 with Stack(run_dir=pid_file.parent) as stack:

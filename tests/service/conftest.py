@@ -20,8 +20,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from pcbook import certs, tls
 from pcbook.paths import ROOT
+from pcbook.service import certs, tls
 
 START_TIMEOUT = 15.0
 _LISTENING = re.compile(r"server is listening on 127\.0\.0\.1:(\d+)")
@@ -86,7 +86,7 @@ class ServerProcess:
         return "\n".join(self.lines)
 
     def channel(self, **kw) -> grpc.Channel:  # type: ignore[no-untyped-def]
-        from pcbook.channels import make_channel
+        from pcbook.service.channels import make_channel
 
         return make_channel(f"127.0.0.1:{self.port}", tls_enabled=self.tls_enabled, certs_dir=self.certs_dir, **kw)
 

@@ -11,9 +11,9 @@ from concurrent import futures
 import grpc
 import pytest
 
-from pcbook import auth, laptop_client, sample
 from pcbook.pb import filter_message_pb2, laptop_service_pb2_grpc, memory_message_pb2
 from pcbook.pb import laptop_service_pb2 as pb
+from pcbook.service import auth, laptop_client, sample
 
 Memory = memory_message_pb2.Memory
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import grpc
 
-from pcbook import laptop_client
 from pcbook.pb import filter_message_pb2, laptop_service_pb2_grpc
 from pcbook.pb import laptop_service_pb2 as pb
+from pcbook.service import laptop_client
 
 LAPTOPS = 20
 

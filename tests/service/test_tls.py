@@ -58,7 +58,7 @@ def test_client_auth_none_accepts_clients_without_certificate(start_server, cert
 
 
 def test_multi_address_target_with_tls_and_round_robin(mtls_server, certs_dir) -> None:  # type: ignore[no-untyped-def]
-    from pcbook import laptop_client
+    from pcbook.service import laptop_client
 
     target = f"ipv4:127.0.0.1:{mtls_server.port},127.0.0.1:{mtls_server.port}"
     with laptop_client.connect(

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from pcbook import auth
 from pcbook.pb import auth_service_pb2_grpc, laptop_service_pb2_grpc
-from pcbook.server import PcbookServer, build_server
+from pcbook.service import auth
+from pcbook.service.server import PcbookServer, build_server
 
 SECRET = "unit-test-secret-that-is-long-enough-for-hs256"
 

@@ -8,8 +8,8 @@ import time
 import jwt
 import pytest
 
-from pcbook import auth
-from pcbook.stores import UserStore
+from pcbook.service import auth
+from pcbook.service.stores import UserStore
 
 SECRET = "a-secret-long-enough-for-hs256-and-for-the-hs512-test-below-0123456789"
 

@@ -1,4 +1,4 @@
-"""The arithmetic and the tables of `make bench` (pcbook.benchstats) and its target verdicts."""
+"""The arithmetic and the tables of `make bench` (pcbook.measure.stats) and its target verdicts."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from pcbook import bench
-from pcbook.benchstats import (
+from pcbook.measure import bench
+from pcbook.measure.stats import (
     PathStats,
     Spread,
     latency_table,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from pcbook import certs, tls
+from pcbook.service import certs, tls
 
 # Smaller keys where the test is about files, not TLS: RSA key generation dominates the run time.
 FAST = 1024

@@ -7,10 +7,10 @@ import datetime as dt
 import grpc
 import pytest
 
-from pcbook import auth, sample
-from pcbook.interceptors import ACCESSIBLE_ROLES, AuthClientInterceptor, AuthError, authorize
 from pcbook.pb import auth_service_pb2, filter_message_pb2
 from pcbook.pb import laptop_service_pb2 as pb
+from pcbook.service import auth, sample
+from pcbook.service.interceptors import ACCESSIBLE_ROLES, AuthClientInterceptor, AuthError, authorize
 
 from .conftest import SECRET, token_for
 
@@ -148,9 +148,9 @@ def test_client_interceptor_attaches_token_only_where_needed(server, capsys) -> 
 
     from concurrent import futures
 
-    from pcbook.laptop_service import LaptopServicer
     from pcbook.pb import laptop_service_pb2_grpc
-    from pcbook.stores import ImageStore, LaptopStore, RatingStore
+    from pcbook.service.laptop_service import LaptopServicer
+    from pcbook.service.stores import ImageStore, LaptopStore, RatingStore
 
     srv = grpc.server(futures.ThreadPoolExecutor(2), interceptors=[Recorder()])
     laptop_service_pb2_grpc.add_LaptopServiceServicer_to_server(

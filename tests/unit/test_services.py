@@ -7,11 +7,11 @@ import uuid
 import grpc
 import pytest
 
-from pcbook import sample
-from pcbook.laptop_service import MAX_IMAGE_SIZE, LaptopServicer
 from pcbook.pb import auth_service_pb2, filter_message_pb2, memory_message_pb2
 from pcbook.pb import laptop_service_pb2 as pb
-from pcbook.stores import ImageStore, LaptopStore, RatingStore
+from pcbook.service import sample
+from pcbook.service.laptop_service import MAX_IMAGE_SIZE, LaptopServicer
+from pcbook.service.stores import ImageStore, LaptopStore, RatingStore
 
 Memory = memory_message_pb2.Memory
 
@@ -98,13 +98,13 @@ def test_create_after_cancel_or_deadline(ctx, code, message) -> None:  # type: i
 
 
 def test_create_past_client_deadline(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from pcbook.server import build_server
+    from pcbook.service.server import build_server
 
     srv = build_server(0, host="127.0.0.1", image_dir=str(tmp_path), work_ms=300, jwt_secret="x" * 40)
     srv.start()
     try:
-        from pcbook import auth
         from pcbook.pb import laptop_service_pb2_grpc
+        from pcbook.service import auth
 
         token = auth.JWTManager("x" * 40).generate(auth.User("a", b"", "admin"))
         with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:

@@ -7,8 +7,8 @@ import re
 import grpc
 import pytest
 
-from pcbook import channels, logs, sample
-from pcbook.grpc_errors import format_rpc_error, go_code_name
+from pcbook.service import channels, logs, sample
+from pcbook.service.grpc_errors import format_rpc_error, go_code_name
 
 
 class FakeRpcError(grpc.RpcError):

@@ -5,9 +5,9 @@ import uuid
 
 import pytest
 
-from pcbook import sample
 from pcbook.pb import filter_message_pb2, memory_message_pb2
-from pcbook.stores import AlreadyExistsError, ImageStore, LaptopStore, RatingStore, UserStore, to_bits
+from pcbook.service import sample
+from pcbook.service.stores import AlreadyExistsError, ImageStore, LaptopStore, RatingStore, UserStore, to_bits
 
 Memory = memory_message_pb2.Memory
 
@@ -99,7 +99,7 @@ def test_rating_store_running_average() -> None:
 
 
 def test_user_store() -> None:
-    from pcbook.auth import User
+    from pcbook.service.auth import User
 
     store = UserStore()
     user = User("bob", b"hash", "user")

@@ -1,6 +1,6 @@
 """`make bench`: the cost of nginx's extra hop and the gain of scale-out, measured on this machine.
 
-    python -m pcbook.bench [--reps N] [--processes N] [--out DIR]
+    python -m pcbook.measure.bench [--reps N] [--processes N] [--out DIR]
 
 Two phases, each on its own stack of servers, all children of one `procs.Stack` (nothing outlives it):
 
@@ -29,10 +29,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from pcbook import nginx, paths, procs, tls
-from pcbook.benchstats import PathStats, Spread, latency_table, ratio, summarize, throughput_table
-from pcbook.loadgen import KIND, LoadGenerator, Round, Target
-from pcbook.ports import tcp_sockets
+from pcbook import paths
+from pcbook.measure.loadgen import KIND, LoadGenerator, Round, Target
+from pcbook.measure.stats import PathStats, Spread, latency_table, ratio, summarize, throughput_table
+from pcbook.service import tls
+from pcbook.stack import nginx, procs
+from pcbook.stack.ports import tcp_sockets
 
 Say = Callable[[str], None]
 
@@ -522,7 +524,7 @@ def shown(path: Path) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = Settings()
-    parser = argparse.ArgumentParser(prog="python -m pcbook.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pcbook.measure.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=defaults.reps, help="repetitions of every round (default 3)")
     parser.add_argument("--processes", type=int, default=defaults.processes,
                         help="load generator processes (default 2)")

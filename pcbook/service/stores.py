@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from pcbook.pb import filter_message_pb2, laptop_message_pb2, memory_message_pb2
 
 if TYPE_CHECKING:
-    from pcbook.auth import User
+    from pcbook.service.auth import User
 
 Laptop = laptop_message_pb2.Laptop
 Filter = filter_message_pb2.Filter

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 import grpc
 from google.protobuf import text_format
 
-from pcbook.grpc_errors import go_code_name
-from pcbook.logs import log
 from pcbook.pb import laptop_service_pb2 as pb
 from pcbook.pb import laptop_service_pb2_grpc as pb_grpc
-from pcbook.stores import AlreadyExistsError, ImageStore, LaptopStore, RatingStore
+from pcbook.service.grpc_errors import go_code_name
+from pcbook.service.logs import log
+from pcbook.service.stores import AlreadyExistsError, ImageStore, LaptopStore, RatingStore
 
 MAX_IMAGE_SIZE = 1 << 20  # 1 MiB
 

@@ -356,13 +356,13 @@ LESSONS: tuple[Lesson, ...] = (
         ),
     ),
     # Beyond the tutorial. These lessons use their own ports (50071.., 8071..) so that they never
-    # clash with the tutorial's 8080/50051/50052, and tell their story in pcbook/scenarios/.
+    # clash with the tutorial's 8080/50051/50052, and tell their story in pcbook/lessons/.
     Lesson(
         7,
         "client-side-balancing",
         "Client-side load balancing",
         "Let the client balance by itself: pick_first vs round_robin, health-aware, a dying server.",
-        scenario="pcbook.scenarios.client_side:run",
+        scenario="pcbook.lessons.client_side:run",
         configs=("lesson-7.conf",),
         claims=(
             "pick_first sends every call to one server; round_robin reaches both",
@@ -375,7 +375,7 @@ LESSONS: tuple[Lesson, ...] = (
         "when-a-backend-fails",
         "When a backend fails",
         "Kill a backend under load, see what nginx retries and what it cannot, and answer in gRPC.",
-        scenario="pcbook.scenarios.failures:run",
+        scenario="pcbook.lessons.failures:run",
         configs=("lesson-8-tutorial.conf", "lesson-8-non-idempotent.conf", "lesson-8.conf"),
         claims=(
             "with error pages nginx's own failures reach the client as gRPC statuses, not an HTML 502",
@@ -389,7 +389,7 @@ LESSONS: tuple[Lesson, ...] = (
         "streams-and-l4-vs-l7",
         "Streams through nginx, L4 vs L7",
         "Stream through nginx with TLS on both hops, hit its limits, and compare TCP with per-call balancing.",
-        scenario="pcbook.scenarios.streams:run",
+        scenario="pcbook.lessons.streams:run",
         configs=("lesson-9-defaults.conf", "lesson-9.conf"),
         claims=(
             "SearchLaptop, UploadImage and RateLaptop work through nginx with mutual TLS on both hops",
@@ -403,7 +403,7 @@ LESSONS: tuple[Lesson, ...] = (
         "cost-of-the-hop",
         "The cost of the hop, the gain of scale-out",
         "Measure the proxy's latency and two backends' throughput on your own machine.",
-        scenario="pcbook.scenarios.benchmark:run",
+        scenario="pcbook.lessons.benchmark:run",
         configs=("bench-hop.conf", "bench-scale.conf"),
         claims=(
             "the path through nginx is not faster than direct (p50 at least 0.9x direct)",

@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 
-from pcbook import tls
+from pcbook.service import tls
 
 LB_POLICIES = ("pick_first", "round_robin")
 

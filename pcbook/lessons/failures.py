@@ -27,9 +27,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pcbook import load, nginx
-from pcbook.lesson_runner import Outcome, ScenarioContext
+from pcbook.measure import driver
 from pcbook.paths import NGINX_DIR, shown
+from pcbook.stack import nginx
+from pcbook.workbook.runner import Outcome, ScenarioContext
 
 SERVERS = {"server1": 50081, "server2": 50082}
 NAMES = tuple(SERVERS)
@@ -76,7 +77,7 @@ def servers(ctx: ScenarioContext, up: Sequence[str]) -> None:
     for name, port in SERVERS.items():
         running = name in ctx.stack and ctx.stack.proc(name).running
         if name in up and not running:
-            load.start_server(ctx.stack, name, port, SERVER_ARGS, ctx.say)
+            driver.start_server(ctx.stack, name, port, SERVER_ARGS, ctx.say)
         elif name not in up and running:
             ctx.stack.stop(name)
 
@@ -90,7 +91,8 @@ def fresh_nginx(ctx: ScenarioContext, conf: Path) -> nginx.NginxProcess:
 
 def _describe(conf: Path, up: Sequence[str], client: str, expect: str, then: str | None = None) -> list[str]:
     servers = ", ".join(f"{name} on {port}" + ("" if name in up else " (down)") for name, port in SERVERS.items())
-    lines = [f"servers: {servers}", f"nginx:   {shown(conf)} on {NGINX_PORT}", f"client:  python -m pcbook.load "
+    lines = [f"servers: {servers}", f"nginx:   {shown(conf)} on {NGINX_PORT}",
+             f"client:  python -m pcbook.measure.driver "
              f"--address {ADDRESS} {client}"]
     if then:
         lines.append(f"then:    {then}")
@@ -141,13 +143,13 @@ def settle_error_log(ctx: ScenarioContext, ng: nginx.NginxProcess, pattern: str)
         ctx.stack.wait_for_output(0.05)
 
 
-def _login(report: load.Report) -> list[str]:
+def _login(report: driver.Report) -> list[str]:
     if not report.login_error:
         return []
     return [f"the client could not even log in: {report.login_error}"]
 
 
-def _said(call: load.Call) -> str:
+def _said(call: driver.Call) -> str:
     return "OK" if call.ok else f"{call.code}: {call.details}"
 
 
@@ -164,7 +166,7 @@ def nginx_errors(ctx: ScenarioContext, index: int, total: int, conf: Path, check
     ctx.step(index, total, title, _describe(conf, (), f"--calls {calls} --login-optional", expect))
     servers(ctx, ())
     ng = fresh_nginx(ctx, conf)
-    report = load.run_load(ctx.stack, ADDRESS, calls=calls, login_optional=True)
+    report = driver.run_load(ctx.stack, ADDRESS, calls=calls, login_optional=True)
     no_live = settle_error_log(ctx, ng, r"no live upstreams")
     ctx.stack.stop("nginx")
     seen = sorted({_said(c) for c in report.calls})
@@ -220,9 +222,9 @@ def kill_under_load(ctx: ScenarioContext, index: int, total: int, conf: Path, ch
     mark = stack.mark()
     # Paced, so that calls keep coming well after the kill; server1 is killed while it works on a call
     # (each takes 50 ms), so that call has surely been sent.
-    report, killed_at = load.kill_mid_run(stack, "server1", ADDRESS, calls=calls, rate=rate,
+    report, killed_at = driver.kill_mid_run(stack, "server1", ADDRESS, calls=calls, rate=rate,
                                           concurrency=concurrency)
-    receivers = load.settle(stack, mark, NAMES, report.calls)
+    receivers = driver.settle(stack, mark, NAMES, report.calls)
     access = settle_access(ctx, ng, len(report.calls))
     stack.stop("nginx")
 
@@ -286,7 +288,7 @@ def refused_is_retried(ctx: ScenarioContext, index: int, total: int, conf: Path,
         "and sends the next calls straight to server2"))
     servers(ctx, ("server2",))
     ng = fresh_nginx(ctx, conf)
-    report = load.run_load(ctx.stack, ADDRESS, calls=calls)
+    report = driver.run_load(ctx.stack, ADDRESS, calls=calls)
     settle_access(ctx, ng, len(report.calls))
     port = SERVERS["server1"]
     refused = settle_error_log(
@@ -326,14 +328,14 @@ def all_down(ctx: ScenarioContext, index: int, total: int, conf: Path, calls: in
     ng = fresh_nginx(ctx, conf)
     stack = ctx.stack
     mark = stack.mark()
-    path = load.report_path(stack)
-    stack.start("client", load.driver_argv(ADDRESS, path, calls=calls, rate=rate, progress_every=5))
+    path = driver.report_path(stack)
+    stack.start("client", driver.driver_argv(ADDRESS, path, calls=calls, rate=rate, progress_every=5))
     stack.wait_for_line("client", "5 calls done", 15, since=mark)
     killed_at = time.time()
     stack.kill("server2")
-    load.start_server(stack, "server2", SERVERS["server2"], SERVER_ARGS, ctx.say)
+    driver.start_server(stack, "server2", SERVERS["server2"], SERVER_ARGS, ctx.say)
     back_at = time.time()
-    report = load.collect(stack, "client", path, 30)
+    report = driver.collect(stack, "client", path, 30)
     no_live = settle_error_log(ctx, ng, r"no live upstreams")
     stack.stop("nginx")
     after = [c for c in report.calls if c.t0 >= killed_at]
@@ -377,7 +379,7 @@ def concurrent_calls(ctx: ScenarioContext, index: int, total: int, conf: Path, c
         conf, NAMES, f"--calls {calls} --concurrency {CONCURRENT} --channels {channels}", expect))
     servers(ctx, NAMES)
     ng = fresh_nginx(ctx, conf)
-    report = load.run_load(ctx.stack, ADDRESS, calls=calls, concurrency=CONCURRENT, channels=channels)
+    report = driver.run_load(ctx.stack, ADDRESS, calls=calls, concurrency=CONCURRENT, channels=channels)
     alerts = (settle_error_log(ctx, ng, r"worker_connections are not enough") if report.failed()
               else [line for line in ng.error_log_lines() if "worker_connections are not enough" in line])
     ctx.stack.stop("nginx")

@@ -9,8 +9,8 @@ from typing import Any
 import grpc
 import jwt
 
-from pcbook.auth import JWTManager, UserClaims
-from pcbook.logs import log
+from pcbook.service.auth import JWTManager, UserClaims
+from pcbook.service.logs import log
 
 LAPTOP_SERVICE_PATH = "/techschool_pcbook.LaptopService/"
 AUTH_SERVICE_PATH = "/techschool_pcbook.AuthService/"

@@ -11,14 +11,15 @@ import signal
 import sys
 from pathlib import Path
 
-from pcbook import lessons, nginx, procs
-from pcbook.lesson_runner import run_lesson
 from pcbook.paths import RUN_DIR, shown
+from pcbook.stack import nginx, procs
+from pcbook.workbook import manifest
+from pcbook.workbook.runner import run_lesson
 
 
-def _lesson(number: int) -> lessons.Lesson:
+def _lesson(number: int) -> manifest.Lesson:
     try:
-        return lessons.get(number)
+        return manifest.get(number)
     except KeyError as err:
         raise SystemExit(str(err.args[0])) from None
 
@@ -65,11 +66,11 @@ def cmd_nginx(args: argparse.Namespace) -> int:
     step = lesson.checkpoint_steps[-1]
     with procs.Stack() as stack:
         try:
-            nginx.start_nginx(stack, conf, port=lessons.NGINX_PORT)
+            nginx.start_nginx(stack, conf, port=manifest.NGINX_PORT)
         except (procs.PortBusyError, nginx.NginxError) as err:
             print(err, file=sys.stderr)
             return 1
-        print(f"nginx is up on {lessons.NGINX_PORT} with {shown(conf)}. In other terminals, as in the tutorial:")
+        print(f"nginx is up on {manifest.NGINX_PORT} with {shown(conf)}. In other terminals, as in the tutorial:")
         for server in step.servers:
             print(f"  make {_make_target(server)}")
         print(f"  make {step.client.make_target()}")
@@ -81,15 +82,15 @@ def cmd_nginx(args: argparse.Namespace) -> int:
     return 0
 
 
-def _make_target(server: lessons.Server) -> str:
-    base = server.name if server.port != lessons.NGINX_PORT else "server"
+def _make_target(server: manifest.Server) -> str:
+    base = server.name if server.port != manifest.NGINX_PORT else "server"
     if not server.tls:
         return base
     return f"{base}-tls" + (" CLIENT_AUTH=none" if server.client_auth == "none" else "")
 
 
 def cmd_list(_args: argparse.Namespace) -> int:
-    for lesson in lessons.LESSONS:
+    for lesson in manifest.LESSONS:
         configs = ", ".join(p.name for p in lesson.nginx_configs) or "no nginx"
         print(f"  make {lesson.target:<10} {lesson.title}  ({configs})")
     return 0
@@ -99,7 +100,7 @@ def cmd_progress(_args: argparse.Namespace) -> int:
     """Check each lesson's exercise (nginx/exercises/lesson-N.conf): the learner's own work."""
     print("Checking your exercises in nginx/exercises/ (edit them, then run this again) ...")
     rows = []
-    for lesson in lessons.LESSONS:
+    for lesson in manifest.LESSONS:
         exercise = lesson.exercise
         if lesson.checkpoint_config is not None and exercise is None:
             continue

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 
 import grpc
 
-from pcbook import sample
-from pcbook.channels import make_channel
-from pcbook.grpc_errors import format_rpc_error
-from pcbook.interceptors import AuthClientInterceptor
-from pcbook.logs import log
 from pcbook.pb import auth_service_pb2, auth_service_pb2_grpc, filter_message_pb2, laptop_message_pb2
 from pcbook.pb import laptop_service_pb2 as pb
 from pcbook.pb import laptop_service_pb2_grpc as pb_grpc
+from pcbook.service import sample
+from pcbook.service.channels import make_channel
+from pcbook.service.grpc_errors import format_rpc_error
+from pcbook.service.interceptors import AuthClientInterceptor
+from pcbook.service.logs import log
 
 DEFAULT_TIMEOUT = 5.0
 CHUNK_SIZE = 1024  # the Go client's buffer size

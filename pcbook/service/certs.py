@@ -1,6 +1,6 @@
 """Generate the CA, server and client certificates of the tutorial with `cryptography`.
 
-``python -m pcbook.certs [--force] [--dir DIR]`` keeps valid certificates and otherwise regenerates
+``python -m pcbook.service.certs [--force] [--dir DIR]`` keeps valid certificates and otherwise regenerates
 all six files (a leaf signed by a CA that is no longer on disk is useless, so it is all or nothing).
 """
 
@@ -273,7 +273,7 @@ def ensure_certs(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pcbook.certs",
+        prog="python -m pcbook.service.certs",
         description="Generate the CA, server and client certificates (kept if still valid).",
     )
     parser.add_argument("--force", action="store_true", help="regenerate even if the certificates are valid")

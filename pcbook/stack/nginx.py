@@ -49,7 +49,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import paths
+from pcbook import paths
+
 from .ports import check_port_free
 from .procs import Proc, Stack, child_env
 

@@ -9,7 +9,7 @@ The story, on servers 50091/50092 (mutual TLS), nginx L7 on 8091 and L4 on 8092:
     one client's calls are spread per call by grpc_pass (L7) but all land on one backend through the
     stream module (L4); several clients through L4 spread by connection.
 
-The client is pcbook.stream_probe, run as a process like the tutorial's client. Every judgement is
+The client is pcbook.measure.stream_probe, run as a process like the tutorial's client. Every judgement is
 made on what the processes printed: the probe's `result:` lines, the servers' interceptor lines and
 nginx's access and error logs.
 """
@@ -23,9 +23,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pcbook import checks, nginx, procs, tls
-from pcbook.lesson_runner import Outcome, ScenarioContext, python_module
 from pcbook.paths import NGINX_DIR
+from pcbook.service import tls
+from pcbook.stack import nginx, procs
+from pcbook.workbook import judge
+from pcbook.workbook.runner import Outcome, ScenarioContext, python_module
 
 SERVERS = (("server1", 50091), ("server2", 50092))
 HOST = "127.0.0.1"
@@ -76,9 +78,9 @@ class Seen:
             counts[server] += 1
         return counts
 
-    def observation(self) -> checks.Observation:
+    def observation(self) -> judge.Observation:
         # The runner prints `calls:` (which server served what) from an Observation.
-        return checks.Observation(client_ok=self.result.ok, client_lines=self.result.lines, calls=self.calls,
+        return judge.Observation(client_ok=self.result.ok, client_lines=self.result.lines, calls=self.calls,
                                   nginx_errors=self.errors, access_lines=self.access)
 
 
@@ -115,14 +117,14 @@ class Lesson9:
         logs = self.nginx
         access_from = len(logs.access_log_lines()) if logs else 0
         errors_from = len(logs.error_log_lines()) if logs else 0
-        argv = python_module("pcbook.stream_probe", "--address", f"{HOST}:{port}", "--tls", *args)
+        argv = python_module("pcbook.measure.stream_probe", "--address", f"{HOST}:{port}", "--tls", *args)
         result = self.stack.run("probe", argv, timeout=PROBE_TIMEOUT)
         # A failed probe made fewer calls than expected: do not wait for the ones it never made.
         deadline = time.monotonic() + (SETTLE if result.ok else SETTLE_FAILED)
         while True:
             seen = Seen(result)
             for name, _ in SERVERS:
-                seen.calls += checks.calls_in(name, self.stack.lines_since(mark, name))
+                seen.calls += judge.calls_in(name, self.stack.lines_since(mark, name))
             if logs is not None:
                 seen.access = logs.access_log_lines()[access_from:]
                 seen.errors = logs.error_log_lines()[errors_from:]
@@ -206,7 +208,7 @@ def _hide_chunk_lines(stack: procs.Stack) -> Iterator[Callable[[], int]]:
 def three_streams(lesson: Lesson9, *, upload: int, checkpoint: bool, conf: str) -> None:
     lesson.step(f"SearchLaptop, UploadImage ({upload} bytes) and RateLaptop through nginx",
                 [f"nginx:   {conf}, mutual TLS client->nginx and nginx->servers",
-                 f"probe:   python -m pcbook.stream_probe --address {HOST}:{L7_PORT} --tls streams "
+                 f"probe:   python -m pcbook.measure.stream_probe --address {HOST}:{L7_PORT} --tls streams "
                  f"--upload-bytes {upload}"])
     seen = lesson.probe(L7_PORT, "streams", "--upload-bytes", str(upload), calls=6, posts=0 if checkpoint else 6)
     diffs = _ok(seen, "SearchLaptop") + _ok(seen, "UploadImage") + _ok(seen, "RateLaptop")
@@ -227,7 +229,7 @@ def three_streams(lesson: Lesson9, *, upload: int, checkpoint: bool, conf: str) 
 def upload_direct(lesson: Lesson9) -> None:
     server, port = SERVERS[0]
     lesson.step(f"an image of {BIG_IMAGE} bytes straight to {server}",
-                [f"probe:   python -m pcbook.stream_probe --address {HOST}:{port} --tls streams "
+                [f"probe:   python -m pcbook.measure.stream_probe --address {HOST}:{port} --tls streams "
                  f"--upload-bytes {BIG_IMAGE}"])
     seen = lesson.probe(port, "streams", "--upload-bytes", str(BIG_IMAGE), calls=6)
     lesson.record(
@@ -255,7 +257,7 @@ def quiet_stream(lesson: Lesson9, *, checkpoint: bool, conf: str) -> None:
     cut = not checkpoint
     lesson.step(f"a RateLaptop stream that stays quiet for {QUIET_PAUSE:g} s",
                 [f"nginx:   {conf} ({'grpc_read_timeout 1s everywhere' if cut else 'long timeouts for RateLaptop'})",
-                 f"probe:   python -m pcbook.stream_probe --address {HOST}:{L7_PORT} --tls quiet "
+                 f"probe:   python -m pcbook.measure.stream_probe --address {HOST}:{L7_PORT} --tls quiet "
                  f"--pause {QUIET_PAUSE:g}"])
     seen = lesson.probe(L7_PORT, "quiet", "--pause", f"{QUIET_PAUSE:g}", calls=4,
                         nginx_line=TIMED_OUT if cut else None)
@@ -281,7 +283,7 @@ def quiet_stream(lesson: Lesson9, *, checkpoint: bool, conf: str) -> None:
 def one_client(lesson: Lesson9, port: int) -> dict[str, int]:
     layer = "L7 (grpc_pass)" if port == L7_PORT else "L4 (stream, TLS passed through)"
     lesson.step(f"one client, {CALLS + 1} calls on one connection, through {layer} on {port}",
-                [f"probe:   python -m pcbook.stream_probe --address {HOST}:{port} --tls calls --calls {CALLS}"])
+                [f"probe:   python -m pcbook.measure.stream_probe --address {HOST}:{port} --tls calls --calls {CALLS}"])
     seen = lesson.probe(port, "calls", "--calls", str(CALLS), calls=CALLS + 1)
     counts = seen.per_server()
     diffs = _ok(seen, "client1")
@@ -303,7 +305,7 @@ def one_client(lesson: Lesson9, port: int) -> dict[str, int]:
 
 def many_clients(lesson: Lesson9, l7: dict[str, int], l4: dict[str, int]) -> None:
     lesson.step(f"{L4_CLIENTS} clients, each with its own connection, through L4 on {L4_PORT}",
-                [f"probe:   python -m pcbook.stream_probe --address {HOST}:{L4_PORT} --tls calls "
+                [f"probe:   python -m pcbook.measure.stream_probe --address {HOST}:{L4_PORT} --tls calls "
                  f"--calls {CALLS} --clients {L4_CLIENTS}"])
     seen = lesson.probe(L4_PORT, "calls", "--calls", str(CALLS), "--clients", str(L4_CLIENTS),
                         calls=L4_CLIENTS * (CALLS + 1))

@@ -18,10 +18,11 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from pcbook import bench, nginx
-from pcbook.benchstats import ratio
-from pcbook.lesson_runner import Outcome, ScenarioContext
-from pcbook.loadgen import LoadGenerator, LoadGenError
+from pcbook.measure import bench
+from pcbook.measure.loadgen import LoadGenerator, LoadGenError
+from pcbook.measure.stats import ratio
+from pcbook.stack import nginx
+from pcbook.workbook.runner import Outcome, ScenarioContext
 
 HOP_MIN = 0.9  # nginx p50 / direct p50 must be at least this: a proxy cannot make a call faster
 SCALE_MIN = 1.4  # two saturated servers / one: clearly more, with room for a busy machine

@@ -1,6 +1,6 @@
 """What the lesson notebooks in lessons/ call: the lesson runner, made to show its work in cells.
 
-    from pcbook.notebook import Session, show_config, plot_calls
+    from pcbook.workbook.notebook import Session, show_config, plot_calls
     session = Session(2)             # a fresh stack; closes whatever an earlier run left up
     show_config("lesson-2.conf")     # read from nginx/, never pasted
     step1 = session.step(1)          # runs the step live: prefixed logs, then what it showed
@@ -8,7 +8,7 @@
     session.checkpoint()             # ends with `checkpoint lesson-2: passed`
     session.close()                  # every process this notebook started is stopped
 
-Lessons 7-10 tell their story in pcbook/scenarios; `session.run()` plays it once and the charts read
+Lessons 7-10 tell their story in pcbook/lessons/; `session.run()` plays it once and the charts read
 each step's `Outcome.data`.
 
 Stopping, in every way a notebook can end:
@@ -29,10 +29,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pcbook import checks, lessons, procs
-from pcbook.lesson_runner import LessonResult, LessonRunner, Outcome, run_lesson
-from pcbook.lessons import NGINX_PORT, Lesson, Step
 from pcbook.paths import NGINX_DIR, ROOT
+from pcbook.stack import procs
+from pcbook.workbook import judge, manifest
+from pcbook.workbook.manifest import NGINX_PORT, Lesson, Step
+from pcbook.workbook.runner import LessonResult, LessonRunner, Outcome, run_lesson
 
 # `rpc error: code = Unavailable desc = ...`, as the tutorial's client prints a failed call.
 _RPC_ERROR = re.compile(r"rpc error: code = (?P<code>\w+) desc = (?P<details>.*)$")
@@ -151,7 +152,7 @@ class Session:
     can end (see the module's docstring)."""
 
     def __init__(self, lesson: Lesson | int) -> None:
-        self.lesson = lesson if isinstance(lesson, Lesson) else lessons.get(lesson)
+        self.lesson = lesson if isinstance(lesson, Lesson) else manifest.get(lesson)
         stop_everything("an earlier run was still up")  # re-running from the top never hits a busy port
         _hook_cells()
         self.outcomes: dict[int, Outcome] = {}
@@ -189,7 +190,7 @@ class Session:
             # The runner's Observation groups calls by server; the records keep the order they came in.
             outcome.data["calls_in_order"] = [
                 call for rec in self.stack.records(since=mark) if rec.name in self.runner.running
-                for call in checks.calls_in(rec.name, [rec.text])
+                for call in judge.calls_in(rec.name, [rec.text])
             ]
         self.outcomes[number] = outcome
         _show_outcome(step, outcome)

@@ -1,4 +1,4 @@
-"""Drive the streaming calls lesson 9 needs: ``python -m pcbook.stream_probe --address A --tls COMMAND``.
+"""Drive the streaming calls lesson 9 needs: ``python -m pcbook.measure.stream_probe --address A --tls COMMAND``.
 
 Commands (each logs in first, on the same channel as its other calls):
 
@@ -27,15 +27,15 @@ from dataclasses import dataclass
 
 import grpc
 
-from pcbook import sample
-from pcbook.channels import make_channel
-from pcbook.grpc_errors import format_rpc_error
-from pcbook.interceptors import AuthClientInterceptor
-from pcbook.laptop_client import AuthClient, LaptopClient
-from pcbook.logs import fatal, log
 from pcbook.pb import filter_message_pb2
 from pcbook.pb import laptop_service_pb2 as pb
-from pcbook.tls import CertificateFileError
+from pcbook.service import sample
+from pcbook.service.channels import make_channel
+from pcbook.service.grpc_errors import format_rpc_error
+from pcbook.service.interceptors import AuthClientInterceptor
+from pcbook.service.laptop_client import AuthClient, LaptopClient
+from pcbook.service.logs import fatal, log
+from pcbook.service.tls import CertificateFileError
 
 # Each backend keeps laptops in its own memory: the probe creates the same laptop (same id) until
 # this many backends have it, so that a later call finds it wherever the balancer sends it.
@@ -166,7 +166,7 @@ def _create(client: Client, calls: int) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pcbook.stream_probe", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m pcbook.measure.stream_probe", description=__doc__.splitlines()[0])
     p.add_argument("--address", required=True, help="host:port of nginx or of a server")
     p.add_argument("--tls", action="store_true", help="mutual TLS (shows the client certificate)")
     sub = p.add_subparsers(dest="command", required=True)

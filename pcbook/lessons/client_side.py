@@ -20,9 +20,10 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from pcbook import load, nginx, procs
-from pcbook.lesson_runner import Outcome, ScenarioContext
+from pcbook.measure import driver
 from pcbook.paths import NGINX_DIR, shown
+from pcbook.stack import nginx, procs
+from pcbook.workbook.runner import Outcome, ScenarioContext
 
 SERVERS = {"server1": 50071, "server2": 50072}
 NAMES = tuple(SERVERS)
@@ -54,7 +55,7 @@ def run(ctx: ScenarioContext) -> None:
 
 def start_servers(ctx: ScenarioContext, work_ms: int = WORK_MS) -> None:
     for name, port in SERVERS.items():
-        load.start_server(ctx.stack, name, port, ["--work-ms", str(work_ms)], ctx.say)
+        driver.start_server(ctx.stack, name, port, ["--work-ms", str(work_ms)], ctx.say)
 
 
 def _describe(details: Sequence[str]) -> list[str]:
@@ -62,7 +63,7 @@ def _describe(details: Sequence[str]) -> list[str]:
     return [f"servers: {servers}", *details]
 
 
-def _failures(report: load.Report) -> list[str]:
+def _failures(report: driver.Report) -> list[str]:
     if report.login_error:
         return [f"the client could not log in: {report.login_error}"]
     failed = report.failed()
@@ -107,15 +108,15 @@ def round_robin(ctx: ScenarioContext, index: int, total: int, policy: str = "rou
 
 
 def _calls_under_policy(ctx: ScenarioContext, index: int, total: int, title: str, policy: str, calls: int,
-                        expect: str) -> tuple[load.Report, dict[str, int]]:
+                        expect: str) -> tuple[driver.Report, dict[str, int]]:
     """Announce the step, send `calls` calls with `policy`, and count them per server."""
     ctx.step(index, total, title, _describe([
-        f"client:  python -m pcbook.load --address {TARGET} --lb-policy {policy} --calls {calls}",
+        f"client:  python -m pcbook.measure.driver --address {TARGET} --lb-policy {policy} --calls {calls}",
         f"expect:  {expect}",
     ]))
     mark = ctx.stack.mark()
-    report = load.run_load(ctx.stack, TARGET, calls=calls, lb_policy=policy)
-    counts = load.per_server(report.calls, load.settle(ctx.stack, mark, NAMES, report.calls), NAMES)
+    report = driver.run_load(ctx.stack, TARGET, calls=calls, lb_policy=policy)
+    counts = driver.per_server(report.calls, driver.settle(ctx.stack, mark, NAMES, report.calls), NAMES)
     ctx.say(f"   calls:   {_share(counts)}")
     return report, counts
 
@@ -135,15 +136,15 @@ def health_aware(ctx: ScenarioContext, index: int, total: int, health_check: boo
     title = "round_robin with health checking: a NOT_SERVING server gets no calls, then gets them back"
     flag = " --health-check" if health_check else ""
     ctx.step(index, total, title, _describe([
-        f"client:  python -m pcbook.load --address {TARGET} --lb-policy round_robin{flag} "
+        f"client:  python -m pcbook.measure.driver --address {TARGET} --lb-policy round_robin{flag} "
         f"--calls {calls} --rate {rate:g}",
         "then:    after 20 calls server2 gets SIGUSR1 (NOT_SERVING); after 40 calls SIGUSR2 (SERVING)",
         "expect:  server2 gets calls, then none while NOT_SERVING, then calls again",
     ]))
     stack = ctx.stack
     mark = stack.mark()
-    path = load.report_path(stack)
-    stack.start("client", load.driver_argv(TARGET, path, calls=calls, rate=rate, concurrency=4,
+    path = driver.report_path(stack)
+    stack.start("client", driver.driver_argv(TARGET, path, calls=calls, rate=rate, concurrency=4,
                                            lb_policy="round_robin", health_check=health_check))
     stack.wait_for_line("client", "20 calls done", 15, since=mark)
     stack.signal("server2", signal.SIGUSR1)
@@ -151,12 +152,12 @@ def health_aware(ctx: ScenarioContext, index: int, total: int, health_check: boo
     stack.wait_for_line("client", "40 calls done", 15, since=mark)
     stack.signal("server2", signal.SIGUSR2)
     stack.wait_for_line("server2", "set to SERVING", 5, since=mark)
-    report = load.collect(stack, "client", path, 30)
+    report = driver.collect(stack, "client", path, 30)
     down = _line_time(stack, "server2", "set to NOT_SERVING", mark)
     up = _line_time(stack, "server2", "set to SERVING", mark)
 
     # Each call's phase by when it started; the moments right after a change are not judged.
-    phases: dict[str, list[load.Call]] = {"serving": [], "not serving": [], "serving again": []}
+    phases: dict[str, list[driver.Call]] = {"serving": [], "not serving": [], "serving again": []}
     for call in report.calls:
         if call.t0 < down:
             phases["serving"].append(call)
@@ -164,8 +165,8 @@ def health_aware(ctx: ScenarioContext, index: int, total: int, health_check: boo
             phases["not serving"].append(call)
         elif call.t0 >= up + HEALTH_GRACE:
             phases["serving again"].append(call)
-    receivers = load.settle(stack, mark, NAMES, report.calls)
-    counts = {phase: load.per_server(batch, receivers, NAMES) for phase, batch in phases.items()}
+    receivers = driver.settle(stack, mark, NAMES, report.calls)
+    counts = {phase: driver.per_server(batch, receivers, NAMES) for phase, batch in phases.items()}
     for phase, split in counts.items():
         ctx.say(f"   {phase + ':':<15}{_share(split)}")
     diffs = _failures(report)
@@ -194,7 +195,7 @@ def health_aware(ctx: ScenarioContext, index: int, total: int, health_check: boo
 def server_dies(ctx: ScenarioContext, index: int, total: int, calls: int = 40, rate: float = 40.0) -> Outcome:
     title = "a server dies mid-run: its calls in flight fail, round robin moves on"
     ctx.step(index, total, title, _describe([
-        f"client:  python -m pcbook.load --address {TARGET} --lb-policy round_robin --calls {calls} "
+        f"client:  python -m pcbook.measure.driver --address {TARGET} --lb-policy round_robin --calls {calls} "
         f"--rate {rate:g} --concurrency 4",
         "then:    after 10 calls, while server2 is working on a call, server2 is killed (SIGKILL)",
         "expect:  the calls in flight on server2 fail with UNAVAILABLE; later calls all succeed on server1",
@@ -202,9 +203,9 @@ def server_dies(ctx: ScenarioContext, index: int, total: int, calls: int = 40, r
     stack = ctx.stack
     mark = stack.mark()
     # Killed while it works on a call (each takes WORK_MS), so that a call is surely in flight.
-    report, killed_at = load.kill_mid_run(stack, "server2", TARGET, calls=calls, rate=rate, concurrency=4,
+    report, killed_at = driver.kill_mid_run(stack, "server2", TARGET, calls=calls, rate=rate, concurrency=4,
                                           lb_policy="round_robin")
-    receivers = load.settle(stack, mark, NAMES, report.calls)
+    receivers = driver.settle(stack, mark, NAMES, report.calls)
 
     around = [c for c in report.calls if not c.ok or -0.06 < c.t0 - killed_at < 0.11]
     ctx.say("   around the kill (t = when the call started, relative to the kill):")
@@ -249,7 +250,7 @@ def latency(ctx: ScenarioContext, index: int, total: int, calls: int = 100, warm
     title = "the cost of the hop: the same call direct, through nginx, and client-side balanced"
     ctx.step(index, total, title, _describe([
         f"nginx:   {shown(conf)} on {NGINX_PORT} (in front of both servers)",
-        f"client:  python -m pcbook.load --compare direct=127.0.0.1:{SERVERS['server1']} "
+        f"client:  python -m pcbook.measure.driver --compare direct=127.0.0.1:{SERVERS['server1']} "
         f"--compare nginx=127.0.0.1:{NGINX_PORT} --compare client-side=round_robin@{TARGET} "
         f"--calls {calls} --warmup {warmup}",
         "expect:  three medians; the servers do no simulated work here, so the hop is what differs",
@@ -260,17 +261,17 @@ def latency(ctx: ScenarioContext, index: int, total: int, calls: int = 100, warm
             ctx.stack.stop(name)
     with procs.Stack(echo=None, replace=False) as quiet:
         for name, port in SERVERS.items():
-            load.start_server(quiet, name, port, [], ctx.say)
+            driver.start_server(quiet, name, port, [], ctx.say)
         nginx.start_nginx(quiet, conf, port=NGINX_PORT)
-        path = load.report_path(quiet)
-        argv = [sys.executable, "-u", "-m", "pcbook.load", "--json", str(path), "--calls", str(calls),
+        path = driver.report_path(quiet)
+        argv = [sys.executable, "-u", "-m", "pcbook.measure.driver", "--json", str(path), "--calls", str(calls),
                 "--warmup", str(warmup), "--compare", f"direct=127.0.0.1:{SERVERS['server1']}",
                 "--compare", f"nginx=127.0.0.1:{NGINX_PORT}", "--compare", f"client-side=round_robin@{TARGET}"]
         result = quiet.run("compare", argv, timeout=90)
         ctx.say(f"   (servers and nginx ran quietly: {len(quiet.lines())} lines captured, not shown)")
         for line in result.lines:
             ctx.say(f"   client | {line}")
-        report = load.read_report(path) if result.ok and path.exists() else load.Report()
+        report = driver.read_report(path) if result.ok and path.exists() else driver.Report()
         path.unlink(missing_ok=True)
     medians = {name: round(stats["median"], 3) for name, stats in report.latency_ms.items()}
     diffs = []

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import grpc
 
-from pcbook import certs, paths
+from pcbook import paths
+from pcbook.service import certs
 
 CLIENT_AUTH_CHOICES = ("require", "none")
 

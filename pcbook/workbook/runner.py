@@ -16,9 +16,11 @@ from pathlib import Path
 
 import grpc
 
-from pcbook import checks, nginx, procs, tls
-from pcbook.lessons import NGINX_PORT, Lesson, Server, Step
 from pcbook.paths import NGINX_DIR, shown
+from pcbook.service import tls
+from pcbook.stack import nginx, procs
+from pcbook.workbook import judge
+from pcbook.workbook.manifest import NGINX_PORT, Lesson, Server, Step
 
 CLIENT_TIMEOUT = 30.0  # seconds for one client run; the client itself gives up on a dead server after 5 s
 SETTLE_TIMEOUT = 3.0  # how long to wait for log lines that follow a client run (pipes and log tailing)
@@ -36,7 +38,7 @@ class Outcome:
     why: str  # the cause of what the learner sees, printed when the step passes
     checkpoint: bool
     diffs: list[str]  # empty: the step showed what it should
-    seen: checks.Observation | None = None
+    seen: judge.Observation | None = None
     data: dict[str, object] = field(default_factory=dict)  # measurements a scenario wants to show
 
     @property
@@ -153,25 +155,25 @@ class LessonRunner:
             client_ok = client_ok and result.returncode == 0
             client_lines += result.lines
         seen = self._observe(mark, step, client_ok, client_lines)
-        return Outcome(step.title, step.why, step.checkpoint, checks.differences(step.expect, seen), seen)
+        return Outcome(step.title, step.why, step.checkpoint, judge.differences(step.expect, seen), seen)
 
     def _observe(
         self, mark: object, step: Step, client_ok: bool, client_lines: list[str]
-    ) -> checks.Observation:
+    ) -> judge.Observation:
         # A client that did not do what the step expects has decided the verdict already: wait only
         # briefly for the log lines that explain it, not for calls that will never come.
         settle = SETTLE_TIMEOUT if client_ok == step.expect.ok else SETTLE_AFTER_SURPRISE
         deadline = time.monotonic() + settle
         while True:
-            seen = checks.Observation(client_ok=client_ok, client_lines=client_lines)
+            seen = judge.Observation(client_ok=client_ok, client_lines=client_lines)
             for name in self.running:
                 lines = self.stack.lines_since(mark, name)
-                seen.calls += checks.calls_in(name, lines)
+                seen.calls += judge.calls_in(name, lines)
                 seen.server_lines += lines
             if self.nginx is not None:
                 seen.access_lines = self.nginx.access_log_lines()
                 seen.nginx_errors = self.nginx.error_log_lines()
-            if checks.settled(step.expect, seen, step.client.runs) or time.monotonic() > deadline:
+            if judge.settled(step.expect, seen, step.client.runs) or time.monotonic() > deadline:
                 return seen
             self.stack.wait_for_output(0.05)  # nginx's log files are polled, pipes wake us up
 

@@ -6,7 +6,7 @@ with grpc.aio and its own channels (its own HTTP/2 connections). The workers are
 `procs.Stack` like everything else (they die with the runner), and take commands from the parent over
 a `multiprocessing.connection` socket on 127.0.0.1 that each worker opens and announces on stdout.
 
-    python -m pcbook.loadgen    # a worker; started by LoadGenerator, not by hand
+    python -m pcbook.measure.loadgen    # a worker; started by LoadGenerator, not by hand
 
 A round: every worker runs its share of the concurrency against one target for warm-up + window
 seconds; calls that complete inside the window are counted and their latencies kept. The parent
@@ -31,8 +31,8 @@ from typing import Any
 
 import grpc
 
-from pcbook import procs
-from pcbook.channels import service_config, target_host
+from pcbook.service.channels import service_config, target_host
+from pcbook.stack import procs
 
 KEY_ENV = "PCBOOK_LOADGEN_KEY"
 READY = "loadgen listening on"
@@ -138,7 +138,7 @@ class LoadGenerator:
         self._conns: list[Connection] = []
         self.names = [f"loadgen{i + 1}" for i in range(processes)]
         mark = stack.mark()
-        argv = [sys.executable, "-u", "-m", "pcbook.loadgen"]
+        argv = [sys.executable, "-u", "-m", "pcbook.measure.loadgen"]
         for name in self.names:
             stack.start(name, argv, env={KEY_ENV: self._key})
         pattern = re.compile(rf"{READY} (\d+)")
@@ -232,8 +232,8 @@ class _Worker:
             laptop=laptop_message_pb2.Laptop(brand="Lenovo", name="Thinkpad X1", price_usd=1999))
 
     async def open(self, targets: list[dict[str, Any]]) -> None:
-        from pcbook import tls
         from pcbook.pb import auth_service_pb2, auth_service_pb2_grpc, laptop_service_pb2_grpc
+        from pcbook.service import tls
 
         for spec in targets:
             target = Target(**spec)
@@ -313,7 +313,7 @@ async def _serve(conn: Connection) -> None:
 def main() -> int:
     key = os.environ.get(KEY_ENV)
     if not key:
-        print(f"{KEY_ENV} is not set: this is a worker that pcbook.loadgen.LoadGenerator starts", file=sys.stderr)
+        print(f"{KEY_ENV} is not set: this is a worker that LoadGenerator starts", file=sys.stderr)
         return 2
     with Listener(("127.0.0.1", 0), authkey=key.encode()) as listener:
         print(f"{READY} {listener.address[1]}", flush=True)

@@ -1,6 +1,6 @@
 """A small load driver: N CreateLaptop calls, at a rate and a concurrency, with each call's status.
 
-    python -m pcbook.load --address ipv4:127.0.0.1:50071,127.0.0.1:50072 --lb-policy round_robin \\
+    python -m pcbook.measure.driver --address ipv4:127.0.0.1:50071,127.0.0.1:50072 --lb-policy round_robin \\
         --calls 40 --rate 50 --concurrency 4 --json .run/calls.json
 
 The tutorial's client stops at the first failed call; lessons 7 and 8 need to see every call: which
@@ -37,15 +37,16 @@ from typing import Any
 
 import grpc
 
-from pcbook import procs, sample
-from pcbook.channels import LB_POLICIES, make_channel
 from pcbook.discovery.registry import RegistryError, parse_url
 from pcbook.discovery.thick import DiscoveredChannel
-from pcbook.interceptors import AuthClientInterceptor
-from pcbook.laptop_client import AuthClient, TokenRefresher
 from pcbook.pb import laptop_service_pb2 as pb
 from pcbook.pb import laptop_service_pb2_grpc as pb_grpc
-from pcbook.ports import find_listener
+from pcbook.service import sample
+from pcbook.service.channels import LB_POLICIES, make_channel
+from pcbook.service.interceptors import AuthClientInterceptor
+from pcbook.service.laptop_client import AuthClient, TokenRefresher
+from pcbook.stack import procs
+from pcbook.stack.ports import find_listener
 
 CALL_ID_HEADER = "x-call-id"
 DEFAULT_TIMEOUT = 5.0
@@ -224,7 +225,7 @@ def run_compare(targets: Sequence[tuple[str, Laptops]], calls: int, warmup: int,
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m pcbook.load", description=__doc__.split("\n\n")[1].strip())
+    p = argparse.ArgumentParser(prog="python -m pcbook.measure.driver", description=__doc__.split("\n\n")[1].strip())
     p.add_argument("--address", help="target: host:port or ipv4:host:port,host:port")
     p.add_argument("--discover", metavar="etcd://HOST:PORT[/prefix]", default=None,
                    help="call the servers registered there, round robin over the live set (instead of --address)")
@@ -388,7 +389,7 @@ def driver_argv(address: str, json_path: Path, *, calls: int, rate: float = 0.0,
                 login_optional: bool = False, progress_every: int = 10) -> list[str]:
     # etcd://... is a registry: the driver discovers the servers there (lesson 11's thick client).
     target = ["--discover", address] if address.startswith("etcd://") else ["--address", address]
-    argv = [sys.executable, "-u", "-m", "pcbook.load", *target, "--calls", str(calls),
+    argv = [sys.executable, "-u", "-m", "pcbook.measure.driver", *target, "--calls", str(calls),
             "--concurrency", str(concurrency), "--channels", str(channels), "--json", str(json_path),
             "--progress-every", str(progress_every)]
     if rate:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import bcrypt
 import jwt
 
-from pcbook.stores import UserStore
+from pcbook.service.stores import UserStore
 
 SECRET_ENV = "PCBOOK_JWT_SECRET"
 # Used when PCBOOK_JWT_SECRET is unset; the server says so at start. Long enough (>= 32 bytes) for

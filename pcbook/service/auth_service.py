@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import grpc
 
-from pcbook.auth import JWTManager, check_login
 from pcbook.pb import auth_service_pb2 as pb
 from pcbook.pb import auth_service_pb2_grpc as pb_grpc
-from pcbook.stores import UserStore
+from pcbook.service.auth import JWTManager, check_login
+from pcbook.service.stores import UserStore
 
 
 class AuthServicer(pb_grpc.AuthServiceServicer):

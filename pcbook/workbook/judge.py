@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from pcbook.lessons import Expect
+from pcbook.workbook.manifest import Expect
 
 # The server's interceptors log every call: `--> unary interceptor:  /pkg.Service/Method`.
 _CALL = re.compile(r"--> (?:unary|stream) interceptor:\s+(/\S+)")

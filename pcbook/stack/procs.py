@@ -41,7 +41,8 @@ from typing import Any
 
 import grpc
 
-from . import paths
+from pcbook import paths
+
 from .ports import PortBusyError, check_port_free, pick_free_port
 from .readiness import NotReadyError, check_alive, describe_exit, wait_grpc_health, wait_port
 

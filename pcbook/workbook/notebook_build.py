@@ -1,10 +1,10 @@
 """Write the lesson notebooks (lessons/NN-slug.ipynb) from the lesson manifest and the prose below.
 
-    python -m pcbook.notebook_build            # (re)write every notebook
-    python -m pcbook.notebook_build --check    # exit 1 if a committed notebook differs from this
+    python -m pcbook.workbook.notebook_build            # (re)write every notebook
+    python -m pcbook.workbook.notebook_build --check    # exit 1 if a committed notebook differs from this
 
 The notebooks are plain .ipynb without outputs, so that a double click in JupyterLab opens them and
-git diffs stay readable. Titles, goals, links and make targets come from pcbook.lessons; the prose
+git diffs stay readable. Titles, goals, links and make targets come from pcbook.workbook.manifest; the prose
 and the code cells of each lesson's story are here. tests/notebooks checks that the committed files
 are what this module writes.
 """
@@ -17,14 +17,14 @@ from pathlib import Path
 
 import nbformat
 
-from pcbook import lessons
-from pcbook.lessons import Lesson
 from pcbook.paths import ROOT
+from pcbook.workbook import manifest
+from pcbook.workbook.manifest import Lesson
 
 LESSONS_DIR = ROOT / "lessons"
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 TUTORIAL_PORTS = "8080, 50051 and 50052"
-# Lessons beyond the tutorial have their own ports (see pcbook/scenarios/).
+# Lessons beyond the tutorial have their own ports (see pcbook/lessons/).
 SCENARIO_PORTS = {
     7: "50071-50072 and 8071",
     8: "50081-50082 and 8081",
@@ -63,7 +63,7 @@ def intro(lesson: Lesson) -> Cell:
 
 def setup(lesson: Lesson, names: str) -> Cell:
     return code(f"""
-from pcbook.notebook import {names}
+from pcbook.workbook.notebook import {names}
 
 session = Session({lesson.number})
 """)
@@ -370,7 +370,7 @@ def notebook_path(lesson: Lesson) -> Path:
 def stale() -> list[Path]:
     """Committed notebooks that differ from what build() writes (or are missing)."""
     out = []
-    for lesson in lessons.LESSONS:
+    for lesson in manifest.LESSONS:
         path = notebook_path(lesson)
         if not path.is_file() or path.read_text() != build(lesson):
             out.append(path)
@@ -384,10 +384,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         differ = stale()
         for path in differ:
-            print(f"{path.relative_to(ROOT)} differs from pcbook.notebook_build: run python -m pcbook.notebook_build")
+            print(f"{path.relative_to(ROOT)} is stale: run python -m pcbook.workbook.notebook_build")
         return 1 if differ else 0
     LESSONS_DIR.mkdir(exist_ok=True)
-    for lesson in lessons.LESSONS:
+    for lesson in manifest.LESSONS:
         notebook_path(lesson).write_text(build(lesson))
         print(f"wrote {lesson.notebook}")
     return 0

@@ -1,0 +1,274 @@
+"""The pcbook server: ``python -m pcbook.server --port 50051 [--tls] [--client-auth require|none] ...``."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import signal
+import socket
+import sys
+import time
+from concurrent import futures
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from pcbook.discovery.registry import Etcd, Registration, RegistryError, parse_url
+from pcbook.pb import auth_service_pb2, auth_service_pb2_grpc, laptop_service_pb2, laptop_service_pb2_grpc
+from pcbook.service import auth, tls
+from pcbook.service.auth_service import AuthServicer
+from pcbook.service.interceptors import AuthServerInterceptor
+from pcbook.service.laptop_service import LaptopServicer
+from pcbook.service.logs import fatal, log
+from pcbook.service.stores import ImageStore, LaptopStore, RatingStore, UserStore
+
+LAPTOP_SERVICE = laptop_service_pb2.DESCRIPTOR.services_by_name["LaptopService"].full_name
+AUTH_SERVICE = auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
+# "" is the overall status; clients with healthCheckConfig {"serviceName": ""} watch it.
+HEALTH_NAMES = ("", LAPTOP_SERVICE, AUTH_SERVICE)
+GRACE_SECONDS = 1.0
+
+
+@dataclass
+class PcbookServer:
+    """A built (not yet started) server and the parts tests and lessons may want to reach."""
+
+    server: grpc.Server
+    health: health.HealthServicer
+    port: int
+    laptop_store: LaptopStore
+    image_store: ImageStore
+    rating_store: RatingStore
+    user_store: UserStore
+    jwt_manager: auth.JWTManager
+    serving: bool = field(default=False)
+
+    def set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in HEALTH_NAMES:
+            self.health.set(name, status)
+        self.serving = serving
+
+    def start(self) -> None:
+        self.server.start()
+        self.set_serving(True)
+
+    def stop(self, grace: float | None = GRACE_SECONDS) -> None:
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+
+
+def build_server(
+    port: int,
+    *,
+    host: str = "0.0.0.0",
+    credentials: grpc.ServerCredentials | None = None,
+    image_dir: str | None = None,
+    workers: int = 10,
+    work_ms: int = 0,
+    search_delay_ms: int = 0,
+    jwt_secret: str | None = None,
+) -> PcbookServer:
+    """Build the server with its stores, seeded users, interceptor, health and reflection.
+
+    Raises RuntimeError if the address cannot be bound. ``port=0`` picks a free port (see ``.port``).
+    """
+    user_store = UserStore()
+    auth.seed_users(user_store)
+    jwt_manager = auth.JWTManager(jwt_secret or auth.secret_from_env()[0])
+    laptop_store, rating_store, image_store = LaptopStore(), RatingStore(), ImageStore(image_dir)
+
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pcbook-rpc"),
+        interceptors=[AuthServerInterceptor(jwt_manager)],
+        # gRPC sets SO_REUSEPORT by default, which would let a second server share a busy port
+        # silently (and split the calls); turn it off so that a busy port is an error.
+        options=[("grpc.so_reuseport", 0)],
+    )
+    auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(user_store, jwt_manager), server)
+    laptop_service_pb2_grpc.add_LaptopServiceServicer_to_server(
+        LaptopServicer(laptop_store, image_store, rating_store, work_ms, search_delay_ms), server
+    )
+    health_servicer = health.HealthServicer()
+    for name in HEALTH_NAMES:
+        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)  # SERVING once started
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (LAPTOP_SERVICE, AUTH_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    address = f"{host}:{port}"
+    if credentials is None:
+        bound = server.add_insecure_port(address)
+    else:
+        bound = server.add_secure_port(address, credentials)
+    return PcbookServer(
+        server, health_servicer, bound, laptop_store, image_store, rating_store, user_store, jwt_manager
+    )
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True if something already listens on host:port (checked before gRPC tries, for a clear message)."""
+    if port == 0:
+        return False
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does: TIME_WAIT is not "in use"
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            return e.errno == errno.EADDRINUSE
+    return False
+
+
+def _busy_port_message(port: int) -> str:
+    return (
+        f"cannot listen on port {port}: address already in use; "
+        f"stop the other process using it (find it with `lsof -i :{port}` or `ss -ltnp`) "
+        f"or choose another --port"
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m pcbook.server", description="The pcbook gRPC server.")
+    parser.add_argument("--port", type=int, required=True, help="the server port (0 picks a free one)")
+    parser.add_argument("--host", default="0.0.0.0", help="the IPv4 address to listen on (default 0.0.0.0)")
+    parser.add_argument("--tls", action="store_true", help="enable SSL/TLS")
+    parser.add_argument(
+        "--client-auth",
+        choices=tls.CLIENT_AUTH_CHOICES,
+        default="require",
+        help="with --tls: require a client certificate signed by the CA (mutual TLS, default) or not",
+    )
+    parser.add_argument("--image-dir", default=None, help="where uploaded images go (default: a temp dir)")
+    parser.add_argument("--workers", type=int, default=10, help="size of the RPC thread pool (default 10)")
+    parser.add_argument("--work-ms", type=int, default=0, help="simulated work per CreateLaptop, ms (default 0)")
+    parser.add_argument(
+        "--search-delay-ms", type=int, default=0, help="simulated work per laptop examined by SearchLaptop, ms"
+    )
+    reg = parser.add_argument_group("service discovery (lessons 11-12)")
+    reg.add_argument("--register", metavar="etcd://HOST:PORT[/prefix]", default=None,
+                     help="register as <prefix>/<name> = <advertise>:<port> in etcd under a lease kept alive;"
+                          " a graceful stop revokes it first (default prefix /pcbook)")
+    reg.add_argument("--name", default=None, help="the key under the prefix (default server-<port>)")
+    reg.add_argument("--advertise", default=None,
+                     help="the host clients should dial (default --host, or 127.0.0.1 when it is 0.0.0.0)")
+    reg.add_argument("--register-ttl", type=int, default=3, help="lease TTL, s (default 3)")
+    reg.add_argument("--drain-seconds", type=float, default=1.0,
+                     help="with --register: keep serving this long after deregistering, so clients that have"
+                          " not seen the removal yet still get answers (default 1)")
+    args = parser.parse_args(argv)
+    if args.register is not None:
+        try:
+            args.registry = parse_url(args.register)
+        except ValueError as e:
+            parser.error(f"--register: {e}")
+        if args.register_ttl < 1 or args.drain_seconds < 0:
+            parser.error("--register-ttl must be at least 1 and --drain-seconds not negative")
+        if args.port == 0:
+            parser.error("--register needs a fixed --port (the address goes into the registry)")
+    elif args.name or args.advertise:
+        parser.error("--name and --advertise go with --register")
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port must be between 0 and 65535, not {args.port}")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if args.work_ms < 0 or args.search_delay_ms < 0:
+        parser.error("--work-ms and --search-delay-ms cannot be negative")
+    return args
+
+
+def _register(args: argparse.Namespace, pcbook: PcbookServer) -> Registration:
+    """Put <prefix>/<name> = host:port under a lease that a thread keeps alive (see registry.Registration)."""
+    host = args.advertise or ("127.0.0.1" if args.host in ("0.0.0.0", "") else args.host)
+    name = args.name or f"server-{pcbook.port}"
+    key = f"{args.registry.prefix}/{name}"
+    registration = Registration(Etcd(args.registry), key, f"{host}:{pcbook.port}", ttl=args.register_ttl, log=log)
+    try:
+        lease = registration.start()
+    except RegistryError as e:
+        pcbook.stop(0)
+        fatal(f"cannot register in {args.registry}: {e}")
+    log(f"registered {key} = {host}:{pcbook.port} in {args.registry} (lease {lease.id:x}, TTL {lease.ttl} s)")
+    return registration
+
+
+def _deregister(registration: Registration, pcbook: PcbookServer, drain: float) -> None:
+    """Leave the registry first, then keep answering for `drain` s: a client that picked this server
+    before it saw the removal still gets its answer. Health turns NOT_SERVING for health-checking clients."""
+    try:
+        registration.close()
+        log(f"deregistered {registration.key} (lease revoked); draining for {drain:g} s")
+    except RegistryError as e:
+        log(f"cannot revoke the lease ({e}); the key goes when its TTL runs out; draining for {drain:g} s")
+    pcbook.set_serving(False)
+    time.sleep(drain)  # the drain period is the server's policy, not a wait for an event
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    log(f"start server on port {args.port}, TLS = {str(args.tls).lower()}")
+    secret, is_default = auth.secret_from_env()
+    if is_default:
+        log(f"using the development JWT secret; set {auth.SECRET_ENV} to use your own")
+    else:
+        log(f"using the JWT secret from {auth.SECRET_ENV}")
+
+    credentials = None
+    if args.tls:
+        try:
+            credentials = tls.server_credentials(client_auth=args.client_auth)
+        except tls.CertificateFileError as e:
+            fatal(str(e))
+    if port_in_use(args.host, args.port):
+        fatal(_busy_port_message(args.port))
+    try:
+        pcbook = build_server(
+            args.port,
+            host=args.host,
+            credentials=credentials,
+            image_dir=args.image_dir,
+            workers=args.workers,
+            work_ms=args.work_ms,
+            search_delay_ms=args.search_delay_ms,
+            jwt_secret=secret,
+        )
+    except RuntimeError as e:  # lost a race for the port, or an address gRPC cannot use
+        fatal(f"cannot listen on {args.host}:{args.port}: {e}; choose another --port")
+    except OSError as e:
+        fatal(f"cannot create the image folder {args.image_dir}: {e.strerror}")
+
+    # Signal handlers only record the signal; the main loop acts on it (no locks taken in a handler).
+    pending: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR1", None), getattr(signal, "SIGUSR2", None)):
+        if sig is not None:
+            signal.signal(sig, lambda signum, _frame: pending.append(signum))
+
+    pcbook.start()
+    mode = ""
+    if args.tls:
+        mode = ", client certificates required" if args.client_auth == "require" else ", no client certificate"
+    log(f"server is listening on {args.host}:{pcbook.port}{mode}; images go to {pcbook.image_store.folder}")
+    registration = _register(args, pcbook) if args.register is not None else None
+    while True:
+        while not pending:
+            time.sleep(0.1)
+        signum = pending.pop(0)
+        name = signal.Signals(signum).name
+        if signum == getattr(signal, "SIGUSR1", None):
+            pcbook.set_serving(False)
+            log(f"health status set to NOT_SERVING ({name})")
+        elif signum == getattr(signal, "SIGUSR2", None):
+            pcbook.set_serving(True)
+            log(f"health status set to SERVING ({name})")
+        else:
+            log(f"shutting down ({name})")
+            if registration is not None:
+                _deregister(registration, pcbook, args.drain_seconds)
+            pcbook.stop(GRACE_SECONDS)
+            log("server stopped")
+            return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

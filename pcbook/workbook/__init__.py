@@ -1,0 +1,1 @@
+"""The workbook: the lesson manifest, the runner that replays it, the judge, the CLI, notebook support."""
