@@ -147,10 +147,11 @@ def leftovers() -> list[tuple[int, str]]:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:
             continue
-        # Servers, clients and load drivers all run as `python -m pcbook.<module>`; nginx runs with a
-        # prefix folder under RUN_DIR. The lesson CLI itself (this process's kin) is left alone.
+        # Servers, clients, load drivers, nginx_sync and the xDS control plane all run as
+        # `python -m pcbook.<module>`; nginx runs with a prefix folder and etcd with a data folder under
+        # RUN_DIR. The lesson CLI itself (this process's kin) is left alone.
         ours = "-m pcbook." in cmdline and "-m pcbook.workbook" not in cmdline
-        ours = ours or ("nginx" in cmdline and run_dir in cmdline)
+        ours = ours or (("nginx" in cmdline or "etcd" in cmdline) and run_dir in cmdline)
         if ours:
             found.append((int(entry.name), cmdline))
     return found
