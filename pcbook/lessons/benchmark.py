@@ -93,7 +93,7 @@ def _hop_and_keepalive(ctx: ScenarioContext, total: int, where: bench.Placement)
     ])
     stack, started = ctx.stack, []
     try:
-        bench.start_servers(stack, bench.HOP_SERVERS, _log_dir(ctx), placement=where)
+        bench.start_servers(stack, bench.HOP_SERVERS, _log_dir(ctx), placement=where, say=ctx.say)
         started += [s.name for s in bench.HOP_SERVERS]
         proxy = bench.start_hop_nginx(stack, placement=where)
         started.append(proxy.name)
@@ -177,14 +177,17 @@ def _scale(ctx: ScenarioContext, index: int, total: int, where: bench.Placement)
     stack, started = ctx.stack, []
     logs = {srv.name: _log_dir(ctx) / f"{srv.name}.log" for srv in bench.SCALE_SERVERS}
     try:
-        bench.start_servers(stack, bench.SCALE_SERVERS, _log_dir(ctx), s.workers, s.work_ms, placement=where)
-        started += [srv.name for srv in bench.SCALE_SERVERS]
-        proxy = bench.start_nginx(stack, conf, bench.SCALE_NGINX_PORT, where)
-        started.append(proxy.name)
-        load = bench.start_load(stack, s.processes, where)
-        started += load.names
-        load.open(bench.SCALE_PATHS)
-        scale = bench.measure_scale(load, bench.SCALE_PATHS, s, ctx.say, {}, server_logs=logs)
+        with bench.hold_ports(bench.UNUSED_IN_SCALE):  # no connection of this step may take them
+            bench.start_servers(stack, bench.SCALE_SERVERS, _log_dir(ctx), s.workers, s.work_ms, placement=where,
+                                say=ctx.say)
+            started += [srv.name for srv in bench.SCALE_SERVERS]
+            proxy = bench.start_nginx(stack, conf, bench.SCALE_NGINX_PORT, where)
+            started.append(proxy.name)
+            load = bench.start_load(stack, s.processes, where)
+            started += load.names
+            load.open(bench.SCALE_PATHS)
+            scale = bench.measure_scale(load, bench.SCALE_PATHS, s, ctx.say, {}, server_logs=logs)
+            bench.stop_all(stack, started)
     except (LoadGenError, RuntimeError) as err:
         _failed(ctx, title, why, err)
         return

@@ -23,14 +23,17 @@ import json
 import os
 import platform
 import shlex
+import socket
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from pcbook import paths
 from pcbook.measure import h2load
+from pcbook.measure.driver import wait_bindable
 from pcbook.measure.loadgen import KIND, LoadGenerator, Round, Target
 from pcbook.measure.placement import LOADGEN, NGINX, SERVERS, Placement, available, pinned, plan
 from pcbook.measure.stats import (
@@ -90,6 +93,7 @@ HOP_SERVERS = (
     BenchServer("server4", 50104, mtls=True),
 )
 SCALE_SERVERS = (BenchServer("server1", 50101), BenchServer("server2", 50102))
+UNUSED_IN_SCALE = tuple(s.port for s in HOP_SERVERS if s not in SCALE_SERVERS)
 
 DIRECT = "direct"
 NGINX_PLAIN = "nginx"
@@ -219,12 +223,41 @@ def server_argv(server: BenchServer, log_file: Path, workers: int | None = None,
     return ["/bin/sh", "-c", f'exec "$@" >> {shlex.quote(str(log_file))}', "sh", *argv]
 
 
+@contextmanager
+def hold_ports(ports: Sequence[int], host: str = "127.0.0.1") -> Iterator[None]:
+    """Keep `ports` bound (not listening) while the block runs.
+
+    Ports 50101-50104 lie in Linux's ephemeral range: a connection opened while one of them is free
+    may get it as its local port, and once closed that connection holds it in TIME_WAIT for a minute,
+    so the next run could not listen on it. The kernel never picks a bound port for a connection, so
+    the scale-out phase holds the two server ports it does not use, as the hop phase's servers do.
+    """
+    held: list[socket.socket] = []
+    try:
+        for port in ports:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.bind((host, port))
+            except OSError:
+                sock.close()
+                continue  # someone else's: nothing to hold
+            held.append(sock)
+        yield
+    finally:
+        for sock in held:
+            sock.close()
+
+
 def start_servers(stack: procs.Stack, servers: Sequence[BenchServer], log_dir: Path,
-                  workers: int | None = None, work_ms: int = 0, placement: Placement | None = None) -> None:
-    """Start all at once (their imports overlap), then wait until each answers its health check."""
+                  workers: int | None = None, work_ms: int = 0, placement: Placement | None = None,
+                  say: Say | None = None) -> None:
+    """Start all at once (their imports overlap), then wait until each answers its health check.
+
+    A port held only by a closing connection (TIME_WAIT, another program's) is waited for, up to a
+    minute; a live listener fails at once with its owner named."""
     log_dir.mkdir(parents=True, exist_ok=True)
     for server in servers:
-        procs.check_port_free(server.port)
+        wait_bindable(server.port, say or (lambda _line: None))
     with pinned(placement or Placement(), SERVERS):
         for server in servers:
             stack.start(server.name, server_argv(server, log_dir / f"{server.name}.log", workers, work_ms))
@@ -507,7 +540,7 @@ def run_bench(settings: Settings, out_dir: Path, say: Say = say_flushed, *, char
     h2 = None
     with procs.Stack(echo=say) as stack:
         say(f"{clock} phase 1/2: the hop — starting 4 servers, nginx ({HOP_CONF.name}) and the load generator")
-        start_servers(stack, HOP_SERVERS, out_dir, placement=where)
+        start_servers(stack, HOP_SERVERS, out_dir, placement=where, say=say)
         hop_nginx = start_hop_nginx(stack, placement=where)
         load = start_load(stack, settings.processes, where)
         load.open(HOP_PATHS)
@@ -528,14 +561,17 @@ def run_bench(settings: Settings, out_dir: Path, say: Say = say_flushed, *, char
 
         say(f"{clock} phase 2/2: scale-out — 2 servers, each --workers {settings.workers} --work-ms "
             f"{settings.work_ms} (capacity {settings.capacity:.0f} calls/s each, simulated), nginx ({scale_conf.name})")
-        start_servers(stack, SCALE_SERVERS, out_dir, settings.workers, settings.work_ms, placement=where)
-        scale_nginx = start_nginx(stack, scale_conf, SCALE_NGINX_PORT, where)
-        load = start_load(stack, settings.processes, where)
-        load.open(BENCH_SCALE_PATHS)
-        watch = {"servers": [stack.proc(s.name).pid for s in SCALE_SERVERS], "nginx": [scale_nginx.pid]}
-        logs = {s.name: out_dir / f"{s.name}.log" for s in SCALE_SERVERS}
-        scale = measure_scale(load, BENCH_SCALE_PATHS, settings, say, watch, clock=clock, server_logs=logs)
-        load.close()
+        with hold_ports(UNUSED_IN_SCALE):
+            start_servers(stack, SCALE_SERVERS, out_dir, settings.workers, settings.work_ms, placement=where,
+                          say=say)
+            scale_nginx = start_nginx(stack, scale_conf, SCALE_NGINX_PORT, where)
+            load = start_load(stack, settings.processes, where)
+            load.open(BENCH_SCALE_PATHS)
+            watch = {"servers": [stack.proc(s.name).pid for s in SCALE_SERVERS], "nginx": [scale_nginx.pid]}
+            logs = {s.name: out_dir / f"{s.name}.log" for s in SCALE_SERVERS}
+            scale = measure_scale(load, BENCH_SCALE_PATHS, settings, say, watch, clock=clock, server_logs=logs)
+            load.close()
+            stop_all(stack, [*load.names, scale_nginx.name, *(s.name for s in SCALE_SERVERS)])
     results = report(hop, scale, settings, info, say, h2=h2, h2_note=_h2_note(settings))
     results["seconds"] = round(time.monotonic() - clock.t0, 1)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
