@@ -90,6 +90,8 @@ docs: $(GEN) ## serve the docs site on http://127.0.0.1:8000
 	@$(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8000
 bench: $(READY) ## measure the cost of the hop and the gain of scale-out; prints a table, writes a chart
 	@$(PY) -m pcbook.measure.bench
+soak: $(READY) ## run lesson 10, lesson 9's 413 probe and notebook 10 RUNS times each (default 10); pass counts
+	@$(PY) -m pcbook.measure.soak $(if $(RUNS),--runs $(RUNS))
 
 ## Quality
 lint: $(GEN) ## ruff
@@ -103,7 +105,7 @@ clean: ## remove generated code, certificates and run folders (keeps .venv)
 	rm -rf pcbook/pb/*_pb2*.py pcbook/pb/*_pb2*.pyi certs/*.pem .run site
 
 .PHONY: setup gen cert help server server-tls server1 server2 server1-tls server2-tls client client-tls \
-	list progress stop lab docs bench lint test clean compose-up compose-client compose-logs compose-down
+	list progress stop lab docs bench soak lint test clean compose-up compose-client compose-logs compose-down
 help: ## list the targets
 	@echo "The gRPC load-balancing workbook"
 	@echo
