@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pcbook.lessons import benchmark
 from pcbook.measure import bench
-from pcbook.workbook.manifest import benchmark
 
 from .support import checkpoint, explain, story
 
