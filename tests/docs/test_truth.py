@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from pcbook.workbook import manifest
+
 ROOT = Path(__file__).resolve().parents[2]
 NGINX = ROOT / "nginx"
 DOCS = ROOT / "docs"
@@ -41,3 +43,29 @@ def test_lesson_8_page_quotes_the_configs_grpc_messages() -> None:
     page = (DOCS / "lessons" / "08-when-a-backend-fails.md").read_text()
     shown = set(re.findall(r"(?:UNAVAILABLE|DEADLINE_EXCEEDED|INTERNAL): (nginx: [^`|]+?)(?:`|  \()", page))
     assert shown and shown <= sent, shown - sent
+
+
+def test_lesson_3_plaintext_step_says_what_is_seen() -> None:
+    # nginx answers the plaintext preface with an HTTP 400 page; grpcio names it. The step must say so
+    # (and checks it: the client's line must match).
+    step = manifest.get(3).steps[0]
+    assert "HTTP status 400" in (step.expect.client_says or "")
+    assert "Trying to connect an http1.x server (HTTP status 400)" in step.why and "400" in step.why
+    assert "connection is closed" not in step.why
+
+
+def test_lesson_4_teaches_that_the_tls_version_decides_nginxs_line() -> None:
+    lesson = manifest.get(4)
+    aside = [s for s in lesson.steps if s.nginx == "lesson-4-tls12.conf"]
+    assert aside and not aside[0].checkpoint and not aside[0].expect.ok
+    assert "grpc_ssl_protocols TLSv1.2;" in _directives_text(NGINX / "lesson-4-tls12.conf")
+    refused = lesson.steps[1]
+    assert "one backend" in refused.why  # why the pinned nginx tries only one backend
+    page = (DOCS / lesson.doc_page).read_text()
+    assert '--8<-- "nginx/lesson-4-tls12.conf"' in page
+    for line in ("peer closed connection in SSL handshake", "SSL_do_handshake() failed", "1.23.4"):
+        assert line in page
+
+
+def _directives_text(path: Path) -> str:
+    return "\n".join(_directives(path))
