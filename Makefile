@@ -49,10 +49,12 @@ server1-tls: $(READY) ## server1 on 50051 with TLS (CLIENT_AUTH=none for server-
 	@$(PY) -m pcbook.server --port 50051 --tls --client-auth $(or $(CLIENT_AUTH),require)
 server2-tls: $(READY) ## server2 on 50052 with TLS (CLIENT_AUTH=none for server-side TLS only)
 	@$(PY) -m pcbook.server --port 50052 --tls --client-auth $(or $(CLIENT_AUTH),require)
-client: $(READY) ## the client, plaintext, against 0.0.0.0:8080
-	@$(PY) -m pcbook.client --address 0.0.0.0:8080
-client-tls: $(READY) ## the client with mutual TLS against 0.0.0.0:8080
-	@$(PY) -m pcbook.client --address 0.0.0.0:8080 --tls
+# STAY=SECONDS keeps the client up after its calls; REFRESH=SECONDS is its token refresh period (30).
+CLIENT_OPTS = $(if $(STAY),--stay $(STAY)) $(if $(REFRESH),--refresh-seconds $(REFRESH))
+client: $(READY) ## the client, plaintext, against 0.0.0.0:8080 (STAY=s: stay up after the calls)
+	@$(PY) -m pcbook.client --address 0.0.0.0:8080 $(CLIENT_OPTS)
+client-tls: $(READY) ## the client with mutual TLS against 0.0.0.0:8080 (STAY=, REFRESH= as for client)
+	@$(PY) -m pcbook.client --address 0.0.0.0:8080 --tls $(CLIENT_OPTS)
 
 ## Lessons (N = the lesson number; `make list` shows them all)
 lesson-%: $(READY) ## replay lesson N on a real stack and check it (KEEP=1 leaves the stack up)

@@ -51,12 +51,24 @@ class Client:
     tls: bool = False
     address: str = f"0.0.0.0:{NGINX_PORT}"
     runs: int = 1
+    stay: float = 0.0  # seconds the client stays up after its calls (--stay), refreshing its token
+    refresh_seconds: float | None = None  # the token refresh period (--refresh-seconds); None: 30 s
 
     def args(self) -> list[str]:
-        return ["--address", self.address] + (["--tls"] if self.tls else [])
+        args = ["--address", self.address] + (["--tls"] if self.tls else [])
+        if self.stay:
+            args += ["--stay", f"{self.stay:g}"]
+        if self.refresh_seconds is not None:
+            args += ["--refresh-seconds", f"{self.refresh_seconds:g}"]
+        return args
 
     def make_target(self) -> str:
-        return "client-tls" if self.tls else "client"
+        target = "client-tls" if self.tls else "client"
+        if self.stay:
+            target += f" STAY={self.stay:g}"
+        if self.refresh_seconds is not None:
+            target += f" REFRESH={self.refresh_seconds:g}"
+        return target
 
 
 @dataclass(frozen=True)
@@ -228,10 +240,13 @@ LESSONS: tuple[Lesson, ...] = (
             Step(
                 "nginx balances plaintext gRPC across server1 and server2",
                 PLAIN_PAIR,
-                Client(),
-                Expect(ok=True, spread=BOTH, access_posts=4),
+                # Stays up past one token refresh, so that a second Login shows (the lecture's 5th line).
+                Client(stay=3, refresh_seconds=2),
+                Expect(ok=True, spread=BOTH, access_posts=5),
                 "nginx accepts HTTP/2 on 8080 and passes each call (Login, then three CreateLaptop) "
-                "to the next server of the upstream in turn: round robin per call, not per connection.",
+                "to the next server of the upstream in turn: round robin per call, not per connection. "
+                "The client stays up, and its token refresher logs in again after 2 s: a fifth access-log "
+                "line, as in the lecture (whose client refreshes every 30 s).",
                 nginx="lesson-2.conf",
                 checkpoint=True,
             ),

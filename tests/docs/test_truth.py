@@ -69,3 +69,14 @@ def test_lesson_4_teaches_that_the_tls_version_decides_nginxs_line() -> None:
 
 def _directives_text(path: Path) -> str:
     return "\n".join(_directives(path))
+
+
+def test_lesson_2_shows_the_lectures_fifth_access_log_line() -> None:
+    step = manifest.get(2).steps[0]
+    # One refresh within the stay, so exactly one more Login after the four calls.
+    assert step.client.refresh_seconds is not None and step.client.refresh_seconds < step.client.stay
+    assert step.client.stay < 2 * step.client.refresh_seconds
+    assert step.expect.access_posts == 5
+    assert "--stay" in step.client.args() and "STAY=" in step.client.make_target()
+    page = (DOCS / manifest.get(2).doc_page).read_text()
+    assert "If the client keeps running" not in page and "five access-log lines" in page
