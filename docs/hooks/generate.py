@@ -29,6 +29,8 @@ import shutil
 import sys
 from pathlib import Path, PurePosixPath
 
+from mkdocs.exceptions import PluginError
+
 from pcbook.workbook import manifest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,6 +48,7 @@ CLI_MODULES = {
     "bench": "pcbook.measure.bench",  # lesson 10: `make bench`
 }
 MERMAID_ASSET = "assets/javascripts/mermaid.min.js"
+GEN_HINT = "run `make gen` (`make setup` installs the dependencies only), or PCBOOK_DOCS_SOFT=1 to build without it"
 _PLACEHOLDER = re.compile(r"<!--\s*(make-targets|lessons|cli:\s*(\w+)|steps:\s*(\d+))\s*-->")
 
 
@@ -94,15 +97,12 @@ def find_parser(module_name: str) -> argparse.ArgumentParser | None:
     """
     try:
         module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        missing_ours = err.name and (err.name == "pcbook" or err.name.startswith("pcbook."))
+    except ImportError as err:  # ModuleNotFoundError, or `cannot import name X from pcbook.pb`
+        missing_ours = bool(err.name) and (err.name == "pcbook" or err.name.startswith("pcbook."))
         if missing_ours and os.environ.get("PCBOOK_DOCS_SOFT"):
             return None
         if missing_ours:
-            raise RuntimeError(
-                f"cannot import {module_name} to document its flags ({err}); generated code missing? "
-                "run `make gen` (or PCBOOK_DOCS_SOFT=1 to build without it)"
-            ) from err
+            raise PluginError(f"cannot import {module_name} to document its flags ({err}); {GEN_HINT}") from None
         raise
     for name in ("build_parser", "make_parser", "parser", "get_parser", "create_parser", "_parser"):
         factory = getattr(module, name, None)
@@ -290,7 +290,18 @@ def _md_cell(text: str) -> str:
 # ---------------------------------------------------------------- MkDocs events
 
 
+def _check_generated_code() -> None:
+    """One line, not a traceback, when the docs are built before `make gen`: the CLIs import the code."""
+    if os.environ.get("PCBOOK_DOCS_SOFT"):
+        return
+    try:
+        importlib.import_module("pcbook.pb.laptop_service_pb2")
+    except ImportError:
+        raise PluginError(f"the generated gRPC code (pcbook/pb/*_pb2.py) is missing: {GEN_HINT}") from None
+
+
 def on_config(config, **kwargs):
+    _check_generated_code()
     # Snippets resolve against the repo root whatever the working directory is.
     snippets = config.mdx_configs.setdefault("pymdownx.snippets", {})
     snippets["base_path"] = [str(ROOT)]

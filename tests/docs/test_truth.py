@@ -3,6 +3,7 @@ files and the code they describe (the lessons' checkpoint tests measure the stac
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -80,3 +81,23 @@ def test_lesson_2_shows_the_lectures_fifth_access_log_line() -> None:
     assert "--stay" in step.client.args() and "STAY=" in step.client.make_target()
     page = (DOCS / manifest.get(2).doc_page).read_text()
     assert "If the client keeps running" not in page and "five access-log lines" in page
+
+
+def test_docs_build_before_make_gen_says_what_to_run(tmp_path: Path) -> None:
+    # A checkout right after `make setup`: everything but the generated code.
+    import shutil
+    import subprocess
+    import sys
+
+    for name in ("pcbook", "docs", "nginx", "proto", "lessons"):
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("*_pb2*", "__pycache__"))
+    for name in ("mkdocs.yml", "Makefile", "README.md", "pyproject.toml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    env = {k: v for k, v in os.environ.items() if k != "PCBOOK_DOCS_SOFT"}
+    env["PYTHONPATH"] = str(tmp_path)  # ahead of the editable install's finder
+    res = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "--site-dir",
+                          str(tmp_path / "site")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "Traceback" not in out and "ImportError" not in out, out
+    assert "the generated gRPC code (pcbook/pb/*_pb2.py) is missing: run `make gen`" in out
