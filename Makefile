@@ -27,7 +27,13 @@ $(STAMP): pyproject.toml
 $(GEN): $(STAMP) $(PROTOS)
 	@$(PY) -m pcbook.codegen
 
-setup: $(STAMP) ## create .venv and install the pinned dependencies
+# The site's diagrams offline: the pinned mermaid.min.js from npm (docs/hooks/mermaid_js.py). Without npm
+# it says so and the diagrams load mermaid from the CDN.
+MERMAID := $(VENV)/share/pcbook/mermaid.min.js
+$(MERMAID): | $(STAMP)
+	@$(PY) docs/hooks/mermaid_js.py
+
+setup: $(STAMP) $(MERMAID) ## create .venv, install the pinned dependencies (and mermaid for the docs)
 gen: $(STAMP) ## regenerate the Python code from proto/
 	@$(PY) -m pcbook.codegen
 cert: $(GEN) ## generate the CA, server and client certificates in certs/ (kept if still valid)
@@ -73,7 +79,7 @@ stop: ## stop anything a lesson left running (servers, nginx) after a crash
 ## Notebooks, docs, benchmarks
 lab: $(READY) ## open JupyterLab on lessons/
 	@$(VENV)/bin/jupyter lab --notebook-dir=lessons $(if $(filter 0,$(shell id -u)),--allow-root)
-docs: $(GEN) ## serve the docs site on http://127.0.0.1:8000
+docs: $(GEN) $(MERMAID) ## serve the docs site on http://127.0.0.1:8000
 	@$(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8000
 bench: $(READY) ## measure the cost of the hop and the gain of scale-out; prints a table, writes a chart
 	@$(PY) -m pcbook.measure.bench
@@ -81,7 +87,7 @@ bench: $(READY) ## measure the cost of the hop and the gain of scale-out; prints
 ## Quality
 lint: $(GEN) ## ruff
 	@$(VENV)/bin/ruff check .
-test: $(READY) ## everything: lint, unit and end-to-end tests, checkpoints, notebooks, docs build
+test: $(READY) $(MERMAID) ## everything: lint, unit and end-to-end tests, checkpoints, notebooks, docs build
 	@$(VENV)/bin/ruff check .
 	@$(PY) -m pytest
 	@$(VENV)/bin/mkdocs build --strict --quiet --site-dir .run/site
