@@ -101,3 +101,30 @@ def test_docs_build_before_make_gen_says_what_to_run(tmp_path: Path) -> None:
     assert res.returncode != 0
     assert "Traceback" not in out and "ImportError" not in out, out
     assert "the generated gRPC code (pcbook/pb/*_pb2.py) is missing: run `make gen`" in out
+
+
+def test_concepts_table_covers_every_lesson() -> None:
+    text = (DOCS / "concepts.md").read_text()
+    table = text[text.index("## What the lessons cover"):]
+    rows = {int(m) for m in re.findall(r"^\| (\d+) \|", table, flags=re.M)}
+    assert rows == {lesson.number for lesson in manifest.LESSONS}
+
+
+def test_the_site_and_readme_cite_the_lecture() -> None:
+    url = "https://dev.to/techschoolguru/load-balancing-grpc-service-with-nginx-3fio"
+    for text in ((DOCS / "index.md").read_text(), (ROOT / "README.md").read_text()):
+        assert "Load balancing gRPC service with NGINX" in text and "TECH SCHOOL" in text and url in text
+
+
+def test_go_interop_is_documented_where_a_learner_looks() -> None:
+    page = (DOCS / "go-code.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert "go-code.md" in (ROOT / "mkdocs.yml").read_text()
+    for text in (page, readme):
+        assert "techschool_pcbook" in text and "techschool.pcbook" in text and "techschool/pcbook-go" in text
+        assert "PCBOOK_JWT_SECRET=secret" in text and "Ratelaptop" in text and "lifetime" in text
+    assert "wire-compatible with the course's Go service" not in readme
+    # The Python server's own words quoted on the page are the ones it sends.
+    service = "".join(p.read_text() for p in (ROOT / "pcbook" / "service").glob("*.py"))
+    for said in ("authorization token is not provided", "access token is invalid: "):
+        assert said in page and said in service
