@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import signal
 import socket
 import sys
@@ -234,10 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     log(f"start server on port {args.port}, TLS = {str(args.tls).lower()}")
     secret, is_default = auth.secret_from_env()
-    if is_default:
-        log(f"using the development JWT secret; set {auth.SECRET_ENV} to use your own")
-    else:
+    if not is_default:
         log(f"using the JWT secret from {auth.SECRET_ENV}")
+    elif not os.environ.get(auth.DEV_SECRET_NOTED_ENV):
+        log(f"using the development JWT secret; set {auth.SECRET_ENV} to use your own")
 
     credentials = None
     if args.tls:

@@ -264,7 +264,7 @@ def lesson_8(lesson: Lesson) -> list[Cell]:
         setup(lesson, "Session, plot_codes, plot_timeline, show_diff, table"),
         md("""
 The tutorial's config answers a missing backend with an HTML 502 page; this lesson's config answers in
-gRPC (`error_page 502 503 = @grpc_unavailable`), takes a failed server out of rotation for a short
+gRPC (`error_page 502 = @grpc_unavailable`), takes a failed server out of rotation for a short
 `fail_timeout`, and gives nginx enough `worker_connections`:
 """),
         code('show_diff("lesson-8-tutorial.conf", "lesson-8.conf")'),
