@@ -12,8 +12,10 @@ laptop id, which the server logs (`receive a create-laptop request with id: ...`
 from __future__ import annotations
 
 import signal
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from pcbook.measure import verdicts
 from pcbook.workbook.results import Calls, Latency, Phases
 
 if TYPE_CHECKING:
@@ -149,10 +151,14 @@ def dies_judge(run: Calls) -> list[str]:
 
 def latency(ctx: StepContext) -> Latency:
     result = ctx.measure_latency()
-    if result.median_ms.get("direct"):
-        extra = result.median_ms.get("nginx", 0) - result.median_ms["direct"]
-        ctx.say(f"nginx's hop adds {extra:+.2f} ms per call to the median on this machine")
-    return result
+    if set(result.samples_ms) != {"direct", "nginx", "client-side"}:
+        return result
+    differences = verdicts.interleaved_differences(result.samples_ms, "direct")
+    hop = differences["nginx"]
+    ctx.say(f"nginx - direct: {hop.short()} us per call (median of {hop.interval.n} interleaved pairs, "
+            f"{hop.interval.coverage:.0%} interval): {hop.state()}")
+    ctx.say(verdicts.client_side_reading(differences["client-side"]))
+    return replace(result, minus_direct_us=differences)
 
 
 def three_medians(result: Latency) -> list[str]:

@@ -77,9 +77,13 @@ def _login(run: Calls) -> list[str]:
 
 def no_backend(ctx: StepContext) -> NginxRun:
     run = ctx.run_driver()
-    result = NginxRun(run, tuple(ctx.nginx_errors(NO_LIVE)))
+    login = next((m["said"] for line in ctx.lines("client")
+                  if (m := re.search(r"cannot log in \((?P<said>.*)\); sending", line))), None)
+    result = NginxRun(run, tuple(ctx.nginx_errors(NO_LIVE)), login=login)
+    if login:
+        ctx.say(f"the Login sees: {login}")
     for said in result.seen():
-        ctx.say(f"the client sees: {said}")
+        ctx.say(f"the calls see: {said}")
     if result.error_lines:
         ctx.say("nginx's error log: ... no live upstreams while connecting to upstream ...")
     return result

@@ -96,14 +96,26 @@ class Client:
     tls: bool = False
     address: str = f"0.0.0.0:{NGINX_PORT}"
     runs: int = 1
+    stay: float = 0.0  # seconds the client stays up after its calls (--stay), refreshing its token
+    refresh_seconds: float | None = None  # the token refresh period (--refresh-seconds); None: 30 s
 
     module = "pcbook.client"
 
     def args(self) -> list[str]:
-        return ["--address", self.address] + (["--tls"] if self.tls else [])
+        args = ["--address", self.address] + (["--tls"] if self.tls else [])
+        if self.stay:
+            args += ["--stay", f"{self.stay:g}"]
+        if self.refresh_seconds is not None:
+            args += ["--refresh-seconds", f"{self.refresh_seconds:g}"]
+        return args
 
     def make_target(self) -> str:
-        return "client-tls" if self.tls else "client"
+        target = "client-tls" if self.tls else "client"
+        if self.stay:
+            target += f" STAY={self.stay:g}"
+        if self.refresh_seconds is not None:
+            target += f" REFRESH={self.refresh_seconds:g}"
+        return target
 
     def command(self) -> str:
         runs = f" (x{self.runs})" if self.runs > 1 else ""
@@ -138,7 +150,9 @@ class Driver:
             for spec in self.compare:
                 args += ["--compare", spec]
             return args + (["--tls"] if self.tls else [])
-        args = ["--address", self.address, "--calls", str(self.calls)]
+        # etcd://... is a registry: the driver discovers the servers there (a thick client).
+        target = "--discover" if self.address.startswith("etcd://") else "--address"
+        args = [target, self.address, "--calls", str(self.calls)]
         if self.rate:
             args += ["--rate", f"{self.rate:g}"]
         if self.concurrency != 1:
@@ -169,8 +183,11 @@ class Probe:
 
     module = "pcbook.measure.stream_probe"
 
-    def args(self) -> list[str]:
-        return ["--address", self.address] + (["--tls"] if self.tls else []) + list(self.command_args)
+    def args(self, dump_after: float | None = None) -> list[str]:
+        args = ["--address", self.address] + (["--tls"] if self.tls else [])
+        if dump_after is not None:
+            args += ["--dump-after", f"{dump_after:g}"]
+        return args + list(self.command_args)
 
     def command(self) -> str:
         return f"python -m {self.module} {' '.join(self.args())}"
@@ -263,6 +280,9 @@ class Lesson:
     tutorial: bool = True  # False: beyond the tutorial (lessons 7-10)
     # Lines of the servers' output not echoed (still captured): e.g. lesson 9's two lines per 1 KiB chunk.
     hide: tuple[str, ...] = ()
+    # Servers, nginx and load generators pinned on separate cores (pcbook.measure.placement): on a
+    # small machine the scheduler would otherwise put a load generator on its server's core now and then.
+    pinned: bool = False
 
     @property
     def target(self) -> str:

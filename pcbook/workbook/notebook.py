@@ -33,7 +33,7 @@ from pcbook.paths import NGINX_DIR, ROOT
 from pcbook.stack import procs
 from pcbook.workbook import manifest
 from pcbook.workbook.model import Lesson, Step
-from pcbook.workbook.results import Calls, Connections, Counts, Latency, NginxRun, Phases, ProbeRun, Rounds
+from pcbook.workbook.results import Calls, Connections, Counts, HopRun, Latency, NginxRun, Phases, ProbeRun, ScaleRun
 from pcbook.workbook.runner import LessonResult, LessonRunner, Outcome, describe
 
 # `rpc error: code = Unavailable desc = ...`, as the tutorial's client prints a failed call.
@@ -422,9 +422,10 @@ def plot_bench(steps: LessonResult | Sequence[Outcome]) -> None:
     plt = _pyplot()
     outcomes = steps.steps if isinstance(steps, LessonResult) else list(steps)
     results = [o.result for o in outcomes]
-    hop = next((r for r in results if isinstance(r, Rounds) and r.unit == "ms"), None)
+    hop_run = next((r for r in results if isinstance(r, HopRun)), None)
+    hop = hop_run.rounds if hop_run is not None else None
     conns = next((r for r in results if isinstance(r, Connections) and r.opened), None)
-    scale = next((r for r in results if isinstance(r, Rounds) and r.unit == "calls/s"), None)
+    scale = next((r.rounds for r in results if isinstance(r, ScaleRun)), None)
     panels = [p for p in (hop, conns, scale) if p is not None]
     if not panels:
         raise ValueError("no measurements: did the steps run?")
@@ -438,7 +439,9 @@ def plot_bench(steps: LessonResult | Sequence[Outcome]) -> None:
         ax.set_xlabel("repetition")
         ax.set_ylabel("p50 ms")
         ax.set_ylim(bottom=0)
-        ax.set_title(f"the hop: nginx = {hop.ratio:.2f}x direct")
+        added = hop_run.evidence.added if hop_run is not None else None
+        ax.set_title(f"the hop: {added.interval.median:+.0f} us" + ("" if added.resolved else " (not resolved)")
+                     if added else f"the hop: nginx = {hop.ratio:.2f}x direct")
         ax.legend(fontsize="small")
     if conns is not None:
         ax = next(axes_iter)

@@ -7,6 +7,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from pcbook.measure import verdicts
+from pcbook.measure.stats import Difference
+
 
 @dataclass(frozen=True)
 class Call:
@@ -97,6 +100,9 @@ class Latency:
     p90_ms: dict[str, float]
     calls: int = 0
     error: str = ""  # the measurement failed: its last line
+    samples_ms: dict[str, list[float]] = field(default_factory=dict)  # every measured call, interleaved
+    # Each path minus "direct", call i against call i, in microseconds, with the interval of the median.
+    minus_direct_us: dict[str, Difference] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,7 @@ class NginxRun:
 
     run: Calls
     error_lines: tuple[str, ...] = ()  # nginx's error-log lines that matter to the step
+    login: str | None = None  # what the driver's Login saw when it could not log in (status: details)
     requests: int = 0  # requests nginx logged (Login included)
     attempts_on_dead_server: int = 0
     temporarily_disabled: bool = False
@@ -151,7 +158,6 @@ class Rounds:
     ratio: float  # the judged ratio of two paths' medians
     capacity: float | None = None  # calls/s one server can do, for scale-out
     p99_ms: dict[str, list[float]] = field(default_factory=dict)
-    error: str = ""
 
 
 @dataclass(frozen=True)
@@ -160,4 +166,22 @@ class Connections:
 
     opened: dict[str, int]
     calls: dict[str, int]
-    error: str = ""
+    skipped: str = ""  # why nothing was counted (no /proc/net/tcp)
+
+
+@dataclass(frozen=True)
+class HopRun:
+    """Lesson 10's hop: p50 per round and path, and what the judge reads (calls logged, time added)."""
+
+    rounds: Rounds
+    evidence: verdicts.HopEvidence
+
+
+@dataclass(frozen=True)
+class ScaleRun:
+    """Lesson 10's scale-out: calls/s per round and setup, and what the judge reads."""
+
+    rounds: Rounds
+    evidence: verdicts.ScaleEvidence
+    waiting: dict[str, list[float]]  # setup -> calls waiting per round
+    served: dict[str, dict[str, int]]  # setup -> server -> calls it served

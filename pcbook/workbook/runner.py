@@ -28,10 +28,11 @@ import grpc
 
 from pcbook.measure import driver as load_driver
 from pcbook.measure.loadgen import LoadGenerator
+from pcbook.measure.placement import LOADGEN, NGINX, SERVERS, Placement, available, pinned, plan
 from pcbook.paths import shown
 from pcbook.service import tls
 from pcbook.stack import nginx, procs
-from pcbook.stack.ports import find_listener
+from pcbook.stack.ports import hold_ports, wait_bindable
 from pcbook.workbook import judge
 from pcbook.workbook.model import Client, Driver, Lesson, Probe, Server, Step
 from pcbook.workbook.results import Call, Calls, Latency, Mark, ProbeRun
@@ -40,7 +41,6 @@ CLIENT_TIMEOUT = 30.0  # seconds for one client run; the client itself gives up 
 SETTLE_TIMEOUT = 3.0  # how long to wait for evidence that follows a run (pipes and log tailing)
 SETTLE_AFTER_SURPRISE = 0.5  # the same when the run already contradicts the step: only explaining lines
 READY_TIMEOUT = 20.0
-BIND_TIMEOUT = 65.0  # a connection that holds a port as its local end frees it within a minute
 # The laptop service logs `receive a create-laptop request with id: <uuid>` for every CreateLaptop.
 _RECEIVED = re.compile(r"receive a create-laptop request with id: (\S+)")
 # Errors that mean the stack could not be brought up: the lesson stops with one line, no traceback.
@@ -149,6 +149,8 @@ class LessonRunner:
         self.quiet: set[str] = set()  # names whose lines are captured, not shown
         self.hidden = 0  # lines kept out of the terminal by lesson.hide
         self.quieted = 0
+        # Lessons that measure pin the servers, nginx and the load generators on separate cores.
+        self.placement = plan(available()) if lesson.pinned else Placement()
         if stack.echo is not None:
             stack.echo = self._filter(stack.echo)
 
@@ -181,20 +183,23 @@ class LessonRunner:
         fresh = [s for name, s in wanted.items() if name not in self.running]
         if any(s.log_file for s in fresh):
             self.log_dir.mkdir(parents=True, exist_ok=True)
-        for server in fresh:  # all start at once (their imports overlap), then each is waited for
+        for server in fresh:
             wait_bindable(server.port, self.say)
+        for server in fresh:  # all start at once (their imports overlap), then each is waited for
             self.start_server(server, wait=False)
         for server in fresh:
             self.wait_server(server)
         if conf is not None and step is not None and step.nginx is not None:
             for port in step.nginx.more_ports:
                 procs.check_port_free(port)
-            self.nginx = nginx.start_nginx(self.stack, conf, port=step.nginx.port, timeout=READY_TIMEOUT)
+            with pinned(self.placement, NGINX):
+                self.nginx = nginx.start_nginx(self.stack, conf, port=step.nginx.port, timeout=READY_TIMEOUT)
 
     def start_server(self, server: Server, wait: bool = True) -> None:
         argv = server_argv(server, self.log_dir)
         procs.check_port_free(server.port)
-        self.stack.start(server.name, argv)
+        with pinned(self.placement, SERVERS):
+            self.stack.start(server.name, argv)
         self.running[server.name] = argv
         self.servers[server.name] = server
         if wait:
@@ -214,9 +219,14 @@ class LessonRunner:
             self.quieted = 0
         try:
             self.apply(step.servers, conf, step)
-            if step.act is not None:
-                return self._act(step, conf)
-            return self._client(step)
+            # The lesson's servers this step keeps down hold their ports (bound, not listening): no
+            # connection of the step can take one as its local port and leave it in TIME_WAIT.
+            running = {s.port for s in step.servers}
+            down = sorted({s.port for other in self.lesson.steps for s in other.servers} - running)
+            with hold_ports(down):
+                if step.act is not None:
+                    return self._act(step, conf)
+                return self._client(step)
         finally:
             if step.quiet:
                 self.quiet = set()
@@ -296,6 +306,15 @@ class StepContext:
     @property
     def server_names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.step.servers)
+
+    @property
+    def log_dir(self) -> Path:
+        """Where servers declared with log_file write their output."""
+        return self.runner.log_dir
+
+    def lines(self, name: str) -> list[str]:
+        """What `name` printed since the step began."""
+        return self.stack.lines_since(self.mark, name)
 
     @property
     def lesson_ports(self) -> dict[str, int]:
@@ -401,7 +420,8 @@ class StepContext:
             path.unlink(missing_ok=True)
         error = "" if result.ok else (result.lines[-1] if result.lines else "no output")
         return Latency({n: round(s["median"], 3) for n, s in report.latency_ms.items()},
-                       {n: round(s["p90"], 3) for n, s in report.latency_ms.items()}, driver.calls, error)
+                       {n: round(s["p90"], 3) for n, s in report.latency_ms.items()}, driver.calls, error,
+                       report.samples_ms)
 
     def _collect(self, run: DriverRun, timeout: float) -> load_driver.Report:
         proc = self.stack.proc(run.name)
@@ -444,7 +464,9 @@ class StepContext:
         mark = self.stack.mark()
         access_from = len(logs.access_log_lines()) if logs else 0
         errors_from = len(logs.error_log_lines()) if logs else 0
-        result = self.stack.run("probe", python_module(probe.module, *probe.args()), timeout=CLIENT_TIMEOUT)
+        # The probe dumps its threads shortly before the runner would kill it: a hang explains itself.
+        argv = python_module(probe.module, *probe.args(dump_after=CLIENT_TIMEOUT - 3))
+        result = self.stack.run("probe", argv, timeout=CLIENT_TIMEOUT)
         seen: dict[str, Any] = {}
 
         def arrived() -> bool:
@@ -465,7 +487,8 @@ class StepContext:
     # -- the load generator (lesson 10) ------------------------------------------------------------------
     def load_generator(self, processes: int = 1) -> LoadGenerator:
         """Worker processes that drive calls on command; stopped when the step ends."""
-        load = LoadGenerator(self.stack, processes)
+        with pinned(self.runner.placement, LOADGEN):
+            load = LoadGenerator(self.stack, processes)
         self._loads.append(load)
         self._started += load.names
         return load
@@ -479,28 +502,6 @@ class StepContext:
         for name in reversed(self._started):
             if name in self.stack and self.stack.proc(name).running:
                 self.stack.stop(name)
-
-
-def wait_bindable(port: int, say: Echo, timeout: float = BIND_TIMEOUT) -> None:
-    """Wait until `port` can be bound. A live listener is an error at once (PortBusyError); a port
-    held only by a connection that uses it as its local end (another program's client that happened
-    to get it from the kernel's ephemeral range) frees itself within a minute."""
-    told = []
-
-    def bindable() -> bool:
-        try:
-            procs.check_port_free(port)
-            return True
-        except procs.PortBusyError as err:
-            if err.pid is not None or find_listener(port) is not None:
-                raise
-            if not told:
-                say(f"   (port {port} is held by a closing connection; waiting up to {timeout:g} s for it)")
-                told.append(True)
-            return False
-
-    if not settle(bindable, timeout, lambda _s: time.sleep(0.2)):
-        procs.check_port_free(port)  # raises the PortBusyError with its explanation
 
 
 def run_lesson(
@@ -525,6 +526,8 @@ def run_lesson(
     say(f"== lesson {lesson.number}: {lesson.title}")
     with procs.Stack(echo=echo) as stack:
         runner = LessonRunner(stack, lesson, echo)
+        if lesson.pinned:
+            say(f"placement: {runner.placement.describe()}")
         try:
             for index, step in enumerate(steps, 1):
                 step_conf = conf_for(lesson, step, conf)

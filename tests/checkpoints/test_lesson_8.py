@@ -30,7 +30,9 @@ def test_story_shows_each_failure_and_its_fix() -> None:
 
     # No backend: an HTML 502 turned into a status by grpcio, then nginx's own gRPC status.
     assert html.seen() == ["UNAVAILABLE: Received http2 header with status: 502"]
-    assert grpc.seen() == ["UNAVAILABLE: nginx: no backend could take the call"]
+    # Each 502 worded for what happened: nothing to connect to, then every server marked down.
+    assert grpc.login == "UNAVAILABLE: nginx: could not connect to any backend"
+    assert grpc.seen() == ["UNAVAILABLE: nginx: no live backend (each failed less than fail_timeout ago)"]
     assert html.error_lines and grpc.error_lines
 
     # Killed under load: the calls in flight failed and were received by server1 only.
@@ -39,6 +41,8 @@ def test_story_shows_each_failure_and_its_fix() -> None:
         assert failed and all(c.code == "UNAVAILABLE" for c in failed)
         assert all("server2" not in c.servers for c in failed)
         assert all(c.upstream == "127.0.0.1:50081" for c in failed)
+        # The message says the call reached the backend that dropped it, not "no backend".
+        assert {c.details for c in failed} == {"nginx: the backend closed the connection before answering; not retried"}
         assert [c.number for c in step.run.calls if len(c.servers) > 1] == []
 
     # A refused connection is retried; passive health takes the dead server out after one try.
