@@ -180,6 +180,16 @@ handshake succeeds.
 """),
         steps_cell(3),
         code("plot_calls(step3)"),
+        md("""
+### Step 4 (aside): the lecture's two handshake lines come from TLS 1.2
+
+**This step is expected to fail**, on purpose: the backends require a client certificate again and
+nginx is held to TLS 1.2 (`grpc_ssl_protocols TLSv1.2;`), as nginx before 1.23.4 was. The refusal now
+happens inside the handshake, before nginx sent anything, so nginx tries the next backend: one
+`... while SSL handshaking to upstream` line per backend, as in the lecture.
+"""),
+        code('show_diff("lesson-4.conf", "lesson-4-tls12.conf")'),
+        steps_cell(4),
     ]
 
 
