@@ -31,6 +31,7 @@ from typing import Any
 
 from pcbook import paths
 from pcbook.workbook import manifest as lessons
+from pcbook.workbook.model import Client, Step
 
 # The nginx runner and the certificates are imported where they are used: the compose health check
 # (`ready`) runs every second in each container and must stay a light import.
@@ -93,19 +94,25 @@ def plan(number: int) -> Plan:
         lesson = lessons.get(number)
     except (KeyError, ValueError, LookupError):
         raise ContainerError(f"there is no lesson {number}") from None
-    steps = [s for s in lesson.checkpoint_steps if s.nginx and len(s.servers) >= 2]
+    steps = [s for s in lesson.checkpoint_steps if _containable(s)]
     if not steps:
         usable = ", ".join(str(n) for n in usable_lessons())
         raise ContainerError(f"lesson {number} has no nginx-and-servers checkpoint to run in containers"
                              f" (lessons {usable} have)")
     step = steps[-1]
-    return Plan(lesson, step, paths.NGINX_DIR / step.nginx)
+    assert step.nginx is not None
+    return Plan(lesson, step, step.nginx.path)
+
+
+def _containable(step: Step) -> bool:
+    """nginx, two servers or more, and the tutorial's client: what the containers run."""
+    return step.nginx is not None and len(step.servers) >= 2 and isinstance(step.client, Client)
 
 
 def usable_lessons() -> list[int]:
     found = []
     for lesson in lessons.LESSONS:
-        if any(s.nginx and len(s.servers) >= 2 for s in lesson.checkpoint_steps):
+        if any(_containable(s) for s in lesson.checkpoint_steps):
             found.append(lesson.number)
     return found
 
