@@ -134,14 +134,25 @@ def cmd_stop(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _pid_namespace(entry: Path) -> str | None:
+    try:
+        return os.readlink(entry / "ns" / "pid")
+    except OSError:
+        return None
+
+
 def leftovers() -> list[tuple[int, str]]:
     found = []
     proc = Path("/proc")
     if not proc.is_dir():
         return found
     run_dir = str(RUN_DIR)
+    own_pid_ns = _pid_namespace(proc / "self")
     for entry in proc.iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        # Processes of containers (deploy/: another PID namespace) show in /proc too; they are not ours.
+        if own_pid_ns is not None and _pid_namespace(entry) not in (own_pid_ns, None):
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
