@@ -78,7 +78,9 @@ def test_the_container_plan_follows_the_manifest() -> None:
     assert p.conf.name == "lesson-5.conf"
     assert p.client_args() == ["--address", f"nginx:{manifest.NGINX_PORT}", "--tls"]
     plain = containers.plan(2)
-    assert plain.client_args() == ["--address", "nginx:8080"] and not plain.servers[0].tls
+    lesson_args = plain.step.client.args()
+    assert lesson_args[:2] == ["--address", "0.0.0.0:8080"]
+    assert plain.client_args() == ["--address", "nginx:8080", *lesson_args[2:]] and not plain.servers[0].tls
 
 
 @pytest.mark.parametrize("argv, said", [
