@@ -1,7 +1,7 @@
 """The compose stack for real: build the image, bring lesson 5 up in containers, run the client.
 
 A private Docker daemon (pcbook.stack.dockerd: its own network namespace and state) is started for
-this module and stopped at its end; where none can be started (not root, no docker.io) the tests
+the tests of tests/deploy and stopped after them; where none can be started (not root, no docker.io) the tests
 skip with the reason. Every stack is brought down in a `finally`, and the tests check that no
 container, network or volume of the project is left.
 """
