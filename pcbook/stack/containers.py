@@ -466,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     k8s.add_argument("--out", type=Path, default=K8S_DIR, help="folder to write into")
     k8s.add_argument("--replicas", type=int, default=K8S_REPLICAS, help=f"server pods (default {K8S_REPLICAS})")
     sub.add_parser("k8s-secret", help="print the Secret with the certificates of certs/ (for kubectl apply -f -)")
+    sub.add_parser("wheels", help="download the image's wheels into deploy/wheels/ (for PCBOOK_WHEELS=local)")
     for p in (run, health, render, k8s):
         p.add_argument("--lesson", type=int, default=None,
                        help=f"lesson number (default ${LESSON_ENV}, else {DEFAULT_LESSON})")
@@ -502,6 +503,15 @@ def main(argv: list[str] | None = None) -> int:
                 raise ContainerError("--replicas must be at least 1")
             for path in write_k8s(args.out, number, args.replicas):
                 print(f"wrote {paths.shown(path)}")
+        elif args.command == "wheels":
+            from pcbook.stack import dockerd
+
+            dest = paths.ROOT / "deploy" / "wheels"
+            try:
+                dockerd.fill_wheelhouse(dockerd.image_requirements(), dest)
+            except dockerd.DockerUnavailable as e:
+                raise ContainerError(str(e)) from None
+            print(f"{len(list(dest.glob('*.whl')))} wheels in {paths.shown(dest)}; build with PCBOOK_WHEELS=local")
         elif args.command == "k8s-secret":
             print(to_yaml([secret_document()]), end="")
         if args.command != "run":
