@@ -16,7 +16,7 @@ from pcbook.paths import shown
 from pcbook.stack import nginx, owners, procs
 from pcbook.stack.ports import find_listener, holder
 from pcbook.workbook import manifest
-from pcbook.workbook.runner import run_lesson
+from pcbook.workbook.runner import run_lesson, write_line
 
 
 def _lesson(number: int) -> manifest.Lesson:
@@ -51,7 +51,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     conf = _config(args.conf)
     if conf is not None and lesson.checkpoint_config is None:
         raise SystemExit(f"lesson {lesson.number}'s checkpoint uses no nginx, so it takes no CONF")
-    result = run_lesson(lesson, conf=conf, checkpoint_only=True, echo=None if args.quiet else print)
+    result = run_lesson(lesson, conf=conf, checkpoint_only=True, echo=None if args.quiet else write_line)
     print(result.checkpoint_line())
     return 0 if result.checkpoint_passed else 1
 
@@ -189,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Ctrl-C stops a lesson even when a script started it in the background: the shell then leaves
+    # SIGINT ignored, and Python installs no KeyboardInterrupt handler for an ignored signal.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -44,7 +44,9 @@ SHOWN_LOG_LINES = 8
 
 
 def _print(line: str) -> None:
-    print(line, flush=True)  # flush: the kernel shows a cell's output live only as it is flushed
+    # One write (reader threads' lines never split it), flushed: the kernel shows a cell's output live
+    # only as it is flushed.
+    print(line + "\n", end="", flush=True)
 
 
 # --- what notebooks display --------------------------------------------------------------------------

@@ -17,7 +17,6 @@ import os
 import re
 import shlex
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +47,14 @@ STACK_ERRORS = (procs.PortBusyError, procs.NotReadyError, nginx.NginxError, tls.
 
 Echo = Callable[[str], None]
 _runs = itertools.count(1)
+
+
+def write_line(line: str) -> None:
+    """The default echo: one write per line, so that the runner's lines and the processes' (echoed by
+    reader threads) never interleave mid-line. (print() writes the text and the newline separately; a
+    lock around it could be left held by a Ctrl-C landing between acquiring it and entering the block.)"""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def settle(ready: Callable[[], bool], timeout: float, wait: Callable[[float], Any] = time.sleep) -> bool:
@@ -138,7 +145,7 @@ def conf_for(lesson: Lesson, step: Step, learner_conf: Path | None) -> Path | No
 class LessonRunner:
     """Brings a Stack from one step's state to the next and judges each step."""
 
-    def __init__(self, stack: procs.Stack, lesson: Lesson, echo: Echo | None = print) -> None:
+    def __init__(self, stack: procs.Stack, lesson: Lesson, echo: Echo | None = write_line) -> None:
         self.stack = stack
         self.lesson = lesson
         self.echo = echo or (lambda _line: None)
@@ -511,7 +518,7 @@ def run_lesson(
     checkpoint_only: bool = False,
     keep: bool = False,
     stop_at_failure: bool = False,
-    echo: Echo | None = print,
+    echo: Echo | None = write_line,
 ) -> LessonResult:
     """Replay a lesson (or only its checkpoint steps) and return what each step showed.
 
@@ -519,7 +526,6 @@ def run_lesson(
     ``keep`` leaves the last step's stack running until Ctrl-C.
     ``stop_at_failure`` ends the run at the first checkpoint step that fails (a quick "no").
     """
-    echo = _one_writer(echo) if echo is not None else None
     say = echo or (lambda _line: None)
     result = LessonResult(lesson)
     steps = lesson.checkpoint_steps if checkpoint_only else lesson.steps
@@ -546,17 +552,6 @@ def run_lesson(
             result.error = str(err)
             say(f"!! {err}")
     return result
-
-
-def _one_writer(echo: Echo) -> Echo:
-    """`echo` behind a lock: the runner's lines and the processes' (echoed by reader threads) never
-    interleave mid-line."""
-    lock = threading.Lock()
-
-    def locked(line: str) -> None:
-        with lock:
-            echo(line)
-    return locked
 
 
 def announce(say: Echo, index: int, total: int, step: Step, conf: Path | None) -> None:
