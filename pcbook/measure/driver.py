@@ -286,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
 # -- for the lessons' scenarios: run the driver and the servers in a Stack ------------------------------
 
 # The laptop service logs `receive a create-laptop request with id: <uuid>` for every CreateLaptop.
-_RECEIVED = re.compile(r"receive a create-laptop request with id: (\S+)")
+# Anchored to the whole line (the server escapes control characters of client values: none can start a line).
+_RECEIVED = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d receive a create-laptop request with id: ([0-9a-f-]{36})$")
 _BIND_WAIT = 65.0  # a TIME_WAIT socket holds a port for 60 s on Linux
 _runs = itertools.count(1)
 

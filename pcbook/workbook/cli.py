@@ -69,7 +69,7 @@ def cmd_nginx(args: argparse.Namespace) -> int:
     with procs.Stack() as stack:
         try:
             nginx.start_nginx(stack, conf, port=manifest.NGINX_PORT)
-        except (procs.PortBusyError, nginx.NginxError) as err:
+        except (procs.PortBusyError, procs.NotReadyError, nginx.NginxError) as err:
             print(err, file=sys.stderr)
             return 1
         print(f"nginx is up on {manifest.NGINX_PORT} with {shown(conf)}. In other terminals, as in the tutorial:")
@@ -197,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:
+        # A second Ctrl-C (while the stack is stopping) must not cut the stopping short, and the
+        # message comes only once everything has really stopped.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        procs.close_all()
         print("interrupted; everything was stopped", file=sys.stderr)
         return 130
 

@@ -157,6 +157,10 @@ class LessonRunner:
         seen = self._observe(mark, step, client_ok, client_lines)
         return Outcome(step.title, step.why, step.checkpoint, judge.differences(step.expect, seen), seen)
 
+    def _access_log_note(self) -> str:
+        assert self.nginx is not None
+        return _access_note(self.nginx.access_log, self.nginx.conf)
+
     def _observe(
         self, mark: object, step: Step, client_ok: bool, client_lines: list[str]
     ) -> judge.Observation:
@@ -172,10 +176,24 @@ class LessonRunner:
                 seen.server_lines += lines
             if self.nginx is not None:
                 seen.access_lines = self.nginx.access_log_lines()
+                seen.access_log = self._access_log_note()
                 seen.nginx_errors = self.nginx.error_log_lines()
             if judge.settled(step.expect, seen, step.client.runs) or time.monotonic() > deadline:
                 return seen
             self.stack.wait_for_output(0.05)  # nginx's log files are polled, pipes wake us up
+
+
+def _access_note(read: Path, conf: Path) -> str:
+    """Which access log the checkpoint read and, when the config writes elsewhere, where."""
+    note = f"read from {shown(read)}"
+    try:
+        targets = nginx.access_log_targets(nginx.read_config(conf))
+    except nginx.NginxError:
+        return note
+    elsewhere = [t for t in targets if t != "logs/access.log"]
+    if elsewhere and "logs/access.log" not in targets:
+        note += f"; your config writes its access log to {', '.join(elsewhere)}, the checkpoint reads logs/access.log"
+    return note
 
 
 def run_lesson(
