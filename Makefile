@@ -51,8 +51,9 @@ server2-tls: $(READY) ## server2 on 50052 with TLS (CLIENT_AUTH=none for server-
 	@$(PY) -m pcbook.server --port 50052 --tls --client-auth $(or $(CLIENT_AUTH),require)
 client: $(READY) ## the client, plaintext, against 0.0.0.0:8080
 	@$(PY) -m pcbook.client --address 0.0.0.0:8080
-client-tls: $(READY) ## the client with mutual TLS against 0.0.0.0:8080
-	@$(PY) -m pcbook.client --address 0.0.0.0:8080 --tls
+client-tls: $(READY) ## the client with mutual TLS against 0.0.0.0:8080 (CLIENT_CERT=none or foreign: a refused one)
+	@$(PY) -m pcbook.client --address 0.0.0.0:8080 --tls $(if $(filter none,$(CLIENT_CERT)),--no-client-cert) \
+	  $(if $(filter foreign,$(CLIENT_CERT)),--certs-dir $$($(PY) -m pcbook.service.certs --foreign-client))
 
 ## Lessons (N = the lesson number; `make list` shows them all)
 lesson-%: $(READY) ## replay lesson N on a real stack and check it (KEEP=1 leaves the stack up)

@@ -25,6 +25,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m pcbook.client", description="The pcbook gRPC client.")
     p.add_argument("--address", required=True, help="the server address, e.g. 0.0.0.0:8080 or ipv4:a:1,b:2")
     p.add_argument("--tls", action="store_true", help="enable SSL/TLS (mutual: shows the client certificate)")
+    p.add_argument(
+        "--no-client-cert", action="store_true", help="with --tls: show no client certificate (to see a refusal)"
+    )
+    p.add_argument(
+        "--certs-dir",
+        default=None,
+        help="with --tls: the folder of ca-cert.pem and the client's certificate and key (default certs/)",
+    )
     p.add_argument("--refresh-seconds", type=float, default=30.0, help="token refresh period (default 30)")
     p.add_argument("--laptops", type=int, default=3, help="how many random laptops to create (default 3)")
     p.add_argument("--search", action="store_true", help="then search laptops (max 3000 usd, 4 cores, 2.5 GHz, 8 GB)")
@@ -48,6 +56,8 @@ def _run(args: argparse.Namespace) -> None:
         conn = laptop_client.connect(
             args.address,
             tls_enabled=args.tls,
+            certs_dir=args.certs_dir,
+            client_cert=not args.no_client_cert,
             refresh_seconds=args.refresh_seconds,
             lb_policy=args.lb_policy,
             health_check=args.health_check,

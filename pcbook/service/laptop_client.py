@@ -186,6 +186,7 @@ def connect(
     health_check: bool = False,
     timeout: float = DEFAULT_TIMEOUT,
     quiet: bool = False,
+    client_cert: bool = True,
 ) -> Connection:
     """Log in and return a ready Connection, as the tutorial's client sets itself up.
 
@@ -193,12 +194,17 @@ def connect(
     interceptor (and the ``lb_policy`` / ``health_check`` settings). Raises grpc.RpcError if the first
     login fails and tls.CertificateFileError if a certificate file is missing.
     """
-    auth_channel = make_channel(address, tls_enabled=tls_enabled, certs_dir=certs_dir)
+    auth_channel = make_channel(address, tls_enabled=tls_enabled, certs_dir=certs_dir, client_cert=client_cert)
     try:
         refresher = TokenRefresher(AuthClient(auth_channel, username, password), refresh_seconds, quiet=quiet)
         refresher.start()
         base = make_channel(
-            address, tls_enabled=tls_enabled, certs_dir=certs_dir, lb_policy=lb_policy, health_check=health_check
+            address,
+            tls_enabled=tls_enabled,
+            certs_dir=certs_dir,
+            client_cert=client_cert,
+            lb_policy=lb_policy,
+            health_check=health_check,
         )
     except BaseException:
         auth_channel.close()

@@ -184,6 +184,11 @@ def _statements(text: str) -> Iterator[_Statement]:
     return
 
 
+def statements(text: str) -> list[_Statement]:
+    """Every directive of a config in order, simple ones and block openers, with their offsets."""
+    return list(_statements(text))
+
+
 def main_directives(text: str) -> set[str]:
     """Names of the directives of the main context (outside any block)."""
     return {s.words[0] for s in _statements(text) if s.words and not s.parents}

@@ -80,6 +80,8 @@ def differences(expect: Expect, seen: Observation) -> list[str]:
             diffs.append(
                 f"{method} should reach only {' or '.join(allowed)} but reached {', '.join(sorted(servers))}"
             )
+    if expect.no_calls and seen.calls:
+        diffs.append(f"nginx should refuse the call, but a server got it (calls seen: {_describe(seen)})")
     if expect.access_posts is not None and len(seen.posts) < expect.access_posts:
         where = f" ({seen.access_log})" if seen.access_log else ""
         diffs.append(f"nginx's access log{where} shows {len(seen.posts)} POST lines, expected {expect.access_posts}")

@@ -44,6 +44,9 @@ class Server:
         return f"{self.name} on {self.port} ({kind})"
 
 
+CLIENT_CERTS = ("ours", "none", "foreign")
+
+
 @dataclass(frozen=True)
 class Client:
     """One run (or several) of the tutorial's client."""
@@ -51,12 +54,17 @@ class Client:
     tls: bool = False
     address: str = f"0.0.0.0:{NGINX_PORT}"
     runs: int = 1
+    # With tls: the client certificate it shows. "none": no certificate; "foreign": one signed by
+    # another CA (certs.foreign_client_dir()); both must be refused by an nginx that requires mutual TLS.
+    cert: str = "ours"
 
     def args(self) -> list[str]:
-        return ["--address", self.address] + (["--tls"] if self.tls else [])
+        args = ["--address", self.address] + (["--tls"] if self.tls else [])
+        return args + (["--no-client-cert"] if self.cert == "none" else [])
 
     def make_target(self) -> str:
-        return "client-tls" if self.tls else "client"
+        target = "client-tls" if self.tls else "client"
+        return target + (f" CLIENT_CERT={self.cert}" if self.cert != "ours" else "")
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,7 @@ class Expect:
     # method -> the only servers allowed to serve it (and at least one of them must).
     routes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     access_posts: int | None = None  # at least this many POST lines in nginx's access log
+    no_calls: bool = False  # no server logged any call: nginx refused it before any backend saw it
 
     def describe(self) -> list[str]:
         """Plain-English claims, for the docs and the runner's output."""
@@ -88,6 +97,8 @@ class Expect:
             claims.append(f"{method} is served only by {' or '.join(servers)}")
         if self.access_posts:
             claims.append(f"nginx's access log shows {self.access_posts} POST lines")
+        if self.no_calls:
+            claims.append("no call reaches a server")
         return claims
 
 
@@ -182,6 +193,31 @@ NO_CLIENT_CERT_NGINX = (
     r"bad certificate|certificate required|peer closed connection in SSL handshake|" + UPSTREAM_DROPPED
 )
 NO_CLIENT_CERT_SERVER = r"PEER_DID_NOT_RETURN_A_CERTIFICATE"
+# nginx with `ssl_verify_client on` completes the handshake and answers every request 400 when the
+# client showed no certificate or one it cannot verify; the gRPC client reports that HTTP status.
+REFUSED_BY_NGINX = r"cannot create auth interceptor: rpc error: code = \w+ desc = .*400"
+
+
+def _refusals(servers: tuple[Server, ...], conf: str) -> tuple[Step, ...]:
+    """The checkpoint steps that prove nginx itself requires a client certificate signed by the CA."""
+    return tuple(
+        Step(
+            title,
+            servers,
+            Client(tls=True, cert=cert),
+            Expect(ok=False, client_says=REFUSED_BY_NGINX, no_calls=True),
+            f"`ssl_verify_client on` with `ssl_client_certificate cert/ca-cert.pem`: nginx answers 400 to {who}, "
+            "and no backend ever sees the call.",
+            nginx=conf,
+            checkpoint=True,
+        )
+        for title, cert, who in (
+            ("a TLS client without a certificate is refused by nginx", "none", "a client that shows no certificate"),
+            ("a TLS client with another CA's certificate is refused by nginx", "foreign",
+             "a certificate that the CA did not sign"),
+        )
+    )
+
 
 LESSONS: tuple[Lesson, ...] = (
     Lesson(
@@ -259,6 +295,7 @@ LESSONS: tuple[Lesson, ...] = (
                 nginx="lesson-3.conf",
                 checkpoint=True,
             ),
+            *_refusals(PLAIN_PAIR, "lesson-3.conf"),
         ),
     ),
     Lesson(
@@ -306,6 +343,7 @@ LESSONS: tuple[Lesson, ...] = (
                 nginx="lesson-4.conf",
                 checkpoint=True,
             ),
+            *_refusals(SERVER_TLS_PAIR, "lesson-4.conf"),
         ),
     ),
     Lesson(
@@ -332,6 +370,7 @@ LESSONS: tuple[Lesson, ...] = (
                 nginx="lesson-5.conf",
                 checkpoint=True,
             ),
+            *_refusals(MTLS_PAIR, "lesson-5.conf"),
         ),
     ),
     Lesson(
@@ -353,6 +392,7 @@ LESSONS: tuple[Lesson, ...] = (
                 nginx="lesson-6.conf",
                 checkpoint=True,
             ),
+            *_refusals(MTLS_PAIR, "lesson-6.conf"),
         ),
     ),
     # Beyond the tutorial. These lessons use their own ports (50071.., 8071..) so that they never
