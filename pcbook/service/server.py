@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import signal
 import socket
 import sys
@@ -15,6 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from pcbook.discovery.registry import Etcd, Registration, RegistryError, parse_url
 from pcbook.pb import auth_service_pb2, auth_service_pb2_grpc, laptop_service_pb2, laptop_service_pb2_grpc
 from pcbook.service import auth, tls
 from pcbook.service.auth_service import AuthServicer
@@ -171,7 +173,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--search-delay-ms", type=int, default=0, help="simulated work per laptop examined by SearchLaptop, ms"
     )
+    reg = parser.add_argument_group("service discovery (lessons 11-12)")
+    reg.add_argument("--register", metavar="etcd://HOST:PORT[/prefix]", default=None,
+                     help="register as <prefix>/<name> = <advertise>:<port> in etcd under a lease kept alive;"
+                          " a graceful stop revokes it first (default prefix /pcbook)")
+    reg.add_argument("--name", default=None, help="the key under the prefix (default server-<port>)")
+    reg.add_argument("--advertise", default=None,
+                     help="the host clients should dial (default --host, or 127.0.0.1 when it is 0.0.0.0)")
+    reg.add_argument("--register-ttl", type=int, default=3, help="lease TTL, s (default 3)")
+    reg.add_argument("--drain-seconds", type=float, default=1.0,
+                     help="with --register: keep serving this long after deregistering, so clients that have"
+                          " not seen the removal yet still get answers (default 1)")
     args = parser.parse_args(argv)
+    if args.register is not None:
+        try:
+            args.registry = parse_url(args.register)
+        except ValueError as e:
+            parser.error(f"--register: {e}")
+        if args.register_ttl < 1 or args.drain_seconds < 0:
+            parser.error("--register-ttl must be at least 1 and --drain-seconds not negative")
+        if args.port == 0:
+            parser.error("--register needs a fixed --port (the address goes into the registry)")
+    elif args.name or args.advertise:
+        parser.error("--name and --advertise go with --register")
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be between 0 and 65535, not {args.port}")
     if args.workers < 1 or args.max_streams < 1:
@@ -181,6 +205,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _register(args: argparse.Namespace, pcbook: PcbookServer) -> Registration:
+    """Put <prefix>/<name> = host:port under a lease that a thread keeps alive (see registry.Registration)."""
+    host = args.advertise or ("127.0.0.1" if args.host in ("0.0.0.0", "") else args.host)
+    name = args.name or f"server-{pcbook.port}"
+    key = f"{args.registry.prefix}/{name}"
+    registration = Registration(Etcd(args.registry), key, f"{host}:{pcbook.port}", ttl=args.register_ttl, log=log)
+    try:
+        lease = registration.start()
+    except RegistryError as e:
+        pcbook.stop(0)
+        fatal(f"cannot register in {args.registry}: {e}")
+    log(f"registered {key} = {host}:{pcbook.port} in {args.registry} (lease {lease.id:x}, TTL {lease.ttl} s)")
+    return registration
+
+
+def _deregister(registration: Registration, pcbook: PcbookServer, drain: float) -> None:
+    """Leave the registry first, then keep answering for `drain` s: a client that picked this server
+    before it saw the removal still gets its answer. Health turns NOT_SERVING for health-checking clients."""
+    try:
+        registration.close()
+        log(f"deregistered {registration.key} (lease revoked); draining for {drain:g} s")
+    except RegistryError as e:
+        log(f"cannot revoke the lease ({e}); the key goes when its TTL runs out; draining for {drain:g} s")
+    pcbook.set_serving(False)
+    time.sleep(drain)  # the drain period is the server's policy, not a wait for an event
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     log(f"start server on port {args.port}, TLS = {str(args.tls).lower()}")
@@ -188,10 +239,10 @@ def main(argv: list[str] | None = None) -> int:
         secret, is_default = auth.secret_from_env()
     except auth.WeakSecretError as e:
         fatal(str(e))
-    if is_default:
-        log(f"using the development JWT secret; set {auth.SECRET_ENV} to use your own")
-    else:
+    if not is_default:
         log(f"using the JWT secret from {auth.SECRET_ENV}")
+    elif not os.environ.get(auth.DEV_SECRET_NOTED_ENV):
+        log(f"using the development JWT secret; set {auth.SECRET_ENV} to use your own")
 
     credentials = None
     if args.tls:
@@ -229,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.tls:
         mode = ", client certificates required" if args.client_auth == "require" else ", no client certificate"
     log(f"server is listening on {args.host}:{pcbook.port}{mode}; images go to {pcbook.image_store.folder}")
+    registration = _register(args, pcbook) if args.register is not None else None
     while True:
         while not pending:
             time.sleep(0.1)
@@ -242,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
             log(f"health status set to SERVING ({name})")
         else:
             log(f"shutting down ({name})")
+            if registration is not None:
+                _deregister(registration, pcbook, args.drain_seconds)
             pcbook.stop(GRACE_SECONDS)
             log("server stopped")
             return 0

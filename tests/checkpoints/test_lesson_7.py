@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from pcbook.lessons import client_side
 from pcbook.stack import procs
 from pcbook.stack.ports import find_listener
-from pcbook.workbook.manifest import client_side
 from pcbook.workbook.runner import ScenarioContext
 
 from .support import explain, story
