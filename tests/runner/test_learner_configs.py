@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,7 @@ def _assert_one_clear_answer(done: subprocess.CompletedProcess[str], *expected: 
     assert "Traceback" not in said, said
     for text in expected:
         assert text in said, said
-    assert find_listener(8080) is None and not leftovers(), "nothing may be left running"
+    assert find_listener(8080) is None and not _new_leftovers(), "nothing may be left running"
 
 
 def test_daemon_on_is_refused_not_lost(tmp_path: Path) -> None:
@@ -124,9 +125,20 @@ def test_a_second_ctrl_c_still_stops_everything_before_saying_so() -> None:
     assert "Traceback" not in said, said
     if "interrupted; everything was stopped" in said:
         assert lines[-1] == "interrupted; everything was stopped", said
-    assert find_listener(8080) is None and not leftovers(), said
+    assert find_listener(8080) is None and not _new_leftovers(), said
 
 
 @pytest.fixture(autouse=True)
-def _nothing_left() -> None:
-    assert not leftovers(), f"running before the test: {leftovers()}"
+def _nothing_left() -> Iterator[None]:
+    before = {pid for pid, _ in leftovers()}
+    _BEFORE.clear()
+    _BEFORE.update(before)
+    yield
+    assert not _new_leftovers(), f"left running: {_new_leftovers()}"
+
+
+_BEFORE: set[int] = set()
+
+
+def _new_leftovers() -> list[tuple[int, str]]:
+    return [(pid, cmd) for pid, cmd in leftovers() if pid not in _BEFORE and "<defunct>" not in cmd]
