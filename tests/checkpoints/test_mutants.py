@@ -74,7 +74,7 @@ def test_every_mutant_of_the_checkpoint_config_fails_the_checkpoint(number: int,
     t0 = time.monotonic()
     # The control: the lesson's own config passes in the same conditions, so a mutant's failure is
     # its own and not, say, a busy port.
-    control = run_lesson(lesson, conf=conf, checkpoint_only=True, echo=None, fail_fast=True)
+    control = run_lesson(lesson, conf=conf, checkpoint_only=True, echo=None, stop_at_failure=True)
     assert control.checkpoint_passed, control.checkpoint_line()
     for i, mutant in enumerate(mutants(text)):
         if (number, mutant.directive) in ALLOWED:
@@ -84,7 +84,7 @@ def test_every_mutant_of_the_checkpoint_config_fails_the_checkpoint(number: int,
             continue
         path = tmp_path / f"mutant-{i}.conf"
         path.write_text(mutant.text)
-        result = run_lesson(lesson, conf=path, checkpoint_only=True, echo=None, fail_fast=True)
+        result = run_lesson(lesson, conf=path, checkpoint_only=True, echo=None, stop_at_failure=True)
         if result.checkpoint_passed:
             survivors.append(mutant.name)
         else:
