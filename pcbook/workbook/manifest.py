@@ -42,17 +42,18 @@ REFUSED_400 = Text(r"cannot create auth interceptor: rpc error: code = \w+ desc 
                    "that nginx answered 400 (`Received http2 header with status: 400`)")
 
 
-def _refusals(servers: tuple[Server, ...], conf: str) -> tuple[Step, ...]:
+def _refusals(servers: tuple[Server, ...], conf: str | Nginx,
+              address: str = f"0.0.0.0:{NGINX_PORT}") -> tuple[Step, ...]:
     """The checkpoint steps that prove nginx itself requires a client certificate signed by the CA."""
     return tuple(
         _step(
             title,
             servers,
-            Client(tls=True, cert=cert),
+            Client(tls=True, address=address, cert=cert),
             Expect(ok=False, client_says=REFUSED_400, no_calls=True),
             f"`ssl_verify_client on` with `ssl_client_certificate cert/ca-cert.pem`: nginx answers 400 to {who}, "
             "and no backend ever sees the call.",
-            nginx=Nginx(conf),
+            nginx=conf if isinstance(conf, Nginx) else Nginx(conf),
             checkpoint=True,
         )
         for title, cert, who in (
@@ -653,6 +654,7 @@ LESSONS: tuple[Lesson, ...] = (
                 claims=(f"{streams.L4_CLIENTS} clients, one connection each: the calls spread over both servers",),
                 checkpoint=True,
             ),
+            *_refusals(L9_SERVERS, L9_FINAL, L9_L7),
         ),
     ),
     Lesson(
