@@ -182,7 +182,8 @@ def refused(ctx: StepContext) -> NginxRun:
     ctx.say(f"nginx tried {VICTIM} {len(tries)} time(s) for {requests} requests (Login included)")
     if disabled:
         ctx.say("nginx's error log: ... upstream server temporarily disabled while connecting to upstream ...")
-    return NginxRun(run, tuple(tries), requests, len(tries), disabled)
+    return NginxRun(run, tuple(tries), requests=requests, attempts_on_dead_server=len(tries),
+                    temporarily_disabled=disabled)
 
 
 def refused_is_retried(result: NginxRun) -> list[str]:

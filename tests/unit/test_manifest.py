@@ -103,3 +103,9 @@ def test_unknown_lesson_names_the_known_ones() -> None:
         assert "1, 2, 3" in str(err)
     else:
         raise AssertionError("lessons.get(42) should fail")
+
+
+def test_progress_checks_exactly_the_lessons_with_an_exercise() -> None:
+    # `make progress` runs these; the others (lesson 1: no nginx; 7-10: beyond the tutorial) it lists
+    # as having no exercise, never as done.
+    assert [lesson.number for lesson in manifest.LESSONS if lesson.exercise] == [2, 3, 4, 5, 6]
