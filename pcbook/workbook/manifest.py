@@ -36,6 +36,34 @@ def _step(title: str, servers: tuple[Server, ...], client: Client, expect: Expec
     return Step(title, why, servers, nginx, client, expect, checkpoint=checkpoint)
 
 
+# nginx with `ssl_verify_client on` completes the handshake and answers every request 400 when the
+# client showed no certificate or one it cannot verify; the gRPC client reports that HTTP status.
+REFUSED_400 = Text(r"cannot create auth interceptor: rpc error: code = \w+ desc = .*status: 400",
+                   "that nginx answered 400 (`Received http2 header with status: 400`)")
+
+
+def _refusals(servers: tuple[Server, ...], conf: str | Nginx,
+              address: str = f"0.0.0.0:{NGINX_PORT}") -> tuple[Step, ...]:
+    """The checkpoint steps that prove nginx itself requires a client certificate signed by the CA."""
+    return tuple(
+        _step(
+            title,
+            servers,
+            Client(tls=True, address=address, cert=cert),
+            Expect(ok=False, client_says=REFUSED_400, no_calls=True),
+            f"`ssl_verify_client on` with `ssl_client_certificate cert/ca-cert.pem`: nginx answers 400 to {who}, "
+            "and no backend ever sees the call.",
+            nginx=conf if isinstance(conf, Nginx) else Nginx(conf),
+            checkpoint=True,
+        )
+        for title, cert, who in (
+            ("a TLS client without a certificate is refused by nginx", "none", "a client that shows no certificate"),
+            ("a TLS client with another CA's certificate is refused by nginx", "foreign",
+             "a certificate that the CA did not sign"),
+        )
+    )
+
+
 def _plain(name: str, port: int) -> Server:
     return Server(name, port)
 
@@ -190,6 +218,7 @@ LESSONS: tuple[Lesson, ...] = (
                 nginx=Nginx("lesson-3.conf"),
                 checkpoint=True,
             ),
+            *_refusals(PLAIN_PAIR, "lesson-3.conf"),
         ),
     ),
     Lesson(
@@ -240,6 +269,7 @@ LESSONS: tuple[Lesson, ...] = (
                 nginx=Nginx("lesson-4.conf"),
                 checkpoint=True,
             ),
+            *_refusals(SERVER_TLS_PAIR, "lesson-4.conf"),
             _step(
                 "aside: backends requiring a certificate again, nginx held to TLS 1.2 as the lecture's nginx was",
                 MTLS_PAIR,
@@ -285,6 +315,7 @@ LESSONS: tuple[Lesson, ...] = (
                 nginx=Nginx("lesson-5.conf"),
                 checkpoint=True,
             ),
+            *_refusals(MTLS_PAIR, "lesson-5.conf"),
         ),
     ),
     Lesson(
@@ -306,6 +337,7 @@ LESSONS: tuple[Lesson, ...] = (
                 nginx=Nginx("lesson-6.conf"),
                 checkpoint=True,
             ),
+            *_refusals(MTLS_PAIR, "lesson-6.conf"),
         ),
     ),
     # Beyond the tutorial. These lessons use their own ports (50071.., 8071..) so that they never
@@ -622,6 +654,7 @@ LESSONS: tuple[Lesson, ...] = (
                 claims=(f"{streams.L4_CLIENTS} clients, one connection each: the calls spread over both servers",),
                 checkpoint=True,
             ),
+            *_refusals(L9_SERVERS, L9_FINAL, L9_L7),
         ),
     ),
     Lesson(
