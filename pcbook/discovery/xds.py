@@ -25,10 +25,17 @@ carries the nonce of our last response is an ACK (version_info is the version we
 (error_detail set); one without a nonce is a new subscription; one with an older nonce is stale.
 Answering an ACK with a response would make the client ACK again: a loop.
 
+Measured (tests/discovery/test_xds.py, three runs): a push is ACKed 4-9 ms after the etcd change; a
+new server's first call 0.015-0.10 s after its registration; 3:1 locality weights gave 0.78-0.80 of
+the calls to the heavier server (N = 200), 3:1 endpoint weights exactly 0.5; draining lost 0 calls; a
+SIGKILL lost the 1 call in flight.
+
 When the control plane dies, grpc clients keep the last resources they accepted and go on calling;
 they reconnect with backoff and subscribe again, and the restarted control plane answers from the
-registry. It waits for its first read of the registry before it serves: answering a reconnecting
-client with an empty endpoint list would empty that client's picker.
+registry (measured: 0 failed calls over 3.4-4.2 s without a control plane; a server registered
+meanwhile got its first call 2.4-3.1 s after the restart, the client's reconnect backoff). It waits
+for its first read of the registry before it serves: answering a reconnecting client with an empty
+endpoint list would empty that client's picker.
 """
 
 from __future__ import annotations
