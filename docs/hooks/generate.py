@@ -12,8 +12,9 @@ Strict: a CLI module that cannot be imported, a parser that cannot be found or a
 fails the build. (While the CLIs were being written, a missing module rendered a visible note instead;
 ``PCBOOK_DOCS_SOFT=1`` brings that back for a checkout where one is missing on purpose.)
 
-``MERMAID_JS=/path/to/mermaid.min.js`` copies that file into the site and loads it, so diagrams render
-without the CDN that Material otherwise fetches mermaid from.
+Diagrams: the pinned mermaid.min.js that `make setup` puts into the virtual environment (see
+mermaid_js.py; ``MERMAID_JS=/path/to/mermaid.min.js`` for another) is copied into the site and loaded
+before Material's code, so diagrams render without the CDN Material otherwise fetches mermaid from.
 """
 
 from __future__ import annotations
@@ -29,11 +30,15 @@ import shutil
 import sys
 from pathlib import Path, PurePosixPath
 
+from mkdocs.exceptions import PluginError
+
 from pcbook.workbook import manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import mermaid_js  # noqa: E402  (this folder: the pinned mermaid)
 
 log = logging.getLogger("mkdocs.hooks.generate")
 
@@ -44,8 +49,14 @@ CLI_MODULES = {
     "stream_probe": "pcbook.measure.stream_probe",  # lesson 9's driver
     "load": "pcbook.measure.driver",  # lessons 7 and 8: the load driver
     "bench": "pcbook.measure.bench",  # lesson 10: `make bench`
+    "containers": "pcbook.stack.containers",  # deploy/: the image's entry point and the k8s renderer
 }
 MERMAID_ASSET = "assets/javascripts/mermaid.min.js"
+# Run right after it: mermaid would otherwise render every `pre.mermaid` itself on page load, from the
+# fence's HTML (an error diagram), before Material renders it properly.
+MERMAID_INIT = "assets/javascripts/mermaid-init.js"
+MERMAID_INIT_JS = "mermaid.initialize({ startOnLoad: false });\n"
+GEN_HINT = "run `make gen` (`make setup` installs the dependencies only), or PCBOOK_DOCS_SOFT=1 to build without it"
 _PLACEHOLDER = re.compile(r"<!--\s*(make-targets|lessons|cli:\s*(\w+)|steps:\s*(\d+))\s*-->")
 
 
@@ -94,15 +105,12 @@ def find_parser(module_name: str) -> argparse.ArgumentParser | None:
     """
     try:
         module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        missing_ours = err.name and (err.name == "pcbook" or err.name.startswith("pcbook."))
+    except ImportError as err:  # ModuleNotFoundError, or `cannot import name X from pcbook.pb`
+        missing_ours = bool(err.name) and (err.name == "pcbook" or err.name.startswith("pcbook."))
         if missing_ours and os.environ.get("PCBOOK_DOCS_SOFT"):
             return None
         if missing_ours:
-            raise RuntimeError(
-                f"cannot import {module_name} to document its flags ({err}); generated code missing? "
-                "run `make gen` (or PCBOOK_DOCS_SOFT=1 to build without it)"
-            ) from err
+            raise PluginError(f"cannot import {module_name} to document its flags ({err}); {GEN_HINT}") from None
         raise
     for name in ("build_parser", "make_parser", "parser", "get_parser", "create_parser", "_parser"):
         factory = getattr(module, name, None)
@@ -290,16 +298,29 @@ def _md_cell(text: str) -> str:
 # ---------------------------------------------------------------- MkDocs events
 
 
+def _check_generated_code() -> None:
+    """One line, not a traceback, when the docs are built before `make gen`: the CLIs import the code."""
+    if os.environ.get("PCBOOK_DOCS_SOFT"):
+        return
+    try:
+        importlib.import_module("pcbook.pb.laptop_service_pb2")
+    except ImportError:
+        raise PluginError(f"the generated gRPC code (pcbook/pb/*_pb2.py) is missing: {GEN_HINT}") from None
+
+
 def on_config(config, **kwargs):
+    _check_generated_code()
     # Snippets resolve against the repo root whatever the working directory is.
     snippets = config.mdx_configs.setdefault("pymdownx.snippets", {})
     snippets["base_path"] = [str(ROOT)]
-    mermaid = os.environ.get("MERMAID_JS")
-    if mermaid:
-        if not Path(mermaid).is_file():
-            raise FileNotFoundError(f"MERMAID_JS={mermaid} is not a file")
+    mermaid = mermaid_js.find()
+    if mermaid is None:
+        log.info("generate: no local mermaid.min.js (run `make setup`); diagrams will load it from the CDN")
+    elif not mermaid.is_file():
+        raise PluginError(f"{mermaid_js.ENV}={mermaid} is not a file")
+    else:
         # Loaded before Material's own code looks for `mermaid`, so it never fetches it from the CDN.
-        config.extra_javascript.insert(0, MERMAID_ASSET)
+        config.extra_javascript[:0] = [MERMAID_ASSET, MERMAID_INIT]
     return config
 
 
@@ -317,8 +338,9 @@ def on_page_markdown(markdown, page, config, files, **kwargs):
 
 
 def on_post_build(config, **kwargs):
-    mermaid = os.environ.get("MERMAID_JS")
-    if mermaid:
+    mermaid = mermaid_js.find()
+    if mermaid is not None:
         target = Path(config.site_dir) / MERMAID_ASSET
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(mermaid, target)
+        (Path(config.site_dir) / MERMAID_INIT).write_text(MERMAID_INIT_JS)

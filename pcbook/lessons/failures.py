@@ -166,12 +166,17 @@ def nginx_errors(ctx: ScenarioContext, index: int, total: int, conf: Path, check
     ctx.step(index, total, title, _describe(conf, (), f"--calls {calls} --login-optional", expect))
     servers(ctx, ())
     ng = fresh_nginx(ctx, conf)
+    mark = ctx.stack.mark()
     report = driver.run_load(ctx.stack, ADDRESS, calls=calls, login_optional=True)
+    login = next((m["said"] for line in ctx.stack.lines_since(mark, "client")
+                  if (m := re.search(r"cannot log in \((?P<said>.*)\); sending", line))), None)
     no_live = settle_error_log(ctx, ng, r"no live upstreams")
     ctx.stack.stop("nginx")
     seen = sorted({_said(c) for c in report.calls})
+    if login:
+        ctx.say(f"   the Login sees: {login}")
     for said in seen:
-        ctx.say(f"   the client sees: {said}")
+        ctx.say(f"   the calls see: {said}")
     if no_live:
         ctx.say("   nginx's error log: ... no live upstreams while connecting to upstream ...")
     diffs = []
@@ -189,15 +194,18 @@ def nginx_errors(ctx: ScenarioContext, index: int, total: int, conf: Path, check
     if not no_live:
         diffs.append("nginx's error log shows no `no live upstreams` line")
     if grpc_status:
-        why = ("`error_page 502 503 = @grpc_unavailable` sends the error to a named location that answers "
+        why = ("`error_page 502 = @grpc_unavailable` sends the error to a named location that answers "
                "204 with the headers grpc-status: 14 and grpc-message; grpcio reads the status from them, "
-               "so the client gets nginx's own words and a status it can act on (UNAVAILABLE: try again).")
+               "so the client gets nginx's own words and a status it can act on (UNAVAILABLE: try again). "
+               "The message says which 502 it was: the Login found no server to connect to, the calls after "
+               "it found every server marked down (no live upstreams).")
     else:
         why = ("With no backend, nginx answers 502 Bad Gateway with an HTML body. grpcio finds no grpc-status, "
                "so it makes one up from the HTTP status (502 -> UNAVAILABLE) and can only say "
                "`Received http2 header with status: 502`. The first call tried both servers (connection "
                "refused twice); after that both are marked down and nginx says `no live upstreams`.")
-    data = {"seen": seen, "codes": dict(report.codes()), "no_live_upstreams": len(no_live)}
+    data = {"seen": seen, "login": login, "codes": dict(report.codes()),
+            "no_live_upstreams": len(no_live)}
     return ctx.record(Outcome(title, why, checkpoint, diffs, data=data))
 
 

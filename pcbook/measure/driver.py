@@ -82,6 +82,7 @@ class Report:
     calls: list[Call] = field(default_factory=list)
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     login_error: str = ""  # the first Login failed (and no call was sent): its status and details
+    samples_ms: dict[str, list[float]] = field(default_factory=dict)  # --compare: every measured call, in order
 
     def codes(self) -> Counter[str]:
         return Counter(c.code for c in self.calls)
@@ -92,13 +93,14 @@ class Report:
 
 def read_report(path: Path) -> Report:
     raw = json.loads(Path(path).read_text())
-    return Report([Call(**c) for c in raw["calls"]], raw.get("latency_ms", {}), raw.get("login_error", ""))
+    return Report([Call(**c) for c in raw["calls"]], raw.get("latency_ms", {}), raw.get("login_error", ""),
+                  raw.get("samples_ms", {}))
 
 
 def write_report(report: Report, path: Path) -> None:
     tmp = Path(path).with_suffix(".tmp")
     tmp.write_text(json.dumps({"calls": [asdict(c) for c in report.calls], "latency_ms": report.latency_ms,
-                               "login_error": report.login_error}))
+                               "login_error": report.login_error, "samples_ms": report.samples_ms}))
     tmp.replace(path)  # the reader never sees half a file
 
 
@@ -211,6 +213,7 @@ def run_compare(targets: Sequence[tuple[str, Laptops]], calls: int, warmup: int,
                 raise SystemExit(f"{name}: call {number} failed: {call.code}: {call.details}")
             if number > warmup:
                 samples[name].append(call.ms)
+    report.samples_ms = {name: list(values) for name, values in samples.items()}  # call i of each: same moment
     for name, values in samples.items():
         values.sort()
         report.latency_ms[name] = {

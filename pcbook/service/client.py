@@ -2,6 +2,8 @@
 
 Logs in, creates --laptops random laptops through the auth interceptor, then optionally searches,
 uploads an image and rates the laptops; non-interactive, so it runs in scripts and notebooks.
+``--stay SECONDS`` keeps it running afterwards, as the lecture's client stays up: its token refresher
+logs in again every --refresh-seconds (the lecture's fifth access-log line, a second Login).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 
 import grpc
 
@@ -29,6 +32,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="instead of --address: round robin over the servers registered there, as the set changes")
     p.add_argument("--tls", action="store_true", help="enable SSL/TLS (mutual: shows the client certificate)")
     p.add_argument("--refresh-seconds", type=float, default=30.0, help="token refresh period (default 30)")
+    p.add_argument("--stay", type=float, default=0.0, metavar="SECONDS",
+                   help="after the calls, stay up this long while the token keeps being refreshed (default 0)")
     p.add_argument("--laptops", type=int, default=3, help="how many random laptops to create (default 3)")
     p.add_argument("--search", action="store_true", help="then search laptops (max 3000 usd, 4 cores, 2.5 GHz, 8 GB)")
     p.add_argument("--upload-bytes", type=int, default=0, help="then upload an image of N random bytes")
@@ -50,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--laptops and --upload-bytes cannot be negative")
     if args.refresh_seconds <= 0 or args.timeout <= 0:
         p.error("--refresh-seconds and --timeout must be positive")
+    if args.stay < 0:
+        p.error("--stay cannot be negative")
     if (args.upload_bytes or args.rate) and args.laptops == 0:
         p.error("--upload-bytes and --rate need at least one laptop (--laptops)")
     return args
@@ -95,6 +102,12 @@ def _run(args: argparse.Namespace) -> None:
             # Every laptop gets each score in turn, so the averages follow the reference's example.
             for score in RATE_SCORES:
                 attempt("rate laptop", laptops.rate_laptop, ids, [score] * len(ids))
+        if args.stay:
+            log(f"staying up for {args.stay:g} s; the token is refreshed every {args.refresh_seconds:g} s")
+            try:
+                threading.Event().wait(args.stay)  # the refresher thread logs in meanwhile
+            except KeyboardInterrupt:
+                log("interrupted")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import signal
 import socket
 import sys
@@ -19,7 +20,7 @@ from pcbook.discovery.registry import Etcd, Registration, RegistryError, parse_u
 from pcbook.pb import auth_service_pb2, auth_service_pb2_grpc, laptop_service_pb2, laptop_service_pb2_grpc
 from pcbook.service import auth, tls
 from pcbook.service.auth_service import AuthServicer
-from pcbook.service.interceptors import AuthServerInterceptor
+from pcbook.service.interceptors import AuthServerInterceptor, ConcurrencyInterceptor
 from pcbook.service.laptop_service import LaptopServicer
 from pcbook.service.logs import fatal, log
 from pcbook.service.stores import ImageStore, LaptopStore, RatingStore, UserStore
@@ -29,6 +30,11 @@ AUTH_SERVICE = auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_
 # "" is the overall status; clients with healthCheckConfig {"serviceName": ""} watch it.
 HEALTH_NAMES = ("", LAPTOP_SERVICE, AUTH_SERVICE)
 GRACE_SECONDS = 1.0
+# Each open stream holds a thread of its own (grpcio's sync server), on top of the unary workers.
+MAX_STREAMS = 100
+# Calls accepted at once (running or queued); beyond, grpcio answers RESOURCE_EXHAUSTED at once
+# instead of queueing without bound.
+MAX_CALLS = 2000
 
 
 @dataclass
@@ -67,12 +73,17 @@ def build_server(
     credentials: grpc.ServerCredentials | None = None,
     image_dir: str | None = None,
     workers: int = 10,
+    max_streams: int = MAX_STREAMS,
     work_ms: int = 0,
     search_delay_ms: int = 0,
     jwt_secret: str | None = None,
 ) -> PcbookServer:
     """Build the server with its stores, seeded users, interceptor, health and reflection.
 
+    The pool has ``workers`` + ``max_streams`` threads and at most ``max_streams`` streams are open at
+    once, so open (even idle) streams never take the last ``workers`` threads from unary calls and
+    health checks (ConcurrencyInterceptor). ``work_ms`` of simulated work runs on at most ``workers``
+    calls at once, which gives a server a fixed capacity for benchmarks.
     Raises RuntimeError if the address cannot be bound. ``port=0`` picks a free port (see ``.port``).
     """
     user_store = UserStore()
@@ -81,15 +92,18 @@ def build_server(
     laptop_store, rating_store, image_store = LaptopStore(), RatingStore(), ImageStore(image_dir)
 
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pcbook-rpc"),
-        interceptors=[AuthServerInterceptor(jwt_manager)],
+        futures.ThreadPoolExecutor(max_workers=workers + max_streams, thread_name_prefix="pcbook-rpc"),
+        # The auth interceptor first: it logs every call and refuses a bad token before a slot is taken.
+        interceptors=[AuthServerInterceptor(jwt_manager), ConcurrencyInterceptor(max_streams)],
+        maximum_concurrent_rpcs=MAX_CALLS,
         # gRPC sets SO_REUSEPORT by default, which would let a second server share a busy port
         # silently (and split the calls); turn it off so that a busy port is an error.
         options=[("grpc.so_reuseport", 0)],
     )
     auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(user_store, jwt_manager), server)
     laptop_service_pb2_grpc.add_LaptopServiceServicer_to_server(
-        LaptopServicer(laptop_store, image_store, rating_store, work_ms, search_delay_ms), server
+        LaptopServicer(laptop_store, image_store, rating_store, work_ms, search_delay_ms, work_slots=workers),
+        server,
     )
     health_servicer = health.HealthServicer()
     for name in HEALTH_NAMES:
@@ -141,7 +155,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="with --tls: require a client certificate signed by the CA (mutual TLS, default) or not",
     )
     parser.add_argument("--image-dir", default=None, help="where uploaded images go (default: a temp dir)")
-    parser.add_argument("--workers", type=int, default=10, help="size of the RPC thread pool (default 10)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=10,
+        help="threads always left for unary calls and health checks; also how many calls do --work-ms at once"
+        " (default 10)",
+    )
+    parser.add_argument(
+        "--max-streams",
+        type=int,
+        default=MAX_STREAMS,
+        help=f"streams open at once, each on a thread of its own; more are refused (default {MAX_STREAMS})",
+    )
     parser.add_argument("--work-ms", type=int, default=0, help="simulated work per CreateLaptop, ms (default 0)")
     parser.add_argument(
         "--search-delay-ms", type=int, default=0, help="simulated work per laptop examined by SearchLaptop, ms"
@@ -171,8 +197,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--name and --advertise go with --register")
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be between 0 and 65535, not {args.port}")
-    if args.workers < 1:
-        parser.error("--workers must be at least 1")
+    if args.workers < 1 or args.max_streams < 1:
+        parser.error("--workers and --max-streams must be at least 1")
     if args.work_ms < 0 or args.search_delay_ms < 0:
         parser.error("--work-ms and --search-delay-ms cannot be negative")
     return args
@@ -209,10 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     log(f"start server on port {args.port}, TLS = {str(args.tls).lower()}")
     secret, is_default = auth.secret_from_env()
-    if is_default:
-        log(f"using the development JWT secret; set {auth.SECRET_ENV} to use your own")
-    else:
+    if not is_default:
         log(f"using the JWT secret from {auth.SECRET_ENV}")
+    elif not os.environ.get(auth.DEV_SECRET_NOTED_ENV):
+        log(f"using the development JWT secret; set {auth.SECRET_ENV} to use your own")
 
     credentials = None
     if args.tls:
@@ -229,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             credentials=credentials,
             image_dir=args.image_dir,
             workers=args.workers,
+            max_streams=args.max_streams,
             work_ms=args.work_ms,
             search_delay_ms=args.search_delay_ms,
             jwt_secret=secret,

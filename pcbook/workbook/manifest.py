@@ -51,12 +51,24 @@ class Client:
     tls: bool = False
     address: str = f"0.0.0.0:{NGINX_PORT}"
     runs: int = 1
+    stay: float = 0.0  # seconds the client stays up after its calls (--stay), refreshing its token
+    refresh_seconds: float | None = None  # the token refresh period (--refresh-seconds); None: 30 s
 
     def args(self) -> list[str]:
-        return ["--address", self.address] + (["--tls"] if self.tls else [])
+        args = ["--address", self.address] + (["--tls"] if self.tls else [])
+        if self.stay:
+            args += ["--stay", f"{self.stay:g}"]
+        if self.refresh_seconds is not None:
+            args += ["--refresh-seconds", f"{self.refresh_seconds:g}"]
+        return args
 
     def make_target(self) -> str:
-        return "client-tls" if self.tls else "client"
+        target = "client-tls" if self.tls else "client"
+        if self.stay:
+            target += f" STAY={self.stay:g}"
+        if self.refresh_seconds is not None:
+            target += f" REFRESH={self.refresh_seconds:g}"
+        return target
 
 
 @dataclass(frozen=True)
@@ -182,6 +194,9 @@ NO_CLIENT_CERT_NGINX = (
     r"bad certificate|certificate required|peer closed connection in SSL handshake|" + UPSTREAM_DROPPED
 )
 NO_CLIENT_CERT_SERVER = r"PEER_DID_NOT_RETURN_A_CERTIFICATE"
+# With TLS 1.2 the refusal comes inside the handshake: Go servers alert `bad certificate` (the lecture's
+# `SSL_do_handshake() failed`), grpcio servers close the connection.
+TLS12_REFUSED_NGINX = r"while SSL handshaking to upstream"
 
 LESSONS: tuple[Lesson, ...] = (
     Lesson(
@@ -225,10 +240,13 @@ LESSONS: tuple[Lesson, ...] = (
             Step(
                 "nginx balances plaintext gRPC across server1 and server2",
                 PLAIN_PAIR,
-                Client(),
-                Expect(ok=True, spread=BOTH, access_posts=4),
+                # Stays up past one token refresh, so that a second Login shows (the lecture's 5th line).
+                Client(stay=3, refresh_seconds=2),
+                Expect(ok=True, spread=BOTH, access_posts=5),
                 "nginx accepts HTTP/2 on 8080 and passes each call (Login, then three CreateLaptop) "
-                "to the next server of the upstream in turn: round robin per call, not per connection.",
+                "to the next server of the upstream in turn: round robin per call, not per connection. "
+                "The client stays up, and its token refresher logs in again after 2 s: a fifth access-log "
+                "line, as in the lecture (whose client refreshes every 30 s).",
                 nginx="lesson-2.conf",
                 checkpoint=True,
             ),
@@ -244,8 +262,11 @@ LESSONS: tuple[Lesson, ...] = (
                 "plaintext client against nginx with TLS",
                 PLAIN_PAIR,
                 Client(),
-                Expect(ok=False, client_says=UNAVAILABLE),
-                "nginx now expects a TLS handshake on 8080; the plaintext client's connection is closed.",
+                Expect(ok=False, client_says=UNAVAILABLE + r".*\(HTTP status 400\)"),
+                "nginx now expects a TLS handshake on 8080. It takes the client's plaintext HTTP/2 preface "
+                "for an HTTP request sent to its HTTPS port and answers with an HTTP/1.1 400 page (access log: "
+                '`"PRI * HTTP/2.0" 400`); grpcio, expecting HTTP/2 frames, reports `Trying to connect an '
+                "http1.x server (HTTP status 400)` and the first call, Login, fails.",
                 nginx="lesson-3.conf",
                 checkpoint=True,
             ),
@@ -291,9 +312,12 @@ LESSONS: tuple[Lesson, ...] = (
                     server_says=NO_CLIENT_CERT_SERVER,
                 ),
                 "nginx now does TLS to the backends but shows no certificate; the backends require one "
-                "and drop the connection. The tutorial's Go server sent a `bad certificate` alert during "
-                "the handshake; grpcio's TLS 1.3 server checks after it and closes, so nginx reports an "
-                "upstream that closed prematurely and the server logs PEER_DID_NOT_RETURN_A_CERTIFICATE.",
+                "and drop the connection (the server logs PEER_DID_NOT_RETURN_A_CERTIFICATE). With TLS 1.3, "
+                "nginx 1.23.4+'s default, a server checks the client certificate after the handshake, when "
+                "nginx has begun sending the call: nginx logs a broken pipe or an upstream that closed "
+                "prematurely, and, as it never resends a gRPC call it has sent (lesson 8), answers 502 "
+                "after trying one backend. The lecture's two `SSL_do_handshake() failed` lines came from "
+                "TLS 1.2: see the aside, step 4.",
                 nginx="lesson-4.conf",
             ),
             Step(
@@ -305,6 +329,25 @@ LESSONS: tuple[Lesson, ...] = (
                 "tutorial's NoClientCert edit), so nginx's TLS handshake succeeds.",
                 nginx="lesson-4.conf",
                 checkpoint=True,
+            ),
+            Step(
+                "aside: backends requiring a certificate again, nginx held to TLS 1.2 as the lecture's nginx was",
+                MTLS_PAIR,
+                Client(tls=True),
+                Expect(
+                    ok=False,
+                    client_says=r"code = Unavailable desc = .*502",
+                    nginx_error=TLS12_REFUSED_NGINX,
+                    server_says=NO_CLIENT_CERT_SERVER,
+                ),
+                "Before 1.23.4 nginx left TLS 1.3 out of grpc_ssl_protocols, so the lecture's nginx spoke "
+                "TLS 1.2. There the server refuses inside the handshake, before nginx has sent anything: a "
+                "connection error, which `grpc_next_upstream error` retries on the next server, so nginx "
+                "logs one `... while SSL handshaking to upstream` line per backend, as in the lecture (Go "
+                "servers alert `bad certificate`: `SSL_do_handshake() failed`; grpcio servers just close: "
+                "`peer closed connection in SSL handshake`). With TLS 1.3 (step 2) the refusal comes after "
+                "nginx has begun sending the call, and nginx never resends a gRPC call: one backend, one line.",
+                nginx="lesson-4-tls12.conf",
             ),
         ),
     ),
@@ -406,8 +449,9 @@ LESSONS: tuple[Lesson, ...] = (
         scenario="pcbook.lessons.benchmark:run",
         configs=("bench-hop.conf", "bench-scale.conf"),
         claims=(
-            "the path through nginx is not faster than direct (p50 at least 0.9x direct)",
-            "two saturated servers behind nginx deliver at least 1.4x the calls of one",
+            "every call of the nginx path appears in nginx's log, and no direct call does",
+            "with upstream keepalive nginx opens one backend connection for all calls; without, one per call",
+            "two saturated servers behind nginx both serve calls and deliver at least 1.4x the calls of one",
         ),
     ),
 )

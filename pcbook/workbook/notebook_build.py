@@ -29,7 +29,7 @@ SCENARIO_PORTS = {
     7: "50071-50072 and 8071",
     8: "50081-50082 and 8081",
     9: "50091-50092, 8091 (L7) and 8092 (L4)",
-    10: "50101-50104 and 8101-8104",
+    10: "50101-50104 and 8101-8105",
 }
 
 Cell = tuple[str, str]  # ("md" | "code", source)
@@ -180,6 +180,16 @@ handshake succeeds.
 """),
         steps_cell(3),
         code("plot_calls(step3)"),
+        md("""
+### Step 4 (aside): the lecture's two handshake lines come from TLS 1.2
+
+**This step is expected to fail**, on purpose: the backends require a client certificate again and
+nginx is held to TLS 1.2 (`grpc_ssl_protocols TLSv1.2;`), as nginx before 1.23.4 was. The refusal now
+happens inside the handshake, before nginx sent anything, so nginx tries the next backend: one
+`... while SSL handshaking to upstream` line per backend, as in the lecture.
+"""),
+        code('show_diff("lesson-4.conf", "lesson-4-tls12.conf")'),
+        steps_cell(4),
     ]
 
 
@@ -264,7 +274,7 @@ def lesson_8(lesson: Lesson) -> list[Cell]:
         setup(lesson, "Session, plot_codes, plot_timeline, show_diff, table"),
         md("""
 The tutorial's config answers a missing backend with an HTML 502 page; this lesson's config answers in
-gRPC (`error_page 502 503 = @grpc_unavailable`), takes a failed server out of rotation for a short
+gRPC (`error_page 502 = @grpc_unavailable`), takes a failed server out of rotation for a short
 `fail_timeout`, and gives nginx enough `worker_connections`:
 """),
         code('show_diff("lesson-8-tutorial.conf", "lesson-8.conf")'),
@@ -320,7 +330,9 @@ def lesson_10(lesson: Lesson) -> list[Cell]:
         md("""
 A short `make bench` that checks itself: the hop's latency (direct vs through nginx, one call in
 flight), the backend connections nginx opens with and without keepalive, and what a second server adds
-when the servers are saturated. Only ratios are checked. The scale-out config:
+when the servers are saturated. The checkpoint counts what holds on any machine (calls in nginx's log,
+backend connections, calls each server served); the hop's added time is shown as a measurement, with
+its interval. The scale-out config:
 """),
         code('show_config("bench-scale.conf")'),
         RUN_ONCE,

@@ -32,7 +32,9 @@ def test_story_shows_each_failure_and_its_fix() -> None:
 
     # No backend: an HTML 502 turned into a status by grpcio, then nginx's own gRPC status.
     assert html.data["seen"] == ["UNAVAILABLE: Received http2 header with status: 502"]
-    assert grpc.data["seen"] == ["UNAVAILABLE: nginx: no backend could take the call"]
+    # Each 502 worded for what happened: nothing to connect to, then every server marked down.
+    assert grpc.data["login"] == "UNAVAILABLE: nginx: could not connect to any backend"
+    assert grpc.data["seen"] == ["UNAVAILABLE: nginx: no live backend (each failed less than fail_timeout ago)"]
     assert html.data["no_live_upstreams"] and grpc.data["no_live_upstreams"]
 
     # Killed under load: the calls in flight failed and were received by server1 only.
@@ -41,6 +43,9 @@ def test_story_shows_each_failure_and_its_fix() -> None:
         assert failed and all(c["code"] == "UNAVAILABLE" for c in failed)
         assert all("server2" not in c["ran_on"] for c in failed)
         assert all(c["upstream"] == "127.0.0.1:50081" for c in failed)
+        # The message says the call reached the backend that dropped it, not "no backend".
+        assert {c["details"] for c in failed} == {
+            "nginx: the backend closed the connection before answering; not retried"}
         assert step.data["ran_twice"] == []
 
     # A refused connection is retried; passive health takes the dead server out after one try.
