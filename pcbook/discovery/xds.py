@@ -289,13 +289,16 @@ class RegistryFeed:
         self.servers = Members(etcd, registry.prefix, on_change=lambda _m: self._update(), on_error=on_error)
         self.knobs = Members(etcd, registry.prefix + "-lb", on_change=lambda _m: self._update(), on_error=on_error)
 
-    def start(self, timeout: float = 10) -> None:
-        """Start both watches and return after the first read of each (TimeoutError otherwise)."""
+    def start(self, timeout: float = 10, *, follow: bool = True) -> None:
+        """Start both watches and return after the first read of each (TimeoutError otherwise).
+        follow=False: stop watching after that first read (a control plane that never pushes an update)."""
         self.servers.start()
         self.knobs.start()
         self.servers.wait(lambda _m: True, timeout)
         self.knobs.wait(lambda _m: True, timeout)
         self._update()
+        if not follow:
+            self.close()
 
     def _update(self) -> None:
         with self._lock:
@@ -322,11 +325,11 @@ def write_bootstrap(path: Path, server: str, node_id: str | None = None) -> Path
 
 
 def serve(registry: RegistryUrl, port: int, host: str = "127.0.0.1", service: str = SERVICE,
-          weights: str = "locality") -> int:
+          weights: str = "locality", follow: bool = True) -> int:
     plane = ControlPlane(service, weights=weights)
     feed = RegistryFeed(plane, registry)
     try:
-        feed.start()
+        feed.start(follow=follow)
     except TimeoutError:
         feed.close()
         fatal(f"cannot read the registry {registry}: is etcd running?")
@@ -363,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--weights", choices=WEIGHTS, default="locality",
                    help="where a server's weight goes: its own locality's weight (default, honoured by grpc's"
                         " round robin) or its endpoint in one shared locality (ignored by round robin)")
+    s.add_argument("--no-follow", action="store_true",
+                   help="read the registry once and never push an update (a wrong setup the checkpoints must catch)")
     b = sub.add_parser("bootstrap", help="write the bootstrap file grpc clients read from GRPC_XDS_BOOTSTRAP")
     b.add_argument("--server", default=f"127.0.0.1:{DEFAULT_PORT}", help="the control plane's host:port")
     b.add_argument("--out", type=Path, required=True)
@@ -377,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--registry: {err}")
     if not 0 < args.port < 65536:
         p.error("--port must be between 1 and 65535")
-    return serve(registry, args.port, service=args.service, weights=args.weights)
+    return serve(registry, args.port, service=args.service, weights=args.weights, follow=not args.no_follow)
 
 
 if __name__ == "__main__":

@@ -120,3 +120,11 @@ def test_clients_keep_the_last_config_when_the_control_plane_dies(lab: Lab) -> N
 @pytest.fixture(autouse=True)
 def _quiet_grpc(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GRPC_VERBOSITY", "ERROR")
+
+
+def test_a_control_plane_that_never_pushes_fails_the_story(lab: Lab) -> None:
+    """The wrong setup test_xds_clients_follow_the_registry must catch: endpoints read once, never updated."""
+    _xds_lab(lab, "--no-follow")
+    result = story(lab, "xds:///pcbook")
+    assert result.register_to_first_call == float("inf")
+    assert not spread(result.phases["joined"], {"server1", "server2", "server3"})
