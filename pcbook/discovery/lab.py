@@ -227,7 +227,7 @@ class Story:
     report: load.Report
 
 
-def story(lab: Lab, target: str, *, rate: float = 40, step: int = 40, concurrency: int = 2) -> Story:
+def story(lab: Lab, target: str, *, rate: float = 40, step: int = 60, concurrency: int = 2) -> Story:
     """server1 and server2 registered and taking calls; server3 joins; server1 stops gracefully;
     server2 is SIGKILLed. `target`: lab.url (thick client), 127.0.0.1:8080 (nginx) or xds:///pcbook."""
     from pcbook.discovery.registry import Members
