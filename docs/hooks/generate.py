@@ -5,7 +5,7 @@ Placeholders (HTML comments, so a page still reads fine on GitHub) are replaced 
 - ``<!-- make-targets -->``  the Makefile's targets, from their ``## `` comments, by section;
 - ``<!-- cli: server -->``, ``<!-- cli: client -->``, ``<!-- cli: workbook -->``  a flags table and the
   full ``--help`` text, from the module's own argparse parser;
-- ``<!-- steps: N -->``  lesson N's steps from ``pcbook.workbook.manifest`` (stack, expectations, why);
+- ``<!-- steps: N -->``  lesson N's steps from ``pcbook.workbook.manifest`` (stack, what it must show, why);
 - ``<!-- lessons -->``  a table of every lesson in ``pcbook.workbook.manifest``.
 
 Strict: a CLI module that cannot be imported, a parser that cannot be found or an unknown lesson
@@ -31,8 +31,6 @@ import sys
 from pathlib import Path, PurePosixPath
 
 from mkdocs.exceptions import PluginError
-
-from pcbook.workbook import manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -226,12 +224,20 @@ def _sub_help(action: argparse._SubParsersAction, name: str) -> str:
 # ---------------------------------------------------------------- lessons
 
 
+def _manifest():  # type: ignore[no-untyped-def]
+    """The lesson manifest, imported when a page needs it: it imports the lesson modules, and those the
+    generated gRPC code, which on_config checks first (one line naming `make gen`, not a traceback)."""
+    from pcbook.workbook import manifest
+
+    return manifest
+
+
 def render_lessons(page_src: str, existing: set[str]) -> str:
     """Every lesson; linked when its page exists (pages of new lessons may come later)."""
 
     here = PurePosixPath(page_src).parent
     out = ["| # | Lesson | Goal | Run it |", "|---|---|---|---|"]
-    for lesson in manifest.LESSONS:
+    for lesson in _manifest().LESSONS:
         if lesson.doc_page in existing:
             link = f"[{lesson.title}]({posixpath.relpath(lesson.doc_page, here)})"
         else:
@@ -241,27 +247,23 @@ def render_lessons(page_src: str, existing: set[str]) -> str:
 
 
 def render_steps(number: int) -> str:
-
-    lesson = manifest.get(number)
-    if not lesson.steps:
-        if not lesson.claims:
-            raise ValueError(f"lesson {number} has neither steps nor claims to document")
-        items = "\n".join(f"- {_md_cell(c)}" for c in lesson.claims)
-        return f"The checkpoint of `make {lesson.target}` proves that:\n\n{items}\n"
+    """Lesson N's steps, from the model: the stack of each, what it must show, and why."""
+    lesson = _manifest().get(number)
     rows = []
     for i, step in enumerate(lesson.steps, 1):
         mark = '<br><span class="pcbook-checkpoint">checkpoint</span>' if step.checkpoint else ""
-        servers = "<br>".join(html.escape(s.describe()) for s in step.servers)
-        nginx = f"<code>nginx/{html.escape(step.nginx)}</code>" if step.nginx else "no nginx"
-        client = f"<code>make {step.client.make_target()}</code>"
-        if step.client.runs > 1:
-            client += f" &times; {step.client.runs}"
-        claims = "".join(f"<li>{_claim_html(c)}</li>" for c in step.expect.describe())
+        stack = [html.escape(s.describe()) for s in step.servers] or ["no server running"]
+        stack.append(f"<code>nginx/{html.escape(step.nginx.name)}</code> on {step.nginx.port}"
+                     if step.nginx else "no nginx")
+        if step.client is not None:
+            stack.append(f"<code>{html.escape(step.client.command())}</code>")
+        stack += [_code_spans_html(then) for then in step.then]
+        claims = "".join(f"<li>{_code_spans_html(c)}</li>" for c in step.must_show())
         rows.append(
             "<tr>"
             f"<td>{i}{mark}</td>"
             f"<td>{html.escape(step.title)}</td>"
-            f"<td>{servers}<br>{nginx}<br>{client}</td>"
+            f"<td>{'<br>'.join(stack)}</td>"
             f"<td><ul>{claims}</ul></td>"
             f"<td>{_code_spans_html(step.why)}</td>"
             "</tr>"
@@ -274,16 +276,8 @@ def render_steps(number: int) -> str:
         + "\n".join(rows)
         + "\n</tbody></table></div>\n\n"
         f"*Generated from `pcbook/workbook/manifest.py`: this is exactly what `make {lesson.target}` replays "
-        f"and checks.*\n"
+        f"and checks; `make check-{lesson.number}` replays the steps marked checkpoint.*\n"
     )
-
-
-def _claim_html(claim: str) -> str:
-    """``the client prints /regex/`` -> the words, then the regex as code."""
-    m = re.match(r"^(.*?) /(.*)/$", claim)
-    if not m:
-        return html.escape(claim)
-    return f"{html.escape(m.group(1))} <code>{html.escape(m.group(2))}</code>"
 
 
 def _code_spans_html(text: str) -> str:
