@@ -108,13 +108,18 @@ class NginxSync:
         self.members.close()
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pcbook.discovery.nginx_sync",
                                 description="Render nginx's upstream from etcd and reload nginx on each change.")
     p.add_argument("--registry", required=True, metavar="etcd://HOST:PORT[/prefix]", help="where the servers register")
     p.add_argument("--nginx-prefix", required=True, type=Path,
                    help="the prefix folder of the running nginx (holds nginx.conf and logs/nginx.pid)")
     p.add_argument("--file", default=UPSTREAM_FILE, help=f"the file nginx.conf includes (default {UPSTREAM_FILE})")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = build_parser()
     args = p.parse_args(argv)
     try:
         args.registry = parse_url(args.registry)

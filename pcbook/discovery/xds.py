@@ -356,7 +356,7 @@ def serve(registry: RegistryUrl, port: int, host: str = "127.0.0.1", service: st
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pcbook.discovery.xds", description="A small xDS control plane.")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="serve ADS with endpoints from the registry")
@@ -372,6 +372,11 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--server", default=f"127.0.0.1:{DEFAULT_PORT}", help="the control plane's host:port")
     b.add_argument("--out", type=Path, required=True)
     b.add_argument("--node-id", default=None)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     if args.command == "bootstrap":
         print(write_bootstrap(args.out, args.server, args.node_id))
