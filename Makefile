@@ -111,7 +111,7 @@ test: $(READY) $(MERMAID) ## everything: lint, unit and end-to-end tests, checkp
 	@$(VENV)/bin/mkdocs build --strict --quiet --site-dir .run/site
 
 clean: ## remove generated code, certificates and run folders (keeps .venv)
-	rm -rf pcbook/pb/*_pb2*.py pcbook/pb/*_pb2*.pyi certs/*.pem .run site
+	rm -rf pcbook/pb/*_pb2*.py pcbook/pb/*_pb2*.pyi certs/*.pem .run site deploy/wheels/*.whl deploy/wheels/.complete
 
 .PHONY: setup gen cert help server server-tls server1 server2 server1-tls server2-tls client client-tls \
 	list progress stop lab docs bench soak lint test clean compose-up compose-client compose-logs compose-down

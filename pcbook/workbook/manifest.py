@@ -9,7 +9,7 @@ config in place of the checkpoint's.
 
 from __future__ import annotations
 
-from pcbook.lessons import benchmark, client_side, failures, streams
+from pcbook.lessons import benchmark, client_side, discovery, failures, streams
 from pcbook.workbook.model import (
     DOCS_URL,
     NGINX_PORT,
@@ -710,6 +710,109 @@ LESSONS: tuple[Lesson, ...] = (
                 claims=("calls wait at the one server (it is saturated)",
                         f"two saturated servers behind nginx both serve calls and deliver at least "
                         f"{benchmark.SCALE_MIN}x the calls of one"),
+                checkpoint=True,
+            ),
+        ),
+    ),
+    Lesson(
+        11,
+        "service-discovery",
+        "Service discovery with etcd",
+        "Servers register themselves in etcd; a thick client and nginx follow the live set with no config change.",
+        tutorial=False,
+        steps=(
+            Step(
+                "the thick client follows the registry",
+                "Each server puts `/pcbook/<name> = host:port` in etcd under a 3 s lease it keeps alive; a graceful "
+                "stop revokes the lease first, then serves 1 s more. The client watches the prefix and rebuilds its "
+                "round_robin channel on each change, so a new server gets calls at once; a killed server's "
+                "connection breaks and round robin leaves it out before its lease expires.",
+                then=("server3 starts and registers", "server1 gets SIGTERM", "server2 gets SIGKILL"),
+                act=discovery.thick,
+                judge=discovery.judge_story,
+                claims=("with two servers registered the calls spread over both",
+                        "server3 gets calls within 3 s of registering, with no change to the client",
+                        "a graceful stop loses no call; a SIGKILL loses at most the calls in flight",
+                        "the killed server's key leaves when its lease expires"),
+                checkpoint=True,
+            ),
+            Step(
+                "nginx fed by the registry",
+                "nginx knows nothing of etcd: nginx_sync renders the upstream's servers from the registry into a "
+                "file nginx.conf includes, checks it with `nginx -t` and reloads nginx on each change (the "
+                "consul-template pattern). nginx retries a refused connection on the next server, so only the "
+                "call in flight on the killed server fails.",
+                then=("server3 starts and registers", "server1 gets SIGTERM", "server2 gets SIGKILL"),
+                act=discovery.via_nginx,
+                judge=discovery.judge_story,
+                claims=("the same story through nginx on 8080, with one reload per change of the set",
+                        "server3 gets calls after one reload, with no edit of nginx's config by hand"),
+                checkpoint=True,
+            ),
+        ),
+    ),
+    Lesson(
+        12,
+        "look-aside-xds",
+        "Look-aside balancing with xDS",
+        "A small xDS control plane tells grpc's own xDS client which servers to use, with weights and draining.",
+        tutorial=False,
+        steps=(
+            Step(
+                "xDS clients follow the registry",
+                "The client dials `xds:///pcbook`: grpc reads the bootstrap file, opens an ADS stream to the control "
+                "plane and gets a listener, a cluster and its endpoints, which the control plane builds from etcd "
+                "and pushes again on each change.",
+                then=("server3 starts and registers", "server1 gets SIGTERM", "server2 gets SIGKILL"),
+                act=discovery.xds_story,
+                judge=discovery.judge_story,
+                claims=("lesson 11's story holds with the control plane as the only source of endpoints",
+                        "each push and each ACK is a line of the control plane's log"),
+                checkpoint=True,
+            ),
+            Step(
+                "the control plane shifts traffic by weight",
+                "grpc's round robin balances between localities by their weight; each server is its own locality, "
+                f"so `etcdctl put /pcbook-lb/weight/server1 {discovery.WEIGHT}` sends about three calls in four to "
+                "server1.",
+                then=(f"weight/server1 = {discovery.WEIGHT} is written to etcd", f"{discovery.MEASURED} calls after "
+                      "the client ACKs the new endpoints"),
+                act=discovery.weights,
+                judge=discovery.judge_weights,
+                claims=(f"server1 gets between {discovery.WEIGHT_BAND[0]} and {discovery.WEIGHT_BAND[1]} of the calls",
+                        "no call fails"),
+                checkpoint=True,
+            ),
+            Step(
+                "round robin ignores endpoint weights",
+                "The same weight put on the endpoint, both endpoints in one locality: grpc's ROUND_ROBIN ignores "
+                "per-endpoint weights, so the split stays even.",
+                then=(f"weight/server1 = {discovery.WEIGHT}, sent as an endpoint weight",),
+                act=discovery.endpoint_weights,
+                judge=discovery.judge_endpoint_weights,
+                claims=(f"server1 gets between {discovery.EVEN_BAND[0]} and {discovery.EVEN_BAND[1]} of the calls",),
+            ),
+            Step(
+                "draining a backend loses no call",
+                "The control plane sends server2's endpoint as DRAINING: grpc takes it out of the picker and lets "
+                "the calls it has finish.",
+                then=("drain/server2 is written to etcd",),
+                act=discovery.drain,
+                judge=discovery.judge_drain,
+                claims=("after the client's ACK every call goes to server1", "no call fails"),
+                checkpoint=True,
+            ),
+            Step(
+                "the control plane dies and comes back",
+                "grpc keeps the last resources it accepted: with no control plane the client goes on calling the "
+                "servers it knows, and learns nothing new. Restarted, the control plane answers the client's "
+                "reconnect from etcd and the client resyncs.",
+                then=("the control plane gets SIGKILL", "server3 registers while it is down",
+                      "the control plane starts again"),
+                act=discovery.restart,
+                judge=discovery.judge_restart,
+                claims=("no call fails while the control plane is down",
+                        "server3 gets no call until the control plane is back, then it does"),
                 checkpoint=True,
             ),
         ),
