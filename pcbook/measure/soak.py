@@ -15,6 +15,7 @@ namespace: `unshare -n bash -c "ip link set lo up && make soak"` where user name
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 import time
@@ -39,12 +40,22 @@ class Tally:
 
 
 def _subprocess(argv: list[str], timeout: float) -> tuple[bool, str]:
+    """Run a lesson or a test; on a failure, its last 40 lines are the detail."""
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        res = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)  # as Ctrl-C: the lesson or pytest stops what it started
+        proc.communicate(timeout=30)
         return False, f"did not finish within {timeout:g} s"
-    tail = (res.stdout + res.stderr).strip().splitlines()
-    return res.returncode == 0, (tail[-1] if tail else f"exit {res.returncode}")
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+        raise
+    tail = out.strip().splitlines()
+    if proc.returncode == 0:
+        return True, tail[-1] if tail else "exit 0"
+    return False, "\n".join(tail[-40:]) or f"exit {proc.returncode}"
 
 
 def lesson_10() -> tuple[bool, str]:
@@ -95,21 +106,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"soak: unknown kind {', '.join(unknown)} (known: {', '.join(KINDS)})" if unknown
               else "soak: --runs must be at least 1")
         return 2
-    tallies = []
+    tallies: list[Tally] = []
+    runs = args.runs
 
     def report(kind: str) -> Callable[[int, bool, float, str], None]:
         def line(n: int, ok: bool, took: float, detail: str) -> None:
-            print(f"{kind:<12} run {n:>2}/{args.runs}: {'pass' if ok else 'FAIL'} in {took:5.1f} s  {detail}",
+            print(f"{kind:<12} run {n:>2}/{runs}: {'pass' if ok else 'FAIL'} in {took:5.1f} s  {detail}",
                   flush=True)
         return line
 
+    try:
+        _run_all(kinds, args.runs, tallies, report)
+    except KeyboardInterrupt:
+        print("interrupted: what the runs started has been stopped")
+    print()
+    for tally in tallies:
+        print(tally.line())
+    return 0 if tallies and all(t.passed == t.runs for t in tallies) else 1
+
+
+def _run_all(kinds: list[str], runs: int, tallies: list[Tally],
+             report: Callable[[str], Callable[[int, bool, float, str], None]]) -> None:
     for kind in kinds:
         if kind == "probe-413":
-            tallies.append(probes_413(args.runs, report(kind)))
+            tallies.append(probes_413(runs, report(kind)))
             continue
         run = lesson_10 if kind == "lesson-10" else notebook_10
         tally = Tally(kind)
-        for n in range(1, args.runs + 1):
+        tallies.append(tally)
+        for n in range(1, runs + 1):
             t0 = time.monotonic()
             ok, detail = run()
             took = time.monotonic() - t0
@@ -117,11 +142,6 @@ def main(argv: list[str] | None = None) -> int:
             tally.passed += ok
             tally.seconds += took
             report(kind)(n, ok, took, detail)
-        tallies.append(tally)
-    print()
-    for tally in tallies:
-        print(tally.line())
-    return 0 if all(t.passed == t.runs for t in tallies) else 1
 
 
 if __name__ == "__main__":
