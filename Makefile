@@ -27,7 +27,13 @@ $(STAMP): pyproject.toml
 $(GEN): $(STAMP) $(PROTOS)
 	@$(PY) -m pcbook.codegen
 
-setup: $(STAMP) ## create .venv and install the pinned dependencies
+# The site's diagrams offline: the pinned mermaid.min.js from npm (docs/hooks/mermaid_js.py). Without npm
+# it says so and the diagrams load mermaid from the CDN.
+MERMAID := $(VENV)/share/pcbook/mermaid.min.js
+$(MERMAID): | $(STAMP)
+	@$(PY) docs/hooks/mermaid_js.py
+
+setup: $(STAMP) $(MERMAID) ## create .venv, install the pinned dependencies (and mermaid for the docs)
 gen: $(STAMP) ## regenerate the Python code from proto/
 	@$(PY) -m pcbook.codegen
 cert: $(GEN) ## generate the CA, server and client certificates in certs/ (kept if still valid)
@@ -49,10 +55,12 @@ server1-tls: $(READY) ## server1 on 50051 with TLS (CLIENT_AUTH=none for server-
 	@$(PY) -m pcbook.server --port 50051 --tls --client-auth $(or $(CLIENT_AUTH),require)
 server2-tls: $(READY) ## server2 on 50052 with TLS (CLIENT_AUTH=none for server-side TLS only)
 	@$(PY) -m pcbook.server --port 50052 --tls --client-auth $(or $(CLIENT_AUTH),require)
-client: $(READY) ## the client, plaintext, against 0.0.0.0:8080
-	@$(PY) -m pcbook.client --address 0.0.0.0:8080
-client-tls: $(READY) ## the client with mutual TLS against 0.0.0.0:8080
-	@$(PY) -m pcbook.client --address 0.0.0.0:8080 --tls
+# STAY=SECONDS keeps the client up after its calls; REFRESH=SECONDS is its token refresh period (30).
+CLIENT_OPTS = $(if $(STAY),--stay $(STAY)) $(if $(REFRESH),--refresh-seconds $(REFRESH))
+client: $(READY) ## the client, plaintext, against 0.0.0.0:8080 (STAY=s: stay up after the calls)
+	@$(PY) -m pcbook.client --address 0.0.0.0:8080 $(CLIENT_OPTS)
+client-tls: $(READY) ## the client with mutual TLS against 0.0.0.0:8080 (STAY=, REFRESH= as for client)
+	@$(PY) -m pcbook.client --address 0.0.0.0:8080 --tls $(CLIENT_OPTS)
 
 ## Lessons (N = the lesson number; `make list` shows them all)
 lesson-%: $(READY) ## replay lesson N on a real stack and check it (KEEP=1 leaves the stack up)
@@ -68,10 +76,25 @@ progress: $(READY) ## run every checkpoint and show which lessons pass
 stop: ## stop anything a lesson left running (servers, nginx) after a crash
 	@test -x $(PY) && $(PY) -m pcbook.workbook stop || true
 
+## Containers (deploy/: Docker with compose; LESSON=N picks the lesson, default 5)
+# `docker compose` (v2) where it exists, else the older `docker-compose`.
+COMPOSE ?= $(shell if docker compose version >/dev/null 2>&1; then echo docker compose; else echo docker-compose; fi)
+COMPOSE_RUN = PCBOOK_LESSON=$(or $(LESSON),5) $(COMPOSE) -p pcbook -f deploy/compose.yaml
+compose-up: cert ## build the image; start server1, server2 and nginx in containers (LESSON=N, default 5)
+	@$(COMPOSE_RUN) build server1
+	@$(COMPOSE_RUN) up -d --no-build server1 server2 nginx
+	@echo "up: nginx listens on 127.0.0.1:8080; make compose-client runs the client, make compose-logs shows the logs"
+compose-client: ## run the client once in a container against the compose stack's nginx
+	@$(COMPOSE_RUN) run --rm client
+compose-logs: ## show the compose servers' and nginx's logs (nginx's lines are its access log)
+	@$(COMPOSE_RUN) logs --no-color server1 server2 nginx
+compose-down: ## stop and remove the compose stack's containers and network
+	@$(COMPOSE_RUN) down --volumes --remove-orphans
+
 ## Notebooks, docs, benchmarks
 lab: $(READY) ## open JupyterLab on lessons/
 	@$(VENV)/bin/jupyter lab --notebook-dir=lessons $(if $(filter 0,$(shell id -u)),--allow-root)
-docs: $(GEN) ## serve the docs site on http://127.0.0.1:8000
+docs: $(GEN) $(MERMAID) ## serve the docs site on http://127.0.0.1:8000
 	@$(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8000
 bench: $(READY) ## measure the cost of the hop and the gain of scale-out; prints a table, writes a chart
 	@$(PY) -m pcbook.measure.bench
@@ -81,16 +104,16 @@ soak: $(READY) ## run lesson 10, lesson 9's 413 probe and notebook 10 RUNS times
 ## Quality
 lint: $(GEN) ## ruff
 	@$(VENV)/bin/ruff check .
-test: $(READY) ## everything: lint, unit and end-to-end tests, checkpoints, notebooks, docs build
+test: $(READY) $(MERMAID) ## everything: lint, unit and end-to-end tests, checkpoints, notebooks, docs build
 	@$(VENV)/bin/ruff check .
 	@$(PY) -m pytest
 	@$(VENV)/bin/mkdocs build --strict --quiet --site-dir .run/site
 
 clean: ## remove generated code, certificates and run folders (keeps .venv)
-	rm -rf pcbook/pb/*_pb2*.py pcbook/pb/*_pb2*.pyi certs/*.pem .run site
+	rm -rf pcbook/pb/*_pb2*.py pcbook/pb/*_pb2*.pyi certs/*.pem .run site deploy/wheels/*.whl deploy/wheels/.complete
 
 .PHONY: setup gen cert help server server-tls server1 server2 server1-tls server2-tls client client-tls \
-	list progress stop lab docs bench soak lint test clean
+	list progress stop lab docs bench soak lint test clean compose-up compose-client compose-logs compose-down
 help: ## list the targets
 	@echo "The gRPC load-balancing workbook"
 	@echo

@@ -5,15 +5,16 @@ Placeholders (HTML comments, so a page still reads fine on GitHub) are replaced 
 - ``<!-- make-targets -->``  the Makefile's targets, from their ``## `` comments, by section;
 - ``<!-- cli: server -->``, ``<!-- cli: client -->``, ``<!-- cli: workbook -->``  a flags table and the
   full ``--help`` text, from the module's own argparse parser;
-- ``<!-- steps: N -->``  lesson N's steps from ``pcbook.workbook.manifest`` (stack, expectations, why);
+- ``<!-- steps: N -->``  lesson N's steps from ``pcbook.workbook.manifest`` (stack, what it must show, why);
 - ``<!-- lessons -->``  a table of every lesson in ``pcbook.workbook.manifest``.
 
 Strict: a CLI module that cannot be imported, a parser that cannot be found or an unknown lesson
 fails the build. (While the CLIs were being written, a missing module rendered a visible note instead;
 ``PCBOOK_DOCS_SOFT=1`` brings that back for a checkout where one is missing on purpose.)
 
-``MERMAID_JS=/path/to/mermaid.min.js`` copies that file into the site and loads it, so diagrams render
-without the CDN that Material otherwise fetches mermaid from.
+Diagrams: the pinned mermaid.min.js that `make setup` puts into the virtual environment (see
+mermaid_js.py; ``MERMAID_JS=/path/to/mermaid.min.js`` for another) is copied into the site and loaded
+before Material's code, so diagrams render without the CDN Material otherwise fetches mermaid from.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ import shutil
 import sys
 from pathlib import Path, PurePosixPath
 
-from pcbook.workbook import manifest
+from mkdocs.exceptions import PluginError
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import mermaid_js  # noqa: E402  (this folder: the pinned mermaid)
 
 log = logging.getLogger("mkdocs.hooks.generate")
 
@@ -44,8 +47,14 @@ CLI_MODULES = {
     "stream_probe": "pcbook.measure.stream_probe",  # lesson 9's driver
     "load": "pcbook.measure.driver",  # lessons 7 and 8: the load driver
     "bench": "pcbook.measure.bench",  # lesson 10: `make bench`
+    "containers": "pcbook.stack.containers",  # deploy/: the image's entry point and the k8s renderer
 }
 MERMAID_ASSET = "assets/javascripts/mermaid.min.js"
+# Run right after it: mermaid would otherwise render every `pre.mermaid` itself on page load, from the
+# fence's HTML (an error diagram), before Material renders it properly.
+MERMAID_INIT = "assets/javascripts/mermaid-init.js"
+MERMAID_INIT_JS = "mermaid.initialize({ startOnLoad: false });\n"
+GEN_HINT = "run `make gen` (`make setup` installs the dependencies only), or PCBOOK_DOCS_SOFT=1 to build without it"
 _PLACEHOLDER = re.compile(r"<!--\s*(make-targets|lessons|cli:\s*(\w+)|steps:\s*(\d+))\s*-->")
 
 
@@ -94,15 +103,12 @@ def find_parser(module_name: str) -> argparse.ArgumentParser | None:
     """
     try:
         module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        missing_ours = err.name and (err.name == "pcbook" or err.name.startswith("pcbook."))
+    except ImportError as err:  # ModuleNotFoundError, or `cannot import name X from pcbook.pb`
+        missing_ours = bool(err.name) and (err.name == "pcbook" or err.name.startswith("pcbook."))
         if missing_ours and os.environ.get("PCBOOK_DOCS_SOFT"):
             return None
         if missing_ours:
-            raise RuntimeError(
-                f"cannot import {module_name} to document its flags ({err}); generated code missing? "
-                "run `make gen` (or PCBOOK_DOCS_SOFT=1 to build without it)"
-            ) from err
+            raise PluginError(f"cannot import {module_name} to document its flags ({err}); {GEN_HINT}") from None
         raise
     for name in ("build_parser", "make_parser", "parser", "get_parser", "create_parser", "_parser"):
         factory = getattr(module, name, None)
@@ -218,12 +224,20 @@ def _sub_help(action: argparse._SubParsersAction, name: str) -> str:
 # ---------------------------------------------------------------- lessons
 
 
+def _manifest():  # type: ignore[no-untyped-def]
+    """The lesson manifest, imported when a page needs it: it imports the lesson modules, and those the
+    generated gRPC code, which on_config checks first (one line naming `make gen`, not a traceback)."""
+    from pcbook.workbook import manifest
+
+    return manifest
+
+
 def render_lessons(page_src: str, existing: set[str]) -> str:
     """Every lesson; linked when its page exists (pages of new lessons may come later)."""
 
     here = PurePosixPath(page_src).parent
     out = ["| # | Lesson | Goal | Run it |", "|---|---|---|---|"]
-    for lesson in manifest.LESSONS:
+    for lesson in _manifest().LESSONS:
         if lesson.doc_page in existing:
             link = f"[{lesson.title}]({posixpath.relpath(lesson.doc_page, here)})"
         else:
@@ -233,27 +247,23 @@ def render_lessons(page_src: str, existing: set[str]) -> str:
 
 
 def render_steps(number: int) -> str:
-
-    lesson = manifest.get(number)
-    if not lesson.steps:
-        if not lesson.claims:
-            raise ValueError(f"lesson {number} has neither steps nor claims to document")
-        items = "\n".join(f"- {_md_cell(c)}" for c in lesson.claims)
-        return f"The checkpoint of `make {lesson.target}` proves that:\n\n{items}\n"
+    """Lesson N's steps, from the model: the stack of each, what it must show, and why."""
+    lesson = _manifest().get(number)
     rows = []
     for i, step in enumerate(lesson.steps, 1):
         mark = '<br><span class="pcbook-checkpoint">checkpoint</span>' if step.checkpoint else ""
-        servers = "<br>".join(html.escape(s.describe()) for s in step.servers)
-        nginx = f"<code>nginx/{html.escape(step.nginx)}</code>" if step.nginx else "no nginx"
-        client = f"<code>make {step.client.make_target()}</code>"
-        if step.client.runs > 1:
-            client += f" &times; {step.client.runs}"
-        claims = "".join(f"<li>{_claim_html(c)}</li>" for c in step.expect.describe())
+        stack = [html.escape(s.describe()) for s in step.servers] or ["no server running"]
+        stack.append(f"<code>nginx/{html.escape(step.nginx.name)}</code> on {step.nginx.port}"
+                     if step.nginx else "no nginx")
+        if step.client is not None:
+            stack.append(f"<code>{html.escape(step.client.command())}</code>")
+        stack += [_code_spans_html(then) for then in step.then]
+        claims = "".join(f"<li>{_code_spans_html(c)}</li>" for c in step.must_show())
         rows.append(
             "<tr>"
             f"<td>{i}{mark}</td>"
             f"<td>{html.escape(step.title)}</td>"
-            f"<td>{servers}<br>{nginx}<br>{client}</td>"
+            f"<td>{'<br>'.join(stack)}</td>"
             f"<td><ul>{claims}</ul></td>"
             f"<td>{_code_spans_html(step.why)}</td>"
             "</tr>"
@@ -266,16 +276,8 @@ def render_steps(number: int) -> str:
         + "\n".join(rows)
         + "\n</tbody></table></div>\n\n"
         f"*Generated from `pcbook/workbook/manifest.py`: this is exactly what `make {lesson.target}` replays "
-        f"and checks.*\n"
+        f"and checks; `make check-{lesson.number}` replays the steps marked checkpoint.*\n"
     )
-
-
-def _claim_html(claim: str) -> str:
-    """``the client prints /regex/`` -> the words, then the regex as code."""
-    m = re.match(r"^(.*?) /(.*)/$", claim)
-    if not m:
-        return html.escape(claim)
-    return f"{html.escape(m.group(1))} <code>{html.escape(m.group(2))}</code>"
 
 
 def _code_spans_html(text: str) -> str:
@@ -290,16 +292,29 @@ def _md_cell(text: str) -> str:
 # ---------------------------------------------------------------- MkDocs events
 
 
+def _check_generated_code() -> None:
+    """One line, not a traceback, when the docs are built before `make gen`: the CLIs import the code."""
+    if os.environ.get("PCBOOK_DOCS_SOFT"):
+        return
+    try:
+        importlib.import_module("pcbook.pb.laptop_service_pb2")
+    except ImportError:
+        raise PluginError(f"the generated gRPC code (pcbook/pb/*_pb2.py) is missing: {GEN_HINT}") from None
+
+
 def on_config(config, **kwargs):
+    _check_generated_code()
     # Snippets resolve against the repo root whatever the working directory is.
     snippets = config.mdx_configs.setdefault("pymdownx.snippets", {})
     snippets["base_path"] = [str(ROOT)]
-    mermaid = os.environ.get("MERMAID_JS")
-    if mermaid:
-        if not Path(mermaid).is_file():
-            raise FileNotFoundError(f"MERMAID_JS={mermaid} is not a file")
+    mermaid = mermaid_js.find()
+    if mermaid is None:
+        log.info("generate: no local mermaid.min.js (run `make setup`); diagrams will load it from the CDN")
+    elif not mermaid.is_file():
+        raise PluginError(f"{mermaid_js.ENV}={mermaid} is not a file")
+    else:
         # Loaded before Material's own code looks for `mermaid`, so it never fetches it from the CDN.
-        config.extra_javascript.insert(0, MERMAID_ASSET)
+        config.extra_javascript[:0] = [MERMAID_ASSET, MERMAID_INIT]
     return config
 
 
@@ -317,8 +332,9 @@ def on_page_markdown(markdown, page, config, files, **kwargs):
 
 
 def on_post_build(config, **kwargs):
-    mermaid = os.environ.get("MERMAID_JS")
-    if mermaid:
+    mermaid = mermaid_js.find()
+    if mermaid is not None:
         target = Path(config.site_dir) / MERMAID_ASSET
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(mermaid, target)
+        (Path(config.site_dir) / MERMAID_INIT).write_text(MERMAID_INIT_JS)

@@ -8,7 +8,8 @@ ones failed, with which status, and when. Each call carries its number in the `x
 can log it) and a fresh laptop id (the servers log it), so a call can be followed through every log.
 
 The driver prints a line per failed call, a progress line every ``--progress-every`` finished calls
-(`20 calls done: 19 OK, 1 UNAVAILABLE`; the lessons wait on these lines) and a summary. ``--json``
+(`20 calls done: 19 OK, 1 UNAVAILABLE`; the lessons wait on these lines: pcbook/workbook/runner.py
+starts the driver for them) and a summary. ``--json``
 writes every call's record, read back by `read_report()`.
 
 ``--compare NAME=TARGET`` (repeated) measures latency instead: the same small unary call on each
@@ -18,32 +19,28 @@ target in turn (interleaved, so a busy machine slows every path alike), warm-up 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
-import os
-import re
+import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import grpc
 
+from pcbook.discovery.registry import RegistryError, parse_url
+from pcbook.discovery.thick import DiscoveredChannel
 from pcbook.pb import laptop_service_pb2 as pb
 from pcbook.pb import laptop_service_pb2_grpc as pb_grpc
 from pcbook.service import sample
 from pcbook.service.channels import LB_POLICIES, make_channel
 from pcbook.service.interceptors import AuthClientInterceptor
 from pcbook.service.laptop_client import AuthClient, TokenRefresher
-from pcbook.stack import procs
-from pcbook.stack.ports import find_listener
 
 CALL_ID_HEADER = "x-call-id"
 DEFAULT_TIMEOUT = 5.0
@@ -114,9 +111,16 @@ class Laptops:
     """A logged-in channel for CreateLaptop calls (the tutorial client's wiring, with extra options)."""
 
     def __init__(self, address: str, *, tls_enabled: bool = False, lb_policy: str | None = None,
-                 health_check: bool = False, own_connection: bool = False, login_optional: bool = False) -> None:
+                 health_check: bool = False, own_connection: bool = False, login_optional: bool = False,
+                 discover: str | None = None) -> None:
+        """`discover` (etcd://...): ignore `address`, call the servers registered there (thick.DiscoveredChannel)."""
         options = [_OWN_CONNECTION] if own_connection else []
-        self._auth_channel = make_channel(address, tls_enabled=tls_enabled, options=options)
+        self._discovered: DiscoveredChannel | None = None
+        if discover is not None:
+            self._discovered = DiscoveredChannel(discover, log=lambda line: print(line, flush=True), factory=(
+                lambda target: make_channel(target, tls_enabled=tls_enabled, lb_policy="round_robin",
+                                            health_check=health_check, options=options)))
+        self._auth_channel = self._discovered or make_channel(address, tls_enabled=tls_enabled, options=options)
         self._refresher = TokenRefresher(AuthClient(self._auth_channel, "admin1", "secret"), quiet=True)
         try:
             self._refresher.start()
@@ -126,8 +130,8 @@ class Laptops:
             # Go on without a token: the calls show what the proxy answers when no backend is there.
             print(f"cannot log in ({err.code().name}: {err.details()}); sending the calls without a token",
                   flush=True)
-        base = make_channel(address, tls_enabled=tls_enabled, lb_policy=lb_policy, health_check=health_check,
-                            options=options)
+        base = self._discovered or make_channel(address, tls_enabled=tls_enabled, lb_policy=lb_policy,
+                                                health_check=health_check, options=options)
         self._channel = grpc.intercept_channel(base, AuthClientInterceptor(lambda: self._refresher.token,
                                                                            log_calls=False))
         self._stub = pb_grpc.LaptopServiceStub(self._channel)
@@ -147,16 +151,19 @@ class Laptops:
     def close(self) -> None:
         self._refresher.stop()
         self._channel.close()
-        self._auth_channel.close()
+        if self._discovered is None:
+            self._auth_channel.close()
 
 
 # -- the two modes ----------------------------------------------------------------------------------
 
 
 def run_calls(conns: Sequence[Laptops], calls: int, *, rate: float = 0.0, concurrency: int = 1,
-              timeout: float = DEFAULT_TIMEOUT, progress_every: int = 10) -> Report:
+              timeout: float = DEFAULT_TIMEOUT, progress_every: int = 10,
+              stop: threading.Event | None = None) -> Report:
     """Send `calls` CreateLaptop calls over `conns` in turn, at most `concurrency` at a time, started
-    `rate` per second (0: as fast as the concurrency allows)."""
+    `rate` per second (0: as fast as the concurrency allows). Once `stop` is set no call is started;
+    the calls in flight finish and are reported."""
     report = Report()
     lock = threading.Lock()
     done: Counter[str] = Counter()
@@ -177,8 +184,12 @@ def run_calls(conns: Sequence[Laptops], calls: int, *, rate: float = 0.0, concur
         for number in range(1, calls + 1):
             if rate > 0:  # pacing: call n leaves at start + (n-1)/rate
                 delay = start + (number - 1) / rate - time.monotonic()
-                if delay > 0:
+                if delay > 0 and stop is not None:
+                    stop.wait(delay)
+                elif delay > 0:
                     time.sleep(delay)
+            if stop is not None and stop.is_set():
+                break
             pool.submit(one, number)
     report.calls.sort(key=lambda c: c.number)
     return report
@@ -213,6 +224,8 @@ def run_compare(targets: Sequence[tuple[str, Laptops]], calls: int, warmup: int,
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m pcbook.measure.driver", description=__doc__.split("\n\n")[1].strip())
     p.add_argument("--address", help="target: host:port or ipv4:host:port,host:port")
+    p.add_argument("--discover", metavar="etcd://HOST:PORT[/prefix]", default=None,
+                   help="call the servers registered there, round robin over the live set (instead of --address)")
     p.add_argument("--tls", action="store_true", help="mutual TLS, like the tutorial's client")
     p.add_argument("--lb-policy", choices=LB_POLICIES, default=None, help="client-side load balancing")
     p.add_argument("--health-check", action="store_true", help="client-side health checking")
@@ -229,8 +242,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=20, help="with --compare: calls per target not measured")
     p.add_argument("--json", type=Path, default=None, help="write every call's record to this file")
     args = p.parse_args(argv)
-    if not args.compare and not args.address:
-        p.error("give --address, or --compare NAME=TARGET")
+    if not args.compare and not args.address and not args.discover:
+        p.error("give --address or --discover, or --compare NAME=TARGET")
+    if args.discover is not None:
+        if args.address or args.compare or args.lb_policy:
+            p.error("--discover replaces --address, --compare and --lb-policy (it always balances round robin)")
+        try:
+            parse_url(args.discover)
+        except ValueError as err:
+            p.error(f"--discover: {err}")
     if args.calls < 1 or args.concurrency < 1 or args.channels < 1 or args.rate < 0 or args.warmup < 0:
         p.error("--calls, --concurrency and --channels must be at least 1; --rate and --warmup not negative")
     return args
@@ -268,13 +288,22 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.channels):
                 conns.append(Laptops(args.address, tls_enabled=args.tls, lb_policy=args.lb_policy,
                                      health_check=args.health_check, own_connection=args.channels > 1,
-                                     login_optional=args.login_optional))
+                                     login_optional=args.login_optional, discover=args.discover))
             pacing = f", {args.rate:g}/s" if args.rate else ""
-            print(f"sending {args.calls} CreateLaptop calls to {args.address} over {args.channels} "
+            print(f"sending {args.calls} CreateLaptop calls to {args.address or args.discover} over {args.channels} "
                   f"connection(s), {args.concurrency} at a time{pacing}", flush=True)
+            # SIGTERM/SIGINT: stop sending, let the calls in flight finish, report what was sent.
+            stop = threading.Event()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda _signum, _frame: stop.set())
             report = run_calls(conns, args.calls, rate=args.rate, concurrency=args.concurrency,
-                               timeout=args.timeout, progress_every=args.progress_every)
+                               timeout=args.timeout, progress_every=args.progress_every, stop=stop)
+            if stop.is_set():
+                print(f"stopped after {len(report.calls)} calls (signal)", flush=True)
             print(f"done: {len(report.calls)} calls: {summarize(report.codes())}", flush=True)
+    except RegistryError as err:
+        print(f"cannot read the registry: {err}", file=sys.stderr, flush=True)
+        return 2
     except grpc.RpcError as err:  # the first Login failed: no call was sent
         report = Report(login_error=f"{err.code().name}: {err.details()}")
         print(f"cannot log in: {report.login_error}", file=sys.stderr, flush=True)
@@ -284,134 +313,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         write_report(report, args.json)
     return 2 if report.login_error else 0
-
-
-# -- for the lessons' scenarios: run the driver and the servers in a Stack ------------------------------
-
-# The laptop service logs `receive a create-laptop request with id: <uuid>` for every CreateLaptop.
-_RECEIVED = re.compile(r"receive a create-laptop request with id: (\S+)")
-_BIND_WAIT = 65.0  # a TIME_WAIT socket holds a port for 60 s on Linux
-_runs = itertools.count(1)
-
-
-def received_by(stack: procs.Stack, since: int, servers: Sequence[str]) -> dict[str, list[str]]:
-    """Laptop id -> the servers that received that CreateLaptop (more than one: it ran twice)."""
-    out: dict[str, list[str]] = {}
-    for rec in stack.records(since=since):
-        if rec.name in servers and (m := _RECEIVED.search(rec.text)):
-            out.setdefault(m.group(1), []).append(rec.name)
-    return out
-
-
-def per_server(calls: Sequence[Call], receivers: dict[str, list[str]], servers: Sequence[str]) -> dict[str, int]:
-    """How many of `calls` each server received (a call no server logged counts for none)."""
-    counts = dict.fromkeys(servers, 0)
-    for call in calls:
-        for server in receivers.get(call.laptop_id, []):
-            counts[server] = counts.get(server, 0) + 1
-    return counts
-
-
-def settle(stack: procs.Stack, since: int, servers: Sequence[str], calls: Sequence[Call],
-           timeout: float = 3.0) -> dict[str, list[str]]:
-    """received_by(), once every successful call's server line has been read (or at the deadline):
-    a server's output reaches the runner a moment after the client has its answer."""
-    wanted = {c.laptop_id for c in calls if c.ok}
-    deadline = time.monotonic() + timeout
-    while True:
-        seen = received_by(stack, since, servers)
-        if wanted <= seen.keys() or time.monotonic() > deadline:
-            return seen
-        stack.wait_for_output(0.05)
-
-
-def wait_bindable(port: int, say: Callable[[str], None], timeout: float = _BIND_WAIT) -> None:
-    """Wait until `port` can be bound. A live listener is an error at once (PortBusyError); a port
-    held only by a closing connection (TIME_WAIT, e.g. another program's client that happened to
-    get this port as its local port) frees itself within a minute."""
-    deadline = time.monotonic() + timeout
-    told = False
-    while True:
-        try:
-            procs.check_port_free(port)
-            return
-        except procs.PortBusyError as err:
-            if err.pid is not None or find_listener(port) is not None or time.monotonic() > deadline:
-                raise
-            if not told:
-                say(f"   (port {port} is held by a closing connection; waiting up to {timeout:g} s for it)")
-                told = True
-        time.sleep(0.2)
-
-
-def start_server(stack: procs.Stack, name: str, port: int, args: Sequence[str], say: Callable[[str], None],
-                 timeout: float = 15.0) -> None:
-    """Start a plaintext pcbook server and wait until its health service says SERVING."""
-    wait_bindable(port, say)
-    stack.start(name, [sys.executable, "-u", "-m", "pcbook.server", "--port", str(port), *args])
-    stack.wait_ready(name, port=port, health=True, timeout=timeout)
-
-
-def driver_argv(address: str, json_path: Path, *, calls: int, rate: float = 0.0, concurrency: int = 1,
-                channels: int = 1, lb_policy: str | None = None, health_check: bool = False,
-                login_optional: bool = False, progress_every: int = 10) -> list[str]:
-    argv = [sys.executable, "-u", "-m", "pcbook.measure.driver", "--address", address, "--calls", str(calls),
-            "--concurrency", str(concurrency), "--channels", str(channels), "--json", str(json_path),
-            "--progress-every", str(progress_every)]
-    if rate:
-        argv += ["--rate", f"{rate:g}"]
-    if lb_policy:
-        argv += ["--lb-policy", lb_policy]
-    if health_check:
-        argv.append("--health-check")
-    if login_optional:
-        argv.append("--login-optional")
-    return argv
-
-
-def report_path(stack: procs.Stack) -> Path:
-    stack.run_dir.mkdir(parents=True, exist_ok=True)
-    return stack.run_dir / f"load-{os.getpid()}-{next(_runs)}.json"
-
-
-def collect(stack: procs.Stack, name: str, path: Path, timeout: float) -> Report:
-    """Wait for a driver started with stack.start() to finish and read its report."""
-    proc = stack.proc(name)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        stack.stop(name)
-        raise procs.NotReadyError(f"{name} did not finish within {timeout:g} s", name=name,
-                                  tail=proc.tail(15)) from None
-    if not path.exists():  # exit code 2 with a report: the Login failed, the report says how
-        raise procs.NotReadyError(f"{name} failed ({proc.returncode})", name=name, tail=proc.tail(15))
-    try:
-        return read_report(path)
-    finally:
-        path.unlink(missing_ok=True)
-
-
-def run_load(stack: procs.Stack, address: str, *, name: str = "client", timeout: float = 30.0,
-             **options: Any) -> Report:
-    """Run the driver in the foreground (its lines are echoed with the `client` prefix)."""
-    path = report_path(stack)
-    stack.start(name, driver_argv(address, path, **options))
-    return collect(stack, name, path, timeout)
-
-
-def kill_mid_run(stack: procs.Stack, victim: str, address: str, *, after: int = 10, name: str = "client",
-                 **options: Any) -> tuple[Report, float]:
-    """Start the driver, and once `after` calls are done and `victim` is working on a call (its
-    create-laptop line), SIGKILL `victim`: that call has surely been sent. Returns the driver's report
-    and the time of the kill."""
-    path = report_path(stack)
-    mark = stack.mark()
-    stack.start(name, driver_argv(address, path, **options))
-    stack.wait_for_line(name, f"{after} calls done", 15, since=mark)
-    stack.wait_for_line(victim, "receive a create-laptop request", 5, since=stack.mark())
-    killed_at = time.time()
-    stack.kill(victim)
-    return collect(stack, name, path, 30), killed_at
 
 
 if __name__ == "__main__":

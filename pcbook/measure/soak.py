@@ -67,31 +67,38 @@ def notebook_10() -> tuple[bool, str]:
                         "tests/notebooks/test_notebooks.py::test_notebook_runs_top_to_bottom[lesson-10]"], 240)
 
 
-def probes_413(runs: int, report: Callable[[int, bool, float, str], None]) -> Tally:
-    """All runs on one stack: two TLS servers and nginx with lesson 9's starting config."""
-    from pcbook.lessons import streams
-    from pcbook.stack import procs
+PROBE_TIMEOUT = 30.0  # what lesson 9 gives a probe run
 
-    class _Ctx:  # the part of a ScenarioContext that Lesson9's stack and probe use
-        def __init__(self, stack: procs.Stack) -> None:
-            self.stack = stack
+
+def probes_413(runs: int, report: Callable[[int, bool, float, str], None]) -> Tally:
+    """All runs on one stack: lesson 9's two TLS servers and nginx with its starting config; each run is
+    the probe of step 3 (an image of 1023 KiB, which nginx refuses with 413)."""
+    from pcbook.lessons import streams
+    from pcbook.paths import NGINX_DIR
+    from pcbook.service import tls
+    from pcbook.stack import nginx, procs
 
     tally = Tally("probe-413")
     with procs.Stack(echo=None) as stack:
-        lesson = streams.Lesson9(_Ctx(stack))  # type: ignore[arg-type]
-        lesson.start_servers()
-        lesson.start_nginx(streams.DEFAULTS_CONF)
+        for name, port in (("server1", 50091), ("server2", 50092)):
+            stack.start(name, [sys.executable, "-u", "-m", "pcbook.server", "--port", str(port), "--host",
+                               "127.0.0.1", "--tls"])
+        for name, port in (("server1", 50091), ("server2", 50092)):
+            stack.wait_ready(name, port=port, health=f"127.0.0.1:{port}", credentials=tls.client_credentials(),
+                             timeout=20)
+        nginx.start_nginx(stack, NGINX_DIR / "lesson-9-defaults.conf", port=8091)
+        argv = [sys.executable, "-u", "-m", "pcbook.measure.stream_probe", "--address", "127.0.0.1:8091", "--tls",
+                "--dump-after", f"{PROBE_TIMEOUT - 3:g}", "streams", "--upload-bytes", str(streams.BIG_IMAGE)]
         for n in range(1, runs + 1):
             t0 = time.monotonic()
-            seen = lesson.probe(streams.L7_PORT, "streams", "--upload-bytes", str(streams.BIG_IMAGE), calls=6,
-                                nginx_line=streams.TOO_LARGE)
+            result = stack.run("probe", argv, timeout=PROBE_TIMEOUT)
             took = time.monotonic() - t0
-            said = seen.said("UploadImage") or "(no result)"
-            ok = "status: 413" in said and took < streams.PROBE_TIMEOUT
+            said = next((line for line in result.lines if "result: UploadImage" in line), "(no result)")
+            ok = "status: 413" in said and took < PROBE_TIMEOUT
             tally.runs += 1
             tally.passed += ok
             tally.seconds += took
-            report(n, ok, took, said if ok else "\n".join([said, *seen.result.lines[-40:]]))
+            report(n, ok, took, said.split("result: ", 1)[-1] if ok else "\n".join(result.lines[-40:]))
     return tally
 
 

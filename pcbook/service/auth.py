@@ -15,6 +15,9 @@ SECRET_ENV = "PCBOOK_JWT_SECRET"
 # Used when PCBOOK_JWT_SECRET is unset; the server says so at start. Long enough (>= 32 bytes) for
 # HS256, and the same in every process so that a token from server1 is valid on server2 behind nginx.
 DEV_SECRET = "pcbook-development-secret-change-me-in-production"
+# Set (to anything) by whoever already told the learner about DEV_SECRET: the lesson's Stack sets it for
+# every server after the first, so the notice shows once per lesson, not at every server start.
+DEV_SECRET_NOTED_ENV = "PCBOOK_DEV_SECRET_NOTED"
 TOKEN_DURATION = dt.timedelta(minutes=15)
 ALGORITHM = "HS256"
 # Go's bcrypt.DefaultCost; a higher cost would slow every Login and the server start.

@@ -24,6 +24,7 @@ a timestamp. How children are kept from outliving the runner:
 from __future__ import annotations
 
 import atexit
+import itertools
 import os
 import queue
 import re
@@ -51,6 +52,8 @@ __all__ = [
     "pick_free_port", "wait_grpc_health", "wait_port",
 ]
 
+# pcbook.service.auth.DEV_SECRET_NOTED_ENV (not imported: the stack does not depend on the service).
+DEV_SECRET_NOTED_ENV = "PCBOOK_DEV_SECRET_NOTED"
 MIN_WIDTH = 7  # prefix width, like docker-compose's; grows with the longest name
 STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
 _DRAIN = 2.0  # how long to wait for a dead process's last output to be read
@@ -228,6 +231,7 @@ class Stack:
         self._closing = False
         self._closed = False
         self._spawner = _Spawner()
+        self._servers_started = 0  # pcbook servers: the first one tells about the dev JWT secret
         _register(self)
 
     # starting -------------------------------------------------------------------------------------
@@ -244,6 +248,10 @@ class Stack:
                 raise ValueError(f"{name} is already running (pid {old.pid}); stop it first")
             self._width = max(self._width, len(name))
         args = [os.fspath(a) for a in argv]
+        if _is_pcbook_server(args):
+            if self._servers_started:  # one notice of the development JWT secret per lesson is enough
+                env = {DEV_SECRET_NOTED_ENV: "1", **(env or {})}
+            self._servers_started += 1
         full_env = child_env(env)
         try:
             command = _command(args, full_env, cwd)
@@ -526,6 +534,10 @@ class Stack:
         while not proc._eof.wait(0.05):  # polling a file is the portable way to tail it
             drain(final=False)
         drain(final=True)
+
+
+def _is_pcbook_server(args: Sequence[str]) -> bool:
+    return any(a == "-m" and b in ("pcbook.server", "pcbook.service.server") for a, b in itertools.pairwise(args))
 
 
 def child_env(env: Mapping[str, str | None] | None = None) -> dict[str, str]:

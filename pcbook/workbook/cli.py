@@ -9,10 +9,12 @@ import argparse
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
-from pcbook.paths import RUN_DIR, shown
-from pcbook.stack import nginx, procs
+from pcbook.paths import shown
+from pcbook.stack import nginx, owners, procs
+from pcbook.stack.ports import find_listener, holder
 from pcbook.workbook import manifest
 from pcbook.workbook.runner import run_lesson
 
@@ -48,32 +50,33 @@ def cmd_check(args: argparse.Namespace) -> int:
     lesson = _lesson(args.number)
     conf = _config(args.conf)
     if conf is not None and lesson.checkpoint_config is None:
-        raise SystemExit(f"lesson {lesson.number} uses no nginx, so it takes no CONF")
+        raise SystemExit(f"lesson {lesson.number}'s checkpoint uses no nginx, so it takes no CONF")
     result = run_lesson(lesson, conf=conf, checkpoint_only=True, echo=None if args.quiet else print)
     print(result.checkpoint_line())
     return 0 if result.checkpoint_passed else 1
 
 
 def cmd_nginx(args: argparse.Namespace) -> int:
+    """nginx with the config of the lesson's checkpoint stack (or the learner's), and what to run next to it."""
     lesson = _lesson(args.number)
-    if lesson.scenario is not None:
-        raise SystemExit(
-            f"lesson {lesson.number} starts its own stack: run `make lesson-{lesson.number} KEEP=1` to explore it"
-        )
-    conf = _config(args.conf) or lesson.checkpoint_config
-    if conf is None:
-        raise SystemExit(f"lesson {lesson.number} uses no nginx")
-    step = lesson.checkpoint_steps[-1]
+    step = lesson.nginx_step
+    if step is None or step.nginx is None:
+        raise SystemExit(f"lesson {lesson.number} uses no nginx: run `make {lesson.target}` to see it")
+    conf = _config(args.conf) or step.nginx.path
     with procs.Stack() as stack:
         try:
-            nginx.start_nginx(stack, conf, port=manifest.NGINX_PORT)
+            for port in step.nginx.more_ports:
+                procs.check_port_free(port)
+            nginx.start_nginx(stack, conf, port=step.nginx.port)
         except (procs.PortBusyError, nginx.NginxError) as err:
             print(err, file=sys.stderr)
             return 1
-        print(f"nginx is up on {manifest.NGINX_PORT} with {shown(conf)}. In other terminals, as in the tutorial:")
+        ports = " and ".join(map(str, step.nginx.ports))
+        print(f"nginx is up on {ports} with {shown(conf)}, as in step '{step.title}'. In other terminals:")
         for server in step.servers:
-            print(f"  make {_make_target(server)}")
-        print(f"  make {step.client.make_target()}")
+            print(f"  {server.command()}")
+        if step.client is not None:
+            print(f"  {step.client.command()}")
         print("Ctrl-C stops nginx.")
         try:
             stack.wait_forever()
@@ -82,17 +85,11 @@ def cmd_nginx(args: argparse.Namespace) -> int:
     return 0
 
 
-def _make_target(server: manifest.Server) -> str:
-    base = server.name if server.port != manifest.NGINX_PORT else "server"
-    if not server.tls:
-        return base
-    return f"{base}-tls" + (" CLIENT_AUTH=none" if server.client_auth == "none" else "")
-
-
 def cmd_list(_args: argparse.Namespace) -> int:
     for lesson in manifest.LESSONS:
         configs = ", ".join(p.name for p in lesson.nginx_configs) or "no nginx"
-        print(f"  make {lesson.target:<10} {lesson.title}  ({configs})")
+        beyond = "" if lesson.tutorial else "  [beyond the tutorial]"
+        print(f"  make {lesson.target:<10} {lesson.title}  ({configs}){beyond}")
     return 0
 
 
@@ -102,58 +99,70 @@ def cmd_progress(_args: argparse.Namespace) -> int:
     rows = []
     for lesson in manifest.LESSONS:
         exercise = lesson.exercise
-        if lesson.checkpoint_config is not None and exercise is None:
+        if exercise is None:
+            print(f"  [    ] lesson {lesson.number:<2} {lesson.title:<45} no exercise: make {lesson.target} replays it",
+                  flush=True)
             continue
-        result = run_lesson(lesson, conf=exercise, checkpoint_only=True, echo=None)
+        result = run_lesson(lesson, conf=exercise, checkpoint_only=True, stop_at_failure=True, echo=None)
         rows.append((lesson, exercise, result.checkpoint_passed, result.checkpoint_line()))
         mark = "done" if result.checkpoint_passed else "todo"
-        where = shown(exercise) if exercise else "(no config: the TLS flag)"
-        print(f"  [{mark}] lesson {lesson.number}  {lesson.title:<45} {where}", flush=True)
+        print(f"  [{mark}] lesson {lesson.number:<2} {lesson.title:<45} {shown(exercise)}", flush=True)
     done = sum(1 for row in rows if row[2])
-    print(f"{done}/{len(rows)} lessons done")
+    print(f"{done}/{len(rows)} exercises done")
     for lesson, exercise, passed, line in rows:
         if not passed:
             print(f"next: lesson {lesson.number} — {line.split(': ', 2)[-1]}")
-            if exercise is not None:
-                print(f"      edit {shown(exercise)} and run: make check-{lesson.number} CONF={shown(exercise)}")
+            print(f"      edit {shown(exercise)} and run: make check-{lesson.number} CONF={shown(exercise)}")
             break
     return 0
 
 
 def cmd_stop(_args: argparse.Namespace) -> int:
-    """Stop servers, clients and nginx that a crashed run left behind (found through /proc)."""
-    stopped = 0
-    for pid, cmdline in leftovers():
+    """Stop the servers, clients and nginx this checkout started and a crashed run left behind."""
+    stopped: list[int] = []
+    for found in owners.pcbook_processes():
+        if found.ours is None:
+            print(f"left alone: pid {found.pid} ({found.command[:80]}) belongs to another user")
+        if not found.ours:
+            continue
         try:
-            os.kill(pid, signal.SIGTERM)
-            stopped += 1
-            print(f"stopped {pid}: {cmdline[:100]}")
+            os.kill(found.pid, signal.SIGTERM)
         except ProcessLookupError:
-            pass
-    print("nothing was running" if not stopped else f"stopped {stopped} process(es)")
+            continue
+        except PermissionError:
+            print(f"cannot stop pid {found.pid} ({found.command[:80]}): it belongs to another user")
+            continue
+        stopped.append(found.pid)
+        print(f"stopped {found.pid}: {found.command[:100]}")
+    _wait_gone(stopped, STOP_WAIT)
+    print("nothing of this checkout was running" if not stopped else f"stopped {len(stopped)} process(es)")
+    for port in owners.lesson_ports():
+        owner = find_listener(port)
+        if owner is not None and not owners.is_ours(owner[0]):
+            print(f"port {port} is still in use by {holder(*owner)}")
     return 0
 
 
+STOP_WAIT = 5.0  # seconds stopped processes get to exit before `make stop` looks at the ports
+
+
+def _wait_gone(pids: list[int], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling the process table, bounded by the deadline
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent can reap it
+
+
 def leftovers() -> list[tuple[int, str]]:
-    found = []
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return found
-    run_dir = str(RUN_DIR)
-    for entry in proc.iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
-        # Servers, clients and load drivers all run as `python -m pcbook.<module>`; nginx runs with a
-        # prefix folder under RUN_DIR. The lesson CLI itself (this process's kin) is left alone.
-        ours = "-m pcbook." in cmdline and "-m pcbook.workbook" not in cmdline
-        ours = ours or ("nginx" in cmdline and run_dir in cmdline)
-        if ours:
-            found.append((int(entry.name), cmdline))
-    return found
+    """(pid, command) of what this checkout started and still runs (see pcbook.stack.owners)."""
+    return owners.leftovers()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,11 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conf", help="your nginx.conf instead of the lesson's")
     p.add_argument("--quiet", action="store_true", help="print only the checkpoint line")
     p.set_defaults(func=cmd_check)
-    p = sub.add_parser("nginx", help="start only nginx with lesson N's config, until Ctrl-C")
+    p = sub.add_parser("nginx", help="start only nginx with lesson N's checkpoint config, until Ctrl-C")
     p.add_argument("number", type=int)
     p.add_argument("--conf", help="your nginx.conf instead of the lesson's")
     p.set_defaults(func=cmd_nginx)
-    sub.add_parser("list", help="list the lessons").set_defaults(func=cmd_list)
+    sub.add_parser("list", help="list the lessons (7-10 go beyond the tutorial)").set_defaults(func=cmd_list)
     sub.add_parser("progress", help="check your exercises in nginx/exercises/").set_defaults(func=cmd_progress)
     sub.add_parser("stop", help="stop what a crashed run left behind").set_defaults(func=cmd_stop)
     return parser

@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from pcbook.workbook.manifest import Expect
+from pcbook.workbook.model import Expect
 
 # The server's interceptors log every call: `--> unary interceptor:  /pkg.Service/Method`.
 _CALL = re.compile(r"--> (?:unary|stream) interceptor:\s+(/\S+)")
@@ -59,12 +59,12 @@ def differences(expect: Expect, seen: Observation) -> list[str]:
         diffs.append(f"the client should succeed but failed: {last}")
     if not expect.ok and seen.client_ok:
         diffs.append("the client should fail but succeeded")
-    if expect.client_says and not re.search(expect.client_says, client_text):
-        diffs.append(f"the client's output has no match for /{expect.client_says}/")
-    if expect.nginx_error and not any(re.search(expect.nginx_error, line) for line in seen.nginx_errors):
-        diffs.append(f"nginx's error log has no line matching /{expect.nginx_error}/")
-    if expect.server_says and not any(re.search(expect.server_says, line) for line in seen.server_lines):
-        diffs.append(f"no server logged a line matching /{expect.server_says}/")
+    if expect.client_says and not re.search(expect.client_says.regex, client_text):
+        diffs.append(f"the client's output has no match for /{expect.client_says.regex}/")
+    if expect.nginx_error and not any(re.search(expect.nginx_error.regex, line) for line in seen.nginx_errors):
+        diffs.append(f"nginx's error log has no line matching /{expect.nginx_error.regex}/")
+    if expect.server_says and not any(re.search(expect.server_says.regex, line) for line in seen.server_lines):
+        diffs.append(f"no server logged a line matching /{expect.server_says.regex}/")
     served_by = {server for server, _ in seen.calls}
     missing = [s for s in expect.spread if s not in served_by]
     if missing:
@@ -98,8 +98,8 @@ def settled(expect: Expect, seen: Observation, runs: int = 1) -> bool:
     calls = max(len(expect.spread), len(expect.routes)) * runs
     if len(seen.calls) < calls or len(seen.posts) < (expect.access_posts or 0):
         return False
-    if expect.server_says and not any(re.search(expect.server_says, line) for line in seen.server_lines):
+    if expect.server_says and not any(re.search(expect.server_says.regex, line) for line in seen.server_lines):
         return False
     if expect.nginx_error:
-        return any(re.search(expect.nginx_error, line) for line in seen.nginx_errors)
+        return any(re.search(expect.nginx_error.regex, line) for line in seen.nginx_errors)
     return True

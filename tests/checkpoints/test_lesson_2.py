@@ -7,14 +7,16 @@ from pcbook.workbook.manifest import AUTH_LOGIN, CREATE_LAPTOP
 from .support import checkpoint, explain, story
 
 
-def test_calls_alternate_and_nginx_logs_four_posts() -> None:
+def test_calls_alternate_and_nginx_logs_the_lectures_five_posts() -> None:
     result = story(2)
     assert result.checkpoint_passed, explain(result)
     seen = result.steps[-1].seen
     assert {server for server, _ in seen.calls} == {"server1", "server2"}
-    # Round robin per call: four sequential calls over two servers give two each.
-    assert sorted(len(methods) for methods in seen.split().values()) == [2, 2]
-    assert seen.posts == [(AUTH_LOGIN, 200)] + [(CREATE_LAPTOP, 200)] * 3
+    # Round robin per call: five sequential calls over two servers give three and two.
+    assert sorted(len(methods) for methods in seen.split().values()) == [2, 3]
+    # The lecture's access log: a Login, three CreateLaptop, and the client's token refresh (--stay).
+    assert seen.posts == [(AUTH_LOGIN, 200)] + [(CREATE_LAPTOP, 200)] * 3 + [(AUTH_LOGIN, 200)]
+    assert any("token refreshed" in line for line in seen.client_lines[-3:])
 
 
 def test_checkpoint_fails_on_the_starter_config() -> None:

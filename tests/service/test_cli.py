@@ -66,6 +66,18 @@ def test_client_every_option(plain_server, certs_dir) -> None:  # type: ignore[n
     assert res.stdout.count("average_score: 8.5") == 2
 
 
+def test_client_stays_up_and_refreshes_its_token(plain_server, certs_dir) -> None:  # type: ignore[no-untyped-def]
+    # The lecture's client stays up; its refresher logs in again (lesson 2's fifth access-log line).
+    res = run_client("--address", f"127.0.0.1:{plain_server.port}", "--stay", "1.5", "--refresh-seconds", "0.5",
+                     certs_dir=certs_dir)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    stay = next(i for i, line in enumerate(lines) if "staying up for 1.5 s; the token is refreshed every 0.5 s" in line)
+    assert any(re.search(rf"token refreshed: {JWT}", line) for line in lines[stay + 1:]), res.stdout
+    bad = run_client("--address", f"127.0.0.1:{plain_server.port}", "--stay", "-1", certs_dir=certs_dir)
+    assert bad.returncode == 2 and "--stay cannot be negative" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_client_tls_against_mtls_server(mtls_server, certs_dir) -> None:  # type: ignore[no-untyped-def]
     res = run_client("--address", f"127.0.0.1:{mtls_server.port}", "--tls", "--laptops", "1", certs_dir=certs_dir)
     assert res.returncode == 0, res.stderr
