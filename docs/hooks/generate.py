@@ -29,6 +29,7 @@ import re
 import shutil
 import sys
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from mkdocs.exceptions import PluginError
 
@@ -37,6 +38,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mermaid_js  # noqa: E402  (this folder: the pinned mermaid)
+
+if TYPE_CHECKING:
+    from pcbook.workbook.model import Lesson
 
 log = logging.getLogger("mkdocs.hooks.generate")
 
@@ -48,6 +52,8 @@ CLI_MODULES = {
     "load": "pcbook.measure.driver",  # lessons 7 and 8: the load driver
     "bench": "pcbook.measure.bench",  # lesson 10: `make bench`
     "containers": "pcbook.stack.containers",  # deploy/: the image's entry point and the k8s renderer
+    "nginx_sync": "pcbook.discovery.nginx_sync",  # lesson 11: nginx fed by the registry
+    "xds": "pcbook.discovery.xds",  # lesson 12: the xDS control plane
 }
 MERMAID_ASSET = "assets/javascripts/mermaid.min.js"
 # Run right after it: mermaid would otherwise render every `pre.mermaid` itself on page load, from the
@@ -246,9 +252,10 @@ def render_lessons(page_src: str, existing: set[str]) -> str:
     return "\n".join(out) + "\n"
 
 
-def render_steps(number: int) -> str:
-    """Lesson N's steps, from the model: the stack of each, what it must show, and why."""
-    lesson = _manifest().get(number)
+def render_steps(lesson: int | Lesson) -> str:
+    """A lesson's steps, from the model: the stack of each, what it must show, and why."""
+    if isinstance(lesson, int):
+        lesson = _manifest().get(lesson)
     rows = []
     for i, step in enumerate(lesson.steps, 1):
         mark = '<br><span class="pcbook-checkpoint">checkpoint</span>' if step.checkpoint else ""
@@ -302,8 +309,22 @@ def _check_generated_code() -> None:
         raise PluginError(f"the generated gRPC code (pcbook/pb/*_pb2.py) is missing: {GEN_HINT}") from None
 
 
+def nav_with_every_lesson(nav: list) -> list:
+    """The nav with every lesson's page under "Lessons", in lesson order after those listed: a new
+    lesson needs no edit of mkdocs.yml."""
+    for entry in nav:
+        if isinstance(entry, dict) and isinstance(entry.get("Lessons"), list):
+            pages = entry["Lessons"]
+            listed = {p for p in pages if isinstance(p, str)}
+            pages += [lesson.doc_page for lesson in _manifest().LESSONS if lesson.doc_page not in listed]
+            return nav
+    raise PluginError('mkdocs.yml has no "Lessons" section in its nav for the lesson pages')
+
+
 def on_config(config, **kwargs):
     _check_generated_code()
+    if config.nav is not None:
+        config.nav = nav_with_every_lesson(config.nav)
     # Snippets resolve against the repo root whatever the working directory is.
     snippets = config.mdx_configs.setdefault("pymdownx.snippets", {})
     snippets["base_path"] = [str(ROOT)]

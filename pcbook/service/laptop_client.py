@@ -198,6 +198,7 @@ def connect(
     health_check: bool = False,
     timeout: float = DEFAULT_TIMEOUT,
     quiet: bool = False,
+    client_cert: bool = True,
     discover: str | None = None,
 ) -> Connection:
     """Log in and return a ready Connection, as the tutorial's client sets itself up.
@@ -213,15 +214,21 @@ def connect(
         from pcbook.discovery.thick import DiscoveredChannel
 
         discovered = DiscoveredChannel(discover, factory=lambda target: make_channel(
-            target, tls_enabled=tls_enabled, certs_dir=certs_dir, lb_policy="round_robin", health_check=health_check))
+            target, tls_enabled=tls_enabled, certs_dir=certs_dir, client_cert=client_cert, lb_policy="round_robin",
+            health_check=health_check))
         auth_channel: grpc.Channel = discovered
     else:
-        auth_channel = make_channel(address, tls_enabled=tls_enabled, certs_dir=certs_dir)
+        auth_channel = make_channel(address, tls_enabled=tls_enabled, certs_dir=certs_dir, client_cert=client_cert)
     try:
         refresher = TokenRefresher(AuthClient(auth_channel, username, password), refresh_seconds, quiet=quiet)
         refresher.start()
         base = auth_channel if discover is not None else make_channel(
-            address, tls_enabled=tls_enabled, certs_dir=certs_dir, lb_policy=lb_policy, health_check=health_check
+            address,
+            tls_enabled=tls_enabled,
+            certs_dir=certs_dir,
+            client_cert=client_cert,
+            lb_policy=lb_policy,
+            health_check=health_check,
         )
     except BaseException:
         auth_channel.close()

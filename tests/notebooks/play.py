@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import os
 import pickle
+import re
 import sys
 import tempfile
 import threading
@@ -30,6 +31,7 @@ from nbclient import NotebookClient
 from pcbook.paths import ROOT
 from pcbook.stack.ports import find_listener
 from pcbook.workbook import manifest
+from pcbook.workbook.model import Lesson
 from pcbook.workbook.runner import LessonResult
 
 LESSONS_DIR = ROOT / "lessons"
@@ -127,16 +129,16 @@ class Kernel:
 
 
 @contextmanager
-def kernel(nb: nbformat.NotebookNode) -> Iterator[Kernel]:
+def kernel(nb: nbformat.NotebookNode, cwd: Path = LESSONS_DIR) -> Iterator[Kernel]:
     marker = uuid.uuid4().hex
     client = NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT, allow_errors=False,
-                            resources={"metadata": {"path": str(LESSONS_DIR)}})
+                            resources={"metadata": {"path": str(cwd)}})
     with client.setup_kernel(env={**os.environ, MARK: marker}):
         k = Kernel(client, marker)
         try:
             # The kernelspec's "python" must resolve to this environment's interpreter (the venv's).
             assert Path(f"/proc/{k.pid}/exe").resolve() == Path(sys.executable).resolve()
-            assert Path(f"/proc/{k.pid}/cwd").resolve() == LESSONS_DIR.resolve()
+            assert Path(f"/proc/{k.pid}/cwd").resolve() == cwd.resolve()
             yield k
         finally:
             k.close()
@@ -166,13 +168,47 @@ class Played:
     held_ports: dict[int, tuple[int, str]]
 
 
+STEP_CALL = re.compile(r"^(\w+ = )?session\.step\(\)$", re.M)
+
+
+def steps_in(nb: nbformat.NotebookNode) -> list[tuple[str, int]]:
+    """(heading, number of `session.step()` calls up to the next heading) for every ### heading."""
+    found: list[list] = []
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("### "):
+                    found.append([line[4:].strip(), 0])
+        elif found:
+            found[-1][1] += len(STEP_CALL.findall(cell.source))
+        else:
+            assert not STEP_CALL.search(cell.source), "a step runs before its heading"
+    return [(title, calls) for title, calls in found]
+
+
+def check_steps(lesson: Lesson, nb: nbformat.NotebookNode) -> None:
+    """One `### <step title>` heading per step, in the model's order, each followed by one `session.step()`;
+    headings without a step (a chart, a table) never use a step's title."""
+    found = steps_in(nb)
+    shown = [(title, calls) for title, calls in found if calls]
+    assert shown == [(step.title, 1) for step in lesson.steps], (
+        "one `### <step title>` heading from the lesson's manifest entry per step, each followed by one "
+        f"`session.step()`; found {shown}")
+    titles = {step.title for step in lesson.steps}
+    assert all(calls or title not in titles for title, calls in found)
+
+
 @functools.cache
 def play(number: int) -> Played:
-    """Execute lesson `number`'s notebook (every cell, in order; raises CellExecutionError on an
-    error) and return what its steps showed."""
+    """Execute lesson `number`'s notebook and return what its steps showed (once per test session)."""
     lesson = manifest.get(number)
-    nb = read(lesson)
-    with tempfile.TemporaryDirectory() as tmp, kernel(nb) as k:
+    return play_notebook(lesson, read(lesson))
+
+
+def play_notebook(lesson: Lesson, nb: nbformat.NotebookNode, cwd: Path = LESSONS_DIR) -> Played:
+    """Execute every cell of `nb` in order (CellExecutionError on an error), collect the session's
+    outcomes and whatever the kernel still runs before the kernel ends."""
+    with tempfile.TemporaryDirectory() as tmp, kernel(nb, cwd) as k:
         for index, cell in enumerate(nb.cells):
             if cell.cell_type == "code":
                 k.client.execute_cell(cell, index)

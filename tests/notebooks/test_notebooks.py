@@ -6,8 +6,6 @@ The notebooks in lessons/ are their own source: edit them in JupyterLab (then cl
 
 from __future__ import annotations
 
-import re
-
 import nbformat
 import pytest
 from nbclient.exceptions import CellExecutionError
@@ -19,9 +17,7 @@ from pcbook.stack.ports import find_listener
 from pcbook.workbook import manifest
 from pcbook.workbook.model import TUTORIAL_PORTS
 
-from .play import LESSONS_DIR, Kernel, eventually, kernel, outputs_text, play, read
-
-STEP_CALL = re.compile(r"^(\w+ = )?session\.step\(\)$", re.M)
+from .play import LESSONS_DIR, Kernel, check_steps, eventually, kernel, outputs_text, play, read
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -49,30 +45,9 @@ def test_every_notebook_belongs_to_a_lesson() -> None:
         x.notebook for x in manifest.LESSONS)
 
 
-def steps_in(nb: nbformat.NotebookNode) -> list[tuple[str, int]]:
-    """(heading, number of `session.step()` calls up to the next heading) for every ### heading."""
-    found: list[list] = []
-    for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            for line in cell.source.splitlines():
-                if line.startswith("### "):
-                    found.append([line[4:].strip(), 0])
-        elif found:
-            found[-1][1] += len(STEP_CALL.findall(cell.source))
-        else:
-            assert not STEP_CALL.search(cell.source), "a step runs before its heading"
-    return [(title, calls) for title, calls in found]
-
-
 @pytest.mark.parametrize("lesson", manifest.LESSONS, ids=lambda lesson: lesson.target)
 def test_notebook_runs_each_step_once_under_its_title_in_order(lesson: manifest.Lesson) -> None:
-    shown = [(title, calls) for title, calls in steps_in(read(lesson)) if calls]
-    assert shown == [(step.title, 1) for step in lesson.steps], (
-        "one `### <step title>` heading from pcbook/workbook/manifest.py per step, each followed by one "
-        "`session.step()`")
-    # Headings without a step are the notebook's own sections (a chart, a table), never a step's title.
-    titles = {step.title for step in lesson.steps}
-    assert all(calls or title not in titles for title, calls in steps_in(read(lesson)))
+    check_steps(lesson, read(lesson))
 
 
 def test_notebook_ports_are_the_lessons() -> None:

@@ -50,7 +50,7 @@ def test_act_and_judge_functions_live_in_lesson_modules() -> None:
 
 
 def test_lessons_beyond_the_tutorial_are_marked() -> None:
-    assert [lesson.number for lesson in manifest.LESSONS if not lesson.tutorial] == [7, 8, 9, 10]
+    assert [lesson.number for lesson in manifest.LESSONS if not lesson.tutorial] == [7, 8, 9, 10, 11, 12]
 
 
 def test_conf_replaces_exactly_the_checkpoint_config() -> None:
@@ -103,3 +103,9 @@ def test_unknown_lesson_names_the_known_ones() -> None:
         assert "1, 2, 3" in str(err)
     else:
         raise AssertionError("lessons.get(42) should fail")
+
+
+def test_progress_checks_exactly_the_lessons_with_an_exercise() -> None:
+    # `make progress` runs these; the others (lesson 1: no nginx; 7-10: beyond the tutorial) it lists
+    # as having no exercise, never as done.
+    assert [lesson.number for lesson in manifest.LESSONS if lesson.exercise] == [2, 3, 4, 5, 6]
