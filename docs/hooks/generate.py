@@ -52,6 +52,8 @@ CLI_MODULES = {
     "load": "pcbook.measure.driver",  # lessons 7 and 8: the load driver
     "bench": "pcbook.measure.bench",  # lesson 10: `make bench`
     "containers": "pcbook.stack.containers",  # deploy/: the image's entry point and the k8s renderer
+    "nginx_sync": "pcbook.discovery.nginx_sync",  # lesson 11: nginx fed by the registry
+    "xds": "pcbook.discovery.xds",  # lesson 12: the xDS control plane
 }
 MERMAID_ASSET = "assets/javascripts/mermaid.min.js"
 # Run right after it: mermaid would otherwise render every `pre.mermaid` itself on page load, from the

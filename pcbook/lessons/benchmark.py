@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 SCALE_MIN = verdicts.SCALE_MIN
 # 6 repetitions of (direct, nginx) in balanced order: enough for a 97 % interval of the median.
-SETTINGS = bench.Settings(reps=6, warmup=0.1, latency_window=0.4, scale_window=0.8, scale_warmup=0.3)
+# A round of 0.3 s holds a few hundred calls: plenty for a p50; the repetitions make the interval.
+SETTINGS = bench.Settings(reps=6, warmup=0.1, latency_window=0.3, scale_window=0.6, scale_warmup=0.3)
 SCALE_SETTINGS = replace(SETTINGS, reps=2)  # its rounds are the long ones, and capacity barely varies
 HOP_TARGETS = tuple(t for t in bench.HOP_PATHS if t.name in (bench.DIRECT, bench.NGINX_PLAIN))
 KEEPALIVE_TARGETS = tuple(t for t in bench.HOP_PATHS if t.name in bench.UPSTREAM_PORT)

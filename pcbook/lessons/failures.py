@@ -68,6 +68,12 @@ def settled_access(ctx: StepContext, calls: int) -> dict[int, Access]:
     return entries()
 
 
+# lesson-8.conf's grpc-message for each kind of 502 (its map $grpc_502_message).
+CONNECT_FAILED = "nginx: could not connect to any backend"
+NO_LIVE_BACKEND = "nginx: no live backend"
+CLOSED_BEFORE_ANSWER = "the backend closed the connection before answering; not retried"
+
+
 def _login(run: Calls) -> list[str]:
     return [f"the client could not even log in: {run.login_error}"] if run.login_error else []
 
@@ -117,6 +123,11 @@ def grpc_status(result: NginxRun) -> list[str]:
                      "(no error_page answering with grpc-status?)")
     if not result.run.calls:
         diffs.append("the driver sent no call")
+    # The words the claims promise: which 502 it was (the config's map), not only its status.
+    if not html and result.login is not None and CONNECT_FAILED not in result.login:
+        diffs.append(f"the Login should see `{CONNECT_FAILED}`, saw {result.login!r}")
+    if not html and any(NO_LIVE_BACKEND not in c.details for c in result.run.failed()):
+        diffs.append(f"the calls should see `{NO_LIVE_BACKEND}`, saw {result.run.failed()[0].details!r}")
     return diffs
 
 
@@ -154,6 +165,9 @@ def not_retried(result: NginxRun) -> list[str]:
     wrong = sorted({c.code for c in failed} - {"UNAVAILABLE"})
     if wrong:
         diffs.append(f"calls failed with {', '.join(wrong)}, expected UNAVAILABLE")
+    unsaid = [c.number for c in failed if c.code == "UNAVAILABLE" and CLOSED_BEFORE_ANSWER not in c.details]
+    if unsaid:
+        diffs.append(f"failed calls {unsaid} do not say `{CLOSED_BEFORE_ANSWER}` (the config's grpc-message)")
     if retried:
         diffs.append(f"failed calls {retried} were also sent to {SURVIVOR}")
     if twice:

@@ -659,7 +659,7 @@ def load_generator_lines(records: Sequence[RoundRecord], processes: int, cores: 
     top_ours = max(v for v, _ in ours)
     line = f"CPU: our processes used at most {top_ours:.2f} of {cores} cores in a round"
     if machine:
-        line += f"; the whole machine at most {max(v for v, _ in machine):.2f}"
+        line += f"; the whole machine (anyone's processes) at most {min(cores, max(v for v, _ in machine)):.2f}"
         if full:
             phases = sorted({r.phase for r in full})
             line += (f"; {len(full)} rounds ({', '.join(phases)}) had more than {MACHINE_BUSY:.0%} of the cores "
@@ -831,7 +831,7 @@ def draw_chart(results: dict[str, object], png: Path, title: str | None = None) 
         right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8, frameon=False)
     right.set_xticks(list(xs), [n.replace(", ", ",\n") for n in snames], fontsize=8)
     right.set_ylabel("calls/s at saturation")
-    right.set_title("The gain of scale-out (capacity simulated: sleeping workers)", fontsize=10)
+    right.set_title("The gain of scale-out\n(capacity simulated: sleeping workers)", fontsize=10)
     right.set_ylim(0, max(tput + [2 * capacity if isinstance(capacity, int | float) else 0]) * 1.25)
 
     default_title = (f"{str(info.get('date', ''))[:10]} · {info.get('cores')} cores · {info.get('cpu', '')} · "

@@ -68,7 +68,7 @@ def cmd_nginx(args: argparse.Namespace) -> int:
             for port in step.nginx.more_ports:
                 procs.check_port_free(port)
             nginx.start_nginx(stack, conf, port=step.nginx.port)
-        except (procs.PortBusyError, nginx.NginxError) as err:
+        except (procs.PortBusyError, procs.NotReadyError, nginx.NginxError) as err:
             print(err, file=sys.stderr)
             return 1
         ports = " and ".join(map(str, step.nginx.ports))
@@ -195,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:
+        # A second Ctrl-C (while the stack is stopping) must not cut the stopping short, and the
+        # message comes only once everything has really stopped.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        procs.close_all()
         print("interrupted; everything was stopped", file=sys.stderr)
         return 130
 

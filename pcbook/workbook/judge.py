@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 
 from pcbook.workbook.model import Expect
 
-# The server's interceptors log every call: `--> unary interceptor:  /pkg.Service/Method`.
-_CALL = re.compile(r"--> (?:unary|stream) interceptor:\s+(/\S+)")
+# The server's interceptors log every call: `2021/05/12 19:48:13 --> unary interceptor:  /pkg.Service/Method`.
+# Anchored to the whole line: the server escapes control characters in what clients send, so no client
+# value can start a line, and a value that contains this text in the middle of a line does not match.
+_CALL = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d --> (?:unary|stream) interceptor:\s+(/[\w./]+)$")
 _ACCESS_POST = re.compile(r'"POST (/\S+) HTTP/2\.0" (\d{3})')
 
 
@@ -27,6 +29,7 @@ class Observation:
     nginx_errors: list[str] = field(default_factory=list)
     server_lines: list[str] = field(default_factory=list)  # every server's output, for server_says
     access_lines: list[str] = field(default_factory=list)
+    access_log: str = ""  # which file access_lines came from, and where the config logs if elsewhere
 
     @property
     def posts(self) -> list[tuple[str, int]]:
@@ -77,8 +80,11 @@ def differences(expect: Expect, seen: Observation) -> list[str]:
             diffs.append(
                 f"{method} should reach only {' or '.join(allowed)} but reached {', '.join(sorted(servers))}"
             )
+    if expect.no_calls and seen.calls:
+        diffs.append(f"nginx should refuse the call, but a server got it (calls seen: {_describe(seen)})")
     if expect.access_posts is not None and len(seen.posts) < expect.access_posts:
-        diffs.append(f"nginx's access log shows {len(seen.posts)} POST lines, expected {expect.access_posts}")
+        where = f" ({seen.access_log})" if seen.access_log else ""
+        diffs.append(f"nginx's access log{where} shows {len(seen.posts)} POST lines, expected {expect.access_posts}")
     return diffs
 
 

@@ -9,7 +9,7 @@ config in place of the checkpoint's.
 
 from __future__ import annotations
 
-from pcbook.lessons import benchmark, client_side, failures, streams
+from pcbook.lessons import benchmark, client_side, discovery, failures, streams
 from pcbook.workbook.model import (
     DOCS_URL,
     NGINX_PORT,
@@ -34,6 +34,34 @@ def _step(title: str, servers: tuple[Server, ...], client: Client, expect: Expec
           nginx: Nginx | None = None, checkpoint: bool = False) -> Step:
     """A step of the tutorial: its client, judged by an Expect."""
     return Step(title, why, servers, nginx, client, expect, checkpoint=checkpoint)
+
+
+# nginx with `ssl_verify_client on` completes the handshake and answers every request 400 when the
+# client showed no certificate or one it cannot verify; the gRPC client reports that HTTP status.
+REFUSED_400 = Text(r"cannot create auth interceptor: rpc error: code = \w+ desc = .*status: 400",
+                   "that nginx answered 400 (`Received http2 header with status: 400`)")
+
+
+def _refusals(servers: tuple[Server, ...], conf: str | Nginx,
+              address: str = f"0.0.0.0:{NGINX_PORT}") -> tuple[Step, ...]:
+    """The checkpoint steps that prove nginx itself requires a client certificate signed by the CA."""
+    return tuple(
+        _step(
+            title,
+            servers,
+            Client(tls=True, address=address, cert=cert),
+            Expect(ok=False, client_says=REFUSED_400, no_calls=True),
+            f"`ssl_verify_client on` with `ssl_client_certificate cert/ca-cert.pem`: nginx answers 400 to {who}, "
+            "and no backend ever sees the call.",
+            nginx=conf if isinstance(conf, Nginx) else Nginx(conf),
+            checkpoint=True,
+        )
+        for title, cert, who in (
+            ("a TLS client without a certificate is refused by nginx", "none", "a client that shows no certificate"),
+            ("a TLS client with another CA's certificate is refused by nginx", "foreign",
+             "a certificate that the CA did not sign"),
+        )
+    )
 
 
 def _plain(name: str, port: int) -> Server:
@@ -190,6 +218,7 @@ LESSONS: tuple[Lesson, ...] = (
                 nginx=Nginx("lesson-3.conf"),
                 checkpoint=True,
             ),
+            *_refusals(PLAIN_PAIR, "lesson-3.conf"),
         ),
     ),
     Lesson(
@@ -240,6 +269,7 @@ LESSONS: tuple[Lesson, ...] = (
                 nginx=Nginx("lesson-4.conf"),
                 checkpoint=True,
             ),
+            *_refusals(SERVER_TLS_PAIR, "lesson-4.conf"),
             _step(
                 "aside: backends requiring a certificate again, nginx held to TLS 1.2 as the lecture's nginx was",
                 MTLS_PAIR,
@@ -285,6 +315,7 @@ LESSONS: tuple[Lesson, ...] = (
                 nginx=Nginx("lesson-5.conf"),
                 checkpoint=True,
             ),
+            *_refusals(MTLS_PAIR, "lesson-5.conf"),
         ),
     ),
     Lesson(
@@ -306,6 +337,7 @@ LESSONS: tuple[Lesson, ...] = (
                 nginx=Nginx("lesson-6.conf"),
                 checkpoint=True,
             ),
+            *_refusals(MTLS_PAIR, "lesson-6.conf"),
         ),
     ),
     # Beyond the tutorial. These lessons use their own ports (50071.., 8071..) so that they never
@@ -622,6 +654,7 @@ LESSONS: tuple[Lesson, ...] = (
                 claims=(f"{streams.L4_CLIENTS} clients, one connection each: the calls spread over both servers",),
                 checkpoint=True,
             ),
+            *_refusals(L9_SERVERS, L9_FINAL, L9_L7),
         ),
     ),
     Lesson(
@@ -677,6 +710,109 @@ LESSONS: tuple[Lesson, ...] = (
                 claims=("calls wait at the one server (it is saturated)",
                         f"two saturated servers behind nginx both serve calls and deliver at least "
                         f"{benchmark.SCALE_MIN}x the calls of one"),
+                checkpoint=True,
+            ),
+        ),
+    ),
+    Lesson(
+        11,
+        "service-discovery",
+        "Service discovery with etcd",
+        "Servers register themselves in etcd; a thick client and nginx follow the live set with no config change.",
+        tutorial=False,
+        steps=(
+            Step(
+                "the thick client follows the registry",
+                "Each server puts `/pcbook/<name> = host:port` in etcd under a 3 s lease it keeps alive; a graceful "
+                "stop revokes the lease first, then serves 1 s more. The client watches the prefix and rebuilds its "
+                "round_robin channel on each change, so a new server gets calls at once; a killed server's "
+                "connection breaks and round robin leaves it out before its lease expires.",
+                then=("server3 starts and registers", "server1 gets SIGTERM", "server2 gets SIGKILL"),
+                act=discovery.thick,
+                judge=discovery.judge_story,
+                claims=("with two servers registered the calls spread over both",
+                        "server3 gets calls within 3 s of registering, with no change to the client",
+                        "a graceful stop loses no call; a SIGKILL loses at most the calls in flight",
+                        "the killed server's key leaves when its lease expires"),
+                checkpoint=True,
+            ),
+            Step(
+                "nginx fed by the registry",
+                "nginx knows nothing of etcd: nginx_sync renders the upstream's servers from the registry into a "
+                "file nginx.conf includes, checks it with `nginx -t` and reloads nginx on each change (the "
+                "consul-template pattern). nginx retries a refused connection on the next server, so only the "
+                "call in flight on the killed server fails.",
+                then=("server3 starts and registers", "server1 gets SIGTERM", "server2 gets SIGKILL"),
+                act=discovery.via_nginx,
+                judge=discovery.judge_story,
+                claims=("the same story through nginx on 8080, with one reload per change of the set",
+                        "server3 gets calls after one reload, with no edit of nginx's config by hand"),
+                checkpoint=True,
+            ),
+        ),
+    ),
+    Lesson(
+        12,
+        "look-aside-xds",
+        "Look-aside balancing with xDS",
+        "A small xDS control plane tells grpc's own xDS client which servers to use, with weights and draining.",
+        tutorial=False,
+        steps=(
+            Step(
+                "xDS clients follow the registry",
+                "The client dials `xds:///pcbook`: grpc reads the bootstrap file, opens an ADS stream to the control "
+                "plane and gets a listener, a cluster and its endpoints, which the control plane builds from etcd "
+                "and pushes again on each change.",
+                then=("server3 starts and registers", "server1 gets SIGTERM", "server2 gets SIGKILL"),
+                act=discovery.xds_story,
+                judge=discovery.judge_story,
+                claims=("lesson 11's story holds with the control plane as the only source of endpoints",
+                        "each push and each ACK is a line of the control plane's log"),
+                checkpoint=True,
+            ),
+            Step(
+                "the control plane shifts traffic by weight",
+                "grpc's round robin balances between localities by their weight; each server is its own locality, "
+                f"so `etcdctl put /pcbook-lb/weight/server1 {discovery.WEIGHT}` sends about three calls in four to "
+                "server1.",
+                then=(f"weight/server1 = {discovery.WEIGHT} is written to etcd", f"{discovery.MEASURED} calls after "
+                      "the client ACKs the new endpoints"),
+                act=discovery.weights,
+                judge=discovery.judge_weights,
+                claims=(f"server1 gets between {discovery.WEIGHT_BAND[0]} and {discovery.WEIGHT_BAND[1]} of the calls",
+                        "no call fails"),
+                checkpoint=True,
+            ),
+            Step(
+                "round robin ignores endpoint weights",
+                "The same weight put on the endpoint, both endpoints in one locality: grpc's ROUND_ROBIN ignores "
+                "per-endpoint weights, so the split stays even.",
+                then=(f"weight/server1 = {discovery.WEIGHT}, sent as an endpoint weight",),
+                act=discovery.endpoint_weights,
+                judge=discovery.judge_endpoint_weights,
+                claims=(f"server1 gets between {discovery.EVEN_BAND[0]} and {discovery.EVEN_BAND[1]} of the calls",),
+            ),
+            Step(
+                "draining a backend loses no call",
+                "The control plane sends server2's endpoint as DRAINING: grpc takes it out of the picker and lets "
+                "the calls it has finish.",
+                then=("drain/server2 is written to etcd",),
+                act=discovery.drain,
+                judge=discovery.judge_drain,
+                claims=("after the client's ACK every call goes to server1", "no call fails"),
+                checkpoint=True,
+            ),
+            Step(
+                "the control plane dies and comes back",
+                "grpc keeps the last resources it accepted: with no control plane the client goes on calling the "
+                "servers it knows, and learns nothing new. Restarted, the control plane answers the client's "
+                "reconnect from etcd and the client resyncs.",
+                then=("the control plane gets SIGKILL", "server3 registers while it is down",
+                      "the control plane starts again"),
+                act=discovery.restart,
+                judge=discovery.judge_restart,
+                claims=("no call fails while the control plane is down",
+                        "server3 gets no call until the control plane is back, then it does"),
                 checkpoint=True,
             ),
         ),

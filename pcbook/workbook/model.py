@@ -98,6 +98,9 @@ class Client:
     runs: int = 1
     stay: float = 0.0  # seconds the client stays up after its calls (--stay), refreshing its token
     refresh_seconds: float | None = None  # the token refresh period (--refresh-seconds); None: 30 s
+    # With tls: the client certificate it shows. "none": no certificate; "foreign": one signed by
+    # another CA (certs.foreign_client_dir()); an nginx that requires mutual TLS refuses both.
+    cert: str = "ours"
 
     module = "pcbook.client"
 
@@ -107,7 +110,7 @@ class Client:
             args += ["--stay", f"{self.stay:g}"]
         if self.refresh_seconds is not None:
             args += ["--refresh-seconds", f"{self.refresh_seconds:g}"]
-        return args
+        return args + (["--no-client-cert"] if self.cert == "none" else [])
 
     def make_target(self) -> str:
         target = "client-tls" if self.tls else "client"
@@ -115,7 +118,7 @@ class Client:
             target += f" STAY={self.stay:g}"
         if self.refresh_seconds is not None:
             target += f" REFRESH={self.refresh_seconds:g}"
-        return target
+        return target + (f" CLIENT_CERT={self.cert}" if self.cert != "ours" else "")
 
     def command(self) -> str:
         runs = f" (x{self.runs})" if self.runs > 1 else ""
@@ -214,6 +217,7 @@ class Expect:
     # method -> the only servers allowed to serve it (and at least one of them must).
     routes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     access_posts: int | None = None  # at least this many POST lines in nginx's access log
+    no_calls: bool = False  # no server logged any call: nginx refused it before any backend saw it
 
     def describe(self) -> list[str]:
         """Plain-English claims, for the docs and the runner's output."""
@@ -230,6 +234,8 @@ class Expect:
             claims.append(f"{method} is served only by {' or '.join(servers)}")
         if self.access_posts:
             claims.append(f"nginx's access log shows {self.access_posts} POST lines")
+        if self.no_calls:
+            claims.append("no call reaches a server")
         return claims
 
 

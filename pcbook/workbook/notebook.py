@@ -33,7 +33,18 @@ from pcbook.paths import NGINX_DIR, ROOT
 from pcbook.stack import procs
 from pcbook.workbook import manifest
 from pcbook.workbook.model import Lesson, Step
-from pcbook.workbook.results import Calls, Connections, Counts, HopRun, Latency, NginxRun, Phases, ProbeRun, ScaleRun
+from pcbook.workbook.results import (
+    Calls,
+    Connections,
+    Counts,
+    Discovered,
+    HopRun,
+    Latency,
+    NginxRun,
+    Phases,
+    ProbeRun,
+    ScaleRun,
+)
 from pcbook.workbook.runner import LessonResult, LessonRunner, Outcome, describe
 
 # `rpc error: code = Unavailable desc = ...`, as the tutorial's client prints a failed call.
@@ -265,7 +276,7 @@ def _calls_of(source: Outcome | Calls) -> Calls:
     result = source.result if isinstance(source, Outcome) else source
     if isinstance(result, Calls):
         return result
-    if isinstance(result, Phases | NginxRun):
+    if isinstance(result, Phases | NginxRun | Discovered):
         return result.run
     raise ValueError("this step recorded no per-call run")
 
@@ -277,7 +288,7 @@ def _counts(source: Outcome | Counts | Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(source, Outcome):
         return {k: (v.per_server if isinstance(v, Counts) else v) for k, v in source.items()}
     result = source.result
-    if isinstance(result, Phases):
+    if isinstance(result, Phases | Discovered):
         return {phase: dict(c.per_server) for phase, c in result.phases.items()}
     if isinstance(result, Calls | ProbeRun):
         return dict(result.counts().per_server)

@@ -185,3 +185,17 @@ class ScaleRun:
     evidence: verdicts.ScaleEvidence
     waiting: dict[str, list[float]]  # setup -> calls waiting per round
     served: dict[str, dict[str, int]]  # setup -> server -> calls it served
+
+
+@dataclass(frozen=True)
+class Discovered:
+    """Lessons 11-12: a run whose backends came from the registry, with the story's events as marks."""
+
+    path: str  # "thick client", "nginx + nginx_sync", "xDS"
+    run: Calls
+    phases: dict[str, Counts]  # "two", "joined", "left", "killed" (or a step's own phases)
+    register_to_first_call: float | None = None  # s; inf: the new server never got a call
+    kill_to_removal: float | None = None  # s from a SIGKILL to the registry's DELETE (the lease's expiry)
+    failed: dict[str, int] = field(default_factory=dict)  # event -> calls that failed around it
+    share: dict[str, float] = field(default_factory=dict)  # server -> share of the measured calls
+    notes: dict[str, float] = field(default_factory=dict)  # other measured times, s

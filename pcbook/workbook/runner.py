@@ -29,7 +29,7 @@ from pcbook.measure import driver as load_driver
 from pcbook.measure.loadgen import LoadGenerator
 from pcbook.measure.placement import LOADGEN, NGINX, SERVERS, Placement, available, pinned, plan
 from pcbook.paths import shown
-from pcbook.service import tls
+from pcbook.service import certs, tls
 from pcbook.stack import nginx, procs
 from pcbook.stack.ports import hold_ports, wait_bindable
 from pcbook.workbook import judge
@@ -41,7 +41,8 @@ SETTLE_TIMEOUT = 3.0  # how long to wait for evidence that follows a run (pipes 
 SETTLE_AFTER_SURPRISE = 0.5  # the same when the run already contradicts the step: only explaining lines
 READY_TIMEOUT = 20.0
 # The laptop service logs `receive a create-laptop request with id: <uuid>` for every CreateLaptop.
-_RECEIVED = re.compile(r"receive a create-laptop request with id: (\S+)")
+# Anchored to the whole line (the server escapes control characters of client values: none can start a line).
+_RECEIVED = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d receive a create-laptop request with id: ([0-9a-f-]{36})$")
 # Errors that mean the stack could not be brought up: the lesson stops with one line, no traceback.
 STACK_ERRORS = (procs.PortBusyError, procs.NotReadyError, nginx.NginxError, tls.CertificateFileError)
 
@@ -244,9 +245,11 @@ class LessonRunner:
         mark = self.stack.mark()
         client_ok = True
         client_lines: list[str] = []
+        argv = python_module(step.client.module, *step.client.args())
+        if step.client.cert == "foreign":
+            argv += ["--certs-dir", str(certs.foreign_client_dir())]
         for _ in range(step.client.runs):
-            result = self.stack.run("client", python_module(step.client.module, *step.client.args()),
-                                    timeout=CLIENT_TIMEOUT)
+            result = self.stack.run("client", argv, timeout=CLIENT_TIMEOUT)
             client_ok = client_ok and result.returncode == 0
             client_lines += result.lines
         seen = judge.Observation(client_ok=client_ok, client_lines=client_lines)
@@ -258,6 +261,7 @@ class LessonRunner:
             if self.nginx is not None:
                 seen.access_lines = self.nginx.access_log_lines()
                 seen.nginx_errors = self.nginx.error_log_lines()
+                seen.access_log = access_note(self.nginx.access_log, self.nginx.conf)
             return judge.settled(step.expect, seen, step.client.runs)
 
         # A client that did not do what the step expects has decided the verdict already: wait only
@@ -509,6 +513,19 @@ class StepContext:
         for name in reversed(self._started):
             if name in self.stack and self.stack.proc(name).running:
                 self.stack.stop(name)
+
+
+def access_note(read: Path, conf: Path) -> str:
+    """Which access log the checkpoint read and, when the config writes elsewhere, where."""
+    note = f"read from {shown(read)}"
+    try:
+        targets = nginx.access_log_targets(nginx.read_config(conf))
+    except nginx.NginxError:
+        return note
+    elsewhere = [t for t in targets if t != "logs/access.log"]
+    if elsewhere and "logs/access.log" not in targets:
+        note += f"; your config writes its access log to {', '.join(elsewhere)}, the checkpoint reads logs/access.log"
+    return note
 
 
 def run_lesson(

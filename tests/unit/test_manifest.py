@@ -50,7 +50,7 @@ def test_act_and_judge_functions_live_in_lesson_modules() -> None:
 
 
 def test_lessons_beyond_the_tutorial_are_marked() -> None:
-    assert [lesson.number for lesson in manifest.LESSONS if not lesson.tutorial] == [7, 8, 9, 10]
+    assert [lesson.number for lesson in manifest.LESSONS if not lesson.tutorial] == [7, 8, 9, 10, 11, 12]
 
 
 def test_conf_replaces_exactly_the_checkpoint_config() -> None:
