@@ -145,6 +145,33 @@ def _hook_cells() -> None:
         _hooked = True
 
 
+# --- what a notebook needs, made in its first cell ----------------------------------------------------
+
+class LessonStopped(RuntimeError):
+    """The lesson cannot go on; "Run All" stops at this cell, which shows only the reason."""
+
+    def _render_traceback_(self) -> list[str]:  # IPython prints these lines instead of a traceback
+        return [f"lesson stopped: {self}"]
+
+
+def prepare() -> None:
+    """Make what `make lab` would have made: the generated gRPC code and valid certificates."""
+    from pcbook import codegen, paths
+    from pcbook.service import certs
+
+    try:
+        if codegen.is_stale():
+            codegen.generate()
+            _print(f"generated the gRPC code from proto/ into {_shown(paths.PB_DIR)} (what `make gen` does)")
+        reason = certs.check_certs(paths.CERTS_DIR)
+        if reason is not None:
+            certs.ensure_certs()
+            _print(f"generated the certificates in {_shown(paths.CERTS_DIR)} ({reason}; what `make cert` does)")
+    except (Exception, SystemExit) as err:  # SystemExit: protoc failed
+        raise LessonStopped(f"cannot make the generated code and certificates ({err}); run `make cert` in a "
+                            "terminal at the repository's root, then run this notebook again") from None
+
+
 # --- the session -------------------------------------------------------------------------------------
 
 class Session:
@@ -154,6 +181,7 @@ class Session:
     def __init__(self, lesson: Lesson | int) -> None:
         self.lesson = lesson if isinstance(lesson, Lesson) else manifest.get(lesson)
         stop_everything("an earlier run was still up")  # re-running from the top never hits a busy port
+        prepare()  # a notebook opened outside `make lab` has no generated code or certificates yet
         _hook_cells()
         self.outcomes: dict[int, Outcome] = {}
         self.result: LessonResult | None = None
@@ -202,15 +230,19 @@ class Session:
         """Play a scenario lesson's whole story once, live; the steps' Outcomes stay in .result."""
         with self._guard():
             self.result = run_lesson(self.lesson, echo=_print)
-        if self.result.error:
-            _print(f"!! the lesson could not run: {self.result.error}")
+        if self.result.error:  # the cells after this one would only find no measurements
+            raise LessonStopped(f"the lesson could not run: {self.result.error}")
         return self.result
 
     def outcome(self, number: int) -> Outcome:
         """Step `number` (from 1) of the story `run()` played; displays its title and verdict."""
         if self.result is None:
-            raise RuntimeError("run the lesson first: session.run()")
+            raise LessonStopped("run the lesson first: session.run()")
+        if not 1 <= number <= len(self.result.steps):
+            raise LessonStopped(f"step {number} did not run: the story ran {len(self.result.steps)} steps")
         outcome = self.result.steps[number - 1]
+        if not outcome.passed and not outcome.data:  # nothing to chart: say why here, not in a chart
+            raise LessonStopped(f"step {number} ({outcome.title}) measured nothing: {'; '.join(outcome.diffs)}")
         verdict = "as expected" if outcome.passed else "**differs**: " + "; ".join(outcome.diffs)
         mark = " (checkpoint)" if outcome.checkpoint else ""
         _display(f"**Step {number}: {outcome.title}**{mark} — {verdict}\n\n{outcome.why}")
@@ -370,7 +402,7 @@ def plot_timeline(source: Outcome | Mapping[str, Any], title: str | None = None)
     data = _data(source)
     calls = data.get("calls") or data.get("timeline") or []
     if not calls:
-        raise ValueError("this step recorded no per-call timeline")
+        raise LessonStopped("this step recorded no per-call timeline (see the step's output above)")
     time_key = "t_ms" if "t_ms" in calls[0] else "t"
 
     def where(call: Mapping[str, Any]) -> str:
@@ -468,7 +500,7 @@ def plot_bench(result: LessonResult | Sequence[Outcome]) -> None:
     scale = next((s.data for s in steps if "calls_per_s" in s.data), None)
     panels = [p for p in (hop, conns, scale) if p is not None]
     if not panels:
-        raise ValueError("no measurements: did the lesson run?")
+        raise LessonStopped("no measurements: the lesson's steps did not measure (see their output above)")
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3), squeeze=False)
     axes_iter = iter(axes[0])
     if hop is not None:
