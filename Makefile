@@ -76,6 +76,21 @@ progress: $(READY) ## run every checkpoint and show which lessons pass
 stop: ## stop anything a lesson left running (servers, nginx) after a crash
 	@test -x $(PY) && $(PY) -m pcbook.workbook stop || true
 
+## Containers (deploy/: Docker with compose; LESSON=N picks the lesson, default 5)
+# `docker compose` (v2) where it exists, else the older `docker-compose`.
+COMPOSE ?= $(shell if docker compose version >/dev/null 2>&1; then echo docker compose; else echo docker-compose; fi)
+COMPOSE_RUN = PCBOOK_LESSON=$(or $(LESSON),5) $(COMPOSE) -p pcbook -f deploy/compose.yaml
+compose-up: cert ## build the image; start server1, server2 and nginx in containers (LESSON=N, default 5)
+	@$(COMPOSE_RUN) build server1
+	@$(COMPOSE_RUN) up -d --no-build server1 server2 nginx
+	@echo "up: nginx listens on 127.0.0.1:8080; make compose-client runs the client, make compose-logs shows the logs"
+compose-client: ## run the client once in a container against the compose stack's nginx
+	@$(COMPOSE_RUN) run --rm client
+compose-logs: ## show the compose servers' and nginx's logs (nginx's lines are its access log)
+	@$(COMPOSE_RUN) logs --no-color server1 server2 nginx
+compose-down: ## stop and remove the compose stack's containers and network
+	@$(COMPOSE_RUN) down --volumes --remove-orphans
+
 ## Notebooks, docs, benchmarks
 # Lab's root is the repository, so that the notebooks' links to ../docs and ../nginx open; it starts in lessons/.
 lab: $(READY) ## open JupyterLab in lessons/
@@ -85,6 +100,8 @@ docs: $(GEN) $(MERMAID) ## serve the docs site on http://127.0.0.1:8000
 	@$(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8000
 bench: $(READY) ## measure the cost of the hop and the gain of scale-out; prints a table, writes a chart
 	@$(PY) -m pcbook.measure.bench
+soak: $(READY) ## run lesson 10, lesson 9's 413 probe and notebook 10 RUNS times each (default 10); pass counts
+	@$(PY) -m pcbook.measure.soak $(if $(RUNS),--runs $(RUNS))
 
 ## Quality
 lint: $(GEN) ## ruff
@@ -98,7 +115,7 @@ clean: ## remove generated code, certificates and run folders (keeps .venv)
 	rm -rf pcbook/pb/*_pb2*.py pcbook/pb/*_pb2*.pyi certs/*.pem .run site
 
 .PHONY: setup gen cert help server server-tls server1 server2 server1-tls server2-tls client client-tls \
-	list progress stop lab docs bench lint test clean
+	list progress stop lab docs bench soak lint test clean compose-up compose-client compose-logs compose-down
 help: ## list the targets
 	@echo "The gRPC load-balancing workbook"
 	@echo

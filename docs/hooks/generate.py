@@ -49,6 +49,7 @@ CLI_MODULES = {
     "stream_probe": "pcbook.measure.stream_probe",  # lesson 9's driver
     "load": "pcbook.measure.driver",  # lessons 7 and 8: the load driver
     "bench": "pcbook.measure.bench",  # lesson 10: `make bench`
+    "containers": "pcbook.stack.containers",  # deploy/: the image's entry point and the k8s renderer
 }
 MERMAID_ASSET = "assets/javascripts/mermaid.min.js"
 # Run right after it: mermaid would otherwise render every `pre.mermaid` itself on page load, from the

@@ -20,7 +20,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from pcbook.measure import driver
+from pcbook.measure import driver, verdicts
 from pcbook.paths import NGINX_DIR, shown
 from pcbook.stack import nginx, procs
 from pcbook.workbook.runner import Outcome, ScenarioContext
@@ -279,13 +279,20 @@ def latency(ctx: ScenarioContext, index: int, total: int, calls: int = 100, warm
         diffs.append(f"the measurement failed: {result.lines[-1] if result.lines else 'no output'}")
     elif set(medians) != {"direct", "nginx", "client-side"} or not all(v > 0 for v in medians.values()):
         diffs.append(f"expected three positive medians, got {medians}")
-    if medians.get("direct"):
-        extra = medians.get("nginx", 0) - medians["direct"]
-        ctx.say(f"   nginx's hop adds {extra:+.2f} ms per call to the median on this machine")
+    differences = {}
+    if set(report.samples_ms) == {"direct", "nginx", "client-side"}:
+        differences = verdicts.interleaved_differences(report.samples_ms, "direct")
+        hop = differences["nginx"]
+        ctx.say(f"   nginx - direct: {hop.short()} us per call (median of {hop.interval.n} interleaved pairs, "
+                f"{hop.interval.coverage:.0%} interval): {hop.state()}")
+        ctx.say(f"   {verdicts.client_side_reading(differences['client-side'])}")
     why = ("Through nginx every call crosses two connections and one more process; client-side balancing "
            "goes straight to a server, like the direct call, and only adds the client's pick. The numbers "
-           "are this machine's, now: run it again and they move a little.")
+           "are this machine's, now: each difference is shown with its interval, and called one only when "
+           "the interval excludes zero.")
     data = {"latency_ms": medians,
+            "minus_direct_us": {name: {"median": d.interval.median, "low": d.interval.low, "high": d.interval.high,
+                                       "resolved": d.resolved} for name, d in differences.items()},
             "p90_ms": {name: round(stats["p90"], 3) for name, stats in report.latency_ms.items()},
             "calls": calls, "warmup": warmup}
     return ctx.record(Outcome(title, why, False, diffs, data=data))

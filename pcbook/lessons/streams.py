@@ -117,7 +117,8 @@ class Lesson9:
         logs = self.nginx
         access_from = len(logs.access_log_lines()) if logs else 0
         errors_from = len(logs.error_log_lines()) if logs else 0
-        argv = python_module("pcbook.measure.stream_probe", "--address", f"{HOST}:{port}", "--tls", *args)
+        argv = python_module("pcbook.measure.stream_probe", "--address", f"{HOST}:{port}", "--tls",
+                             "--dump-after", f"{PROBE_TIMEOUT - 3:g}", *args)
         result = self.stack.run("probe", argv, timeout=PROBE_TIMEOUT)
         # A failed probe made fewer calls than expected: do not wait for the ones it never made.
         deadline = time.monotonic() + (SETTLE if result.ok else SETTLE_FAILED)

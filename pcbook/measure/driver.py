@@ -22,6 +22,7 @@ import itertools
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -36,6 +37,8 @@ from typing import Any
 
 import grpc
 
+from pcbook.discovery.registry import RegistryError, parse_url
+from pcbook.discovery.thick import DiscoveredChannel
 from pcbook.pb import laptop_service_pb2 as pb
 from pcbook.pb import laptop_service_pb2_grpc as pb_grpc
 from pcbook.service import sample
@@ -79,6 +82,7 @@ class Report:
     calls: list[Call] = field(default_factory=list)
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     login_error: str = ""  # the first Login failed (and no call was sent): its status and details
+    samples_ms: dict[str, list[float]] = field(default_factory=dict)  # --compare: every measured call, in order
 
     def codes(self) -> Counter[str]:
         return Counter(c.code for c in self.calls)
@@ -89,13 +93,14 @@ class Report:
 
 def read_report(path: Path) -> Report:
     raw = json.loads(Path(path).read_text())
-    return Report([Call(**c) for c in raw["calls"]], raw.get("latency_ms", {}), raw.get("login_error", ""))
+    return Report([Call(**c) for c in raw["calls"]], raw.get("latency_ms", {}), raw.get("login_error", ""),
+                  raw.get("samples_ms", {}))
 
 
 def write_report(report: Report, path: Path) -> None:
     tmp = Path(path).with_suffix(".tmp")
     tmp.write_text(json.dumps({"calls": [asdict(c) for c in report.calls], "latency_ms": report.latency_ms,
-                               "login_error": report.login_error}))
+                               "login_error": report.login_error, "samples_ms": report.samples_ms}))
     tmp.replace(path)  # the reader never sees half a file
 
 
@@ -112,9 +117,16 @@ class Laptops:
     """A logged-in channel for CreateLaptop calls (the tutorial client's wiring, with extra options)."""
 
     def __init__(self, address: str, *, tls_enabled: bool = False, lb_policy: str | None = None,
-                 health_check: bool = False, own_connection: bool = False, login_optional: bool = False) -> None:
+                 health_check: bool = False, own_connection: bool = False, login_optional: bool = False,
+                 discover: str | None = None) -> None:
+        """`discover` (etcd://...): ignore `address`, call the servers registered there (thick.DiscoveredChannel)."""
         options = [_OWN_CONNECTION] if own_connection else []
-        self._auth_channel = make_channel(address, tls_enabled=tls_enabled, options=options)
+        self._discovered: DiscoveredChannel | None = None
+        if discover is not None:
+            self._discovered = DiscoveredChannel(discover, log=lambda line: print(line, flush=True), factory=(
+                lambda target: make_channel(target, tls_enabled=tls_enabled, lb_policy="round_robin",
+                                            health_check=health_check, options=options)))
+        self._auth_channel = self._discovered or make_channel(address, tls_enabled=tls_enabled, options=options)
         self._refresher = TokenRefresher(AuthClient(self._auth_channel, "admin1", "secret"), quiet=True)
         try:
             self._refresher.start()
@@ -124,8 +136,8 @@ class Laptops:
             # Go on without a token: the calls show what the proxy answers when no backend is there.
             print(f"cannot log in ({err.code().name}: {err.details()}); sending the calls without a token",
                   flush=True)
-        base = make_channel(address, tls_enabled=tls_enabled, lb_policy=lb_policy, health_check=health_check,
-                            options=options)
+        base = self._discovered or make_channel(address, tls_enabled=tls_enabled, lb_policy=lb_policy,
+                                                health_check=health_check, options=options)
         self._channel = grpc.intercept_channel(base, AuthClientInterceptor(lambda: self._refresher.token,
                                                                            log_calls=False))
         self._stub = pb_grpc.LaptopServiceStub(self._channel)
@@ -145,16 +157,19 @@ class Laptops:
     def close(self) -> None:
         self._refresher.stop()
         self._channel.close()
-        self._auth_channel.close()
+        if self._discovered is None:
+            self._auth_channel.close()
 
 
 # -- the two modes ----------------------------------------------------------------------------------
 
 
 def run_calls(conns: Sequence[Laptops], calls: int, *, rate: float = 0.0, concurrency: int = 1,
-              timeout: float = DEFAULT_TIMEOUT, progress_every: int = 10) -> Report:
+              timeout: float = DEFAULT_TIMEOUT, progress_every: int = 10,
+              stop: threading.Event | None = None) -> Report:
     """Send `calls` CreateLaptop calls over `conns` in turn, at most `concurrency` at a time, started
-    `rate` per second (0: as fast as the concurrency allows)."""
+    `rate` per second (0: as fast as the concurrency allows). Once `stop` is set no call is started;
+    the calls in flight finish and are reported."""
     report = Report()
     lock = threading.Lock()
     done: Counter[str] = Counter()
@@ -175,8 +190,12 @@ def run_calls(conns: Sequence[Laptops], calls: int, *, rate: float = 0.0, concur
         for number in range(1, calls + 1):
             if rate > 0:  # pacing: call n leaves at start + (n-1)/rate
                 delay = start + (number - 1) / rate - time.monotonic()
-                if delay > 0:
+                if delay > 0 and stop is not None:
+                    stop.wait(delay)
+                elif delay > 0:
                     time.sleep(delay)
+            if stop is not None and stop.is_set():
+                break
             pool.submit(one, number)
     report.calls.sort(key=lambda c: c.number)
     return report
@@ -194,6 +213,7 @@ def run_compare(targets: Sequence[tuple[str, Laptops]], calls: int, warmup: int,
                 raise SystemExit(f"{name}: call {number} failed: {call.code}: {call.details}")
             if number > warmup:
                 samples[name].append(call.ms)
+    report.samples_ms = {name: list(values) for name, values in samples.items()}  # call i of each: same moment
     for name, values in samples.items():
         values.sort()
         report.latency_ms[name] = {
@@ -210,6 +230,8 @@ def run_compare(targets: Sequence[tuple[str, Laptops]], calls: int, warmup: int,
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m pcbook.measure.driver", description=__doc__.split("\n\n")[1].strip())
     p.add_argument("--address", help="target: host:port or ipv4:host:port,host:port")
+    p.add_argument("--discover", metavar="etcd://HOST:PORT[/prefix]", default=None,
+                   help="call the servers registered there, round robin over the live set (instead of --address)")
     p.add_argument("--tls", action="store_true", help="mutual TLS, like the tutorial's client")
     p.add_argument("--lb-policy", choices=LB_POLICIES, default=None, help="client-side load balancing")
     p.add_argument("--health-check", action="store_true", help="client-side health checking")
@@ -226,8 +248,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=20, help="with --compare: calls per target not measured")
     p.add_argument("--json", type=Path, default=None, help="write every call's record to this file")
     args = p.parse_args(argv)
-    if not args.compare and not args.address:
-        p.error("give --address, or --compare NAME=TARGET")
+    if not args.compare and not args.address and not args.discover:
+        p.error("give --address or --discover, or --compare NAME=TARGET")
+    if args.discover is not None:
+        if args.address or args.compare or args.lb_policy:
+            p.error("--discover replaces --address, --compare and --lb-policy (it always balances round robin)")
+        try:
+            parse_url(args.discover)
+        except ValueError as err:
+            p.error(f"--discover: {err}")
     if args.calls < 1 or args.concurrency < 1 or args.channels < 1 or args.rate < 0 or args.warmup < 0:
         p.error("--calls, --concurrency and --channels must be at least 1; --rate and --warmup not negative")
     return args
@@ -265,13 +294,22 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.channels):
                 conns.append(Laptops(args.address, tls_enabled=args.tls, lb_policy=args.lb_policy,
                                      health_check=args.health_check, own_connection=args.channels > 1,
-                                     login_optional=args.login_optional))
+                                     login_optional=args.login_optional, discover=args.discover))
             pacing = f", {args.rate:g}/s" if args.rate else ""
-            print(f"sending {args.calls} CreateLaptop calls to {args.address} over {args.channels} "
+            print(f"sending {args.calls} CreateLaptop calls to {args.address or args.discover} over {args.channels} "
                   f"connection(s), {args.concurrency} at a time{pacing}", flush=True)
+            # SIGTERM/SIGINT: stop sending, let the calls in flight finish, report what was sent.
+            stop = threading.Event()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda _signum, _frame: stop.set())
             report = run_calls(conns, args.calls, rate=args.rate, concurrency=args.concurrency,
-                               timeout=args.timeout, progress_every=args.progress_every)
+                               timeout=args.timeout, progress_every=args.progress_every, stop=stop)
+            if stop.is_set():
+                print(f"stopped after {len(report.calls)} calls (signal)", flush=True)
             print(f"done: {len(report.calls)} calls: {summarize(report.codes())}", flush=True)
+    except RegistryError as err:
+        print(f"cannot read the registry: {err}", file=sys.stderr, flush=True)
+        return 2
     except grpc.RpcError as err:  # the first Login failed: no call was sent
         report = Report(login_error=f"{err.code().name}: {err.details()}")
         print(f"cannot log in: {report.login_error}", file=sys.stderr, flush=True)
@@ -352,7 +390,9 @@ def start_server(stack: procs.Stack, name: str, port: int, args: Sequence[str], 
 def driver_argv(address: str, json_path: Path, *, calls: int, rate: float = 0.0, concurrency: int = 1,
                 channels: int = 1, lb_policy: str | None = None, health_check: bool = False,
                 login_optional: bool = False, progress_every: int = 10) -> list[str]:
-    argv = [sys.executable, "-u", "-m", "pcbook.measure.driver", "--address", address, "--calls", str(calls),
+    # etcd://... is a registry: the driver discovers the servers there (lesson 11's thick client).
+    target = ["--discover", address] if address.startswith("etcd://") else ["--address", address]
+    argv = [sys.executable, "-u", "-m", "pcbook.measure.driver", *target, "--calls", str(calls),
             "--concurrency", str(concurrency), "--channels", str(channels), "--json", str(json_path),
             "--progress-every", str(progress_every)]
     if rate:

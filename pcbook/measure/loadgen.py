@@ -27,6 +27,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Client, Connection, Listener
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -63,6 +64,8 @@ class Round:
     errors: int = 0
     first_error: str = ""
     cpu: dict[str, float] = field(default_factory=dict)  # role -> cores used during the round
+    completed: int = 0  # every call that succeeded in the round, warm-up and stragglers included
+    machine_busy: float | None = None  # cores busy machine-wide during the round (/proc/stat), anyone's
 
     @property
     def calls(self) -> int:
@@ -71,6 +74,10 @@ class Round:
     @property
     def throughput(self) -> float:
         return self.calls / self.window if self.window > 0 else 0.0
+
+    @property
+    def mean_latency_s(self) -> float:
+        return sum(self.latencies_ns) / len(self.latencies_ns) / 1e9 if self.latencies_ns else 0.0
 
 
 class LoadGenError(RuntimeError):
@@ -96,6 +103,17 @@ def _cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def machine_busy_seconds() -> float | None:
+    """CPU seconds every core has spent busy since boot, all processes (Linux /proc/stat), or None."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except (OSError, IndexError):
+        return None
+    ticks = [int(x) for x in fields[:8]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 class CpuMeter:
     """Cores used by groups of processes between start() and stop()."""
 
@@ -103,6 +121,8 @@ class CpuMeter:
         self.groups = {role: list(pids) for role, pids in groups.items()}
         self._t0 = 0.0
         self._before: dict[str, float | None] = {}
+        self._machine: float | None = None
+        self.machine_busy: float | None = None  # cores busy machine-wide between start() and stop()
 
     def _sample(self) -> dict[str, float | None]:
         out: dict[str, float | None] = {}
@@ -114,10 +134,14 @@ class CpuMeter:
     def start(self) -> None:
         self._t0 = time.monotonic()
         self._before = self._sample()
+        self._machine = machine_busy_seconds()
 
     def stop(self) -> dict[str, float]:
         elapsed = time.monotonic() - self._t0
         after = self._sample()
+        machine = machine_busy_seconds()
+        if self._machine is not None and machine is not None and elapsed > 0:
+            self.machine_busy = (machine - self._machine) / elapsed
         cores: dict[str, float] = {}
         for role, before in self._before.items():
             now = after.get(role)
@@ -137,6 +161,7 @@ class LoadGenerator:
         self._key = secrets.token_hex(16)
         self._conns: list[Connection] = []
         self.names = [f"loadgen{i + 1}" for i in range(processes)]
+        self._completed: dict[str, int] = {}  # target -> calls that succeeded, since open()
         mark = stack.mark()
         argv = [sys.executable, "-u", "-m", "pcbook.measure.loadgen"]
         for name in self.names:
@@ -170,6 +195,12 @@ class LoadGenerator:
         """Every worker opens a channel per target, logs in through it and makes one call."""
         message = {"op": "open", "targets": [asdict(t) for t in targets]}
         self._ask_all([message] * self.processes, timeout)
+        for t in targets:  # each worker made one CreateLaptop through the new channel
+            self._completed[t.name] = self.processes
+
+    def completed(self, target: str) -> int:
+        """Every CreateLaptop that succeeded on `target` since open(): warm-ups, windows, stragglers."""
+        return self._completed.get(target, 0)
 
     def run(self, target: str, *, concurrency: int, window: float, warmup: float = 0.2,
             watch: Mapping[str, Sequence[int]] | None = None) -> Round:
@@ -182,11 +213,13 @@ class LoadGenerator:
         meter.start()
         replies = self._ask_all(messages, timeout=warmup + window + CALL_TIMEOUT + 10)
         cpu = meter.stop()
-        merged = Round(target, concurrency, window, [], cpu=cpu)
+        merged = Round(target, concurrency, window, [], cpu=cpu, machine_busy=meter.machine_busy)
         for reply in replies:
             merged.latencies_ns.extend(array.array("q", reply["latencies"]))
             merged.errors += reply["errors"]
             merged.first_error = merged.first_error or reply["first_error"]
+            merged.completed += reply["completed"]
+        self._completed[target] = self._completed.get(target, 0) + merged.completed
         return merged
 
     def close(self) -> None:
@@ -256,10 +289,11 @@ class _Worker:
         end = start + int(window * 1e9)
         latencies = array.array("q")
         errors = 0
+        completed = 0
         first_error = ""
 
         async def one_stream() -> None:
-            nonlocal errors, first_error
+            nonlocal errors, first_error, completed
             while (t0 := time.perf_counter_ns()) < end:
                 try:
                     await call(request, metadata=metadata, timeout=CALL_TIMEOUT)
@@ -267,6 +301,7 @@ class _Worker:
                 except grpc.aio.AioRpcError as exc:
                     failed = f"{exc.code().name}: {exc.details()}"
                 t1 = time.perf_counter_ns()
+                completed += failed is None
                 if start <= t1 < end:  # completed inside the window
                     if failed is None:
                         latencies.append(t1 - t0)
@@ -275,7 +310,8 @@ class _Worker:
                         first_error = first_error or failed
 
         await asyncio.gather(*(one_stream() for _ in range(concurrency)))
-        return {"latencies": latencies.tobytes(), "errors": errors, "first_error": first_error}
+        return {"latencies": latencies.tobytes(), "errors": errors, "first_error": first_error,
+                "completed": completed}
 
     async def close(self) -> None:
         for channel in self.channels.values():

@@ -113,3 +113,121 @@ def _grid(header: tuple[str, ...], body: Sequence[tuple[str, ...]]) -> list[str]
         return "  ".join((first, *rest)).rstrip()
 
     return [line(header), "  ".join("-" * w for w in widths), *(line(row) for row in body)]
+
+
+# --- resolution: intervals of the median, paired differences, balanced orders -------------------------
+
+def _binom_cdf_half(k: int, n: int) -> float:
+    """P(X <= k) for X ~ Binomial(n, 1/2)."""
+    return sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A distribution-free confidence interval of a median: [low, high] at `coverage` (exact)."""
+
+    median: float
+    low: float
+    high: float
+    coverage: float  # the interval's exact coverage, 0..1 (binomial, no distribution assumed)
+    n: int
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+
+def median_interval(values: Sequence[float], level: float = 0.95) -> Interval:
+    """The median and the order-statistic interval [x(k), x(n+1-k)] for the largest k whose coverage,
+    1 - 2 P(Bin(n, 1/2) <= k-1), still reaches `level` (the sign-test interval: no distribution assumed).
+
+    With fewer values than that needs (n < 6 at 95 %), the interval is the whole range and its coverage
+    is what it is (94 % for 5 values, 75 % for 3): `coverage` says so, and the caller must not call
+    a difference resolved on it.
+    """
+    if not values:
+        raise ValueError("interval of no values")
+    ordered = sorted(values)
+    n = len(ordered)
+    k = 1
+    while k + 1 <= n // 2 and 1 - 2 * _binom_cdf_half(k, n) >= level:
+        k += 1
+    coverage = 1 - 2 * _binom_cdf_half(k - 1, n)
+    return Interval(median(ordered), ordered[k - 1], ordered[n - k], coverage, n)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """`name` minus `base`, paired by repetition (same moment of the machine), with an interval."""
+
+    name: str
+    base: str
+    interval: Interval  # of the per-repetition differences, in the unit of the values
+    level: float = 0.95
+
+    @property
+    def resolved(self) -> bool:
+        """The interval excludes 0 at the level asked for: the run tells the two apart."""
+        return self.interval.coverage >= self.level and self.interval.excludes_zero
+
+    def short(self, digits: int = 0) -> str:
+        i = self.interval
+        return f"{i.median:+.{digits}f} [{i.low:+.{digits}f}, {i.high:+.{digits}f}]"
+
+    def state(self, more: str = "slower", less: str = "faster") -> str:
+        """'slower'/'faster' (resolved), 'not resolved', or 'too few repetitions' for the level."""
+        if self.interval.coverage < self.level:
+            return f"not resolved ({self.interval.n} reps: {self.interval.coverage:.0%} interval)"
+        if not self.interval.excludes_zero:
+            return "not resolved"
+        return more if self.interval.median > 0 else less
+
+    def verdict(self, unit: str = "us", more: str = "slower", less: str = "faster") -> str:
+        i = self.interval
+        shown = f"{i.median:+.0f} {unit} [{i.low:+.0f} .. {i.high:+.0f}]"
+        if not self.resolved:
+            why = "" if i.coverage >= self.level else f", only {i.coverage:.0%} coverage with {i.n} repetitions"
+            return f"{shown}: not resolved{why}"
+        return f"{shown}: {more if i.median > 0 else less}"
+
+
+def paired_difference(name: str, values: Sequence[float], base: str, base_values: Sequence[float],
+                      level: float = 0.95) -> Difference:
+    """Differences value[i] - base[i] of the same repetition, and the interval of their median."""
+    if len(values) != len(base_values):
+        raise ValueError(f"{name} has {len(values)} repetitions, {base} has {len(base_values)}")
+    diffs = [a - b for a, b in zip(values, base_values, strict=True)]
+    return Difference(name, base, median_interval(diffs, level), level)
+
+
+def balanced_orders(names: Sequence[str], reps: int) -> list[list[str]]:
+    """`reps` visiting orders in which every path follows every other path equally often.
+
+    A Williams design: for an even number of paths, n rows of a balanced Latin square; for an odd
+    number, those rows and their mirror images (2n rows). A plain rotation keeps the cyclic order, so
+    one path would always follow the same other one (and, say, its TIME_WAIT sockets). With fewer
+    repetitions than rows, the balance is partial; the rows repeat after a full square.
+    """
+    n = len(names)
+    if n == 0:
+        return [[] for _ in range(reps)]
+    first = [0]
+    low, high = 1, n - 1
+    while len(first) < n:
+        first.append(low)
+        low += 1
+        if len(first) < n:
+            first.append(high)
+            high -= 1
+    rows = [[(x + i) % n for x in first] for i in range(n)]
+    if n % 2:
+        rows += [row[::-1] for row in rows]
+    return [[names[j] for j in rows[r % len(rows)]] for r in range(reps)]
+
+
+def queued_calls(throughput: float, mean_latency_s: float, service_s: float) -> float:
+    """Calls waiting on average (Little's law): throughput x (time in system - time in service).
+
+    A server with more calls waiting than zero is saturated: its workers never run dry.
+    """
+    return max(0.0, throughput * (mean_latency_s - service_s))

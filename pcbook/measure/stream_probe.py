@@ -18,6 +18,7 @@ Every outcome ends in one line the lesson parses: ``result: NAME ok ...`` or
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
 import sys
 import threading
@@ -169,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pcbook.measure.stream_probe", description=__doc__.splitlines()[0])
     p.add_argument("--address", required=True, help="host:port of nginx or of a server")
     p.add_argument("--tls", action="store_true", help="mutual TLS (shows the client certificate)")
+    p.add_argument("--dump-after", type=float, default=0.0, metavar="S",
+                   help="print every thread's stack if still running after S seconds (0: never)")
     sub = p.add_subparsers(dest="command", required=True)
     streams = sub.add_parser("streams", help="SearchLaptop, UploadImage and RateLaptop")
     streams.add_argument("--upload-bytes", type=int, default=64 * 1024, help="image size (default 64 KiB)")
@@ -182,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.dump_after > 0:
+        # A probe that outlives all its calls' deadlines names where it is stuck before it is killed.
+        faulthandler.dump_traceback_later(args.dump_after, exit=False)
     log(f"dial {args.address}, TLS = {str(args.tls).lower()}")
     try:
         if args.command == "calls":

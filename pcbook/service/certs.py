@@ -39,7 +39,11 @@ LEAF_DAYS = 60
 # Certificates that expire within this margin are replaced, so a lesson never starts on a dying cert.
 RENEW_MARGIN = dt.timedelta(days=1)
 
-SERVER_DNS = ("*.pcbook.com", "*.pcbook.org", "localhost")
+# The names the containers of deploy/ dial each other by: the compose services and the Kubernetes
+# Services. The lecture's `IP:0.0.0.0` SAN cannot match a name, so without these a client dialling
+# `nginx:8080` fails its hostname check (tests/deploy keeps the list in step with deploy/).
+CONTAINER_DNS = ("nginx", "server1", "server2", "pcbook-nginx", "pcbook-server")
+SERVER_DNS = ("*.pcbook.com", "*.pcbook.org", "localhost", *CONTAINER_DNS)
 SERVER_IPS = ("0.0.0.0", "127.0.0.1", "::1")
 CLIENT_DNS = ("*.pcclient.com", "localhost")
 CLIENT_IPS = ("0.0.0.0", "127.0.0.1")
@@ -225,9 +229,15 @@ def check_certs(directory: str | os.PathLike[str]) -> str | None:
             return f"{name} is not signed by the CA in {CA_CERT} ({type(e).__name__})"
         if cert.not_valid_after_utc < deadline:
             return f"{name} expires on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
-    server_usages = pairs[0][1].extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    server = pairs[0][1]
+    server_usages = server.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     if not set(SERVER_USAGES) <= set(server_usages):
         return f"{SERVER_CERT} cannot serve as nginx's client certificate (no clientAuth usage)"
+    # Certificates made before a name was added to SERVER_DNS would fail the containers' hostname check.
+    names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    missing = [d for d in SERVER_DNS if d not in names.get_values_for_type(x509.DNSName)]
+    if missing:
+        return f"{SERVER_CERT} lacks the name(s) {', '.join(missing)}"
     return None
 
 

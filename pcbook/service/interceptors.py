@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -10,6 +11,7 @@ import grpc
 import jwt
 
 from pcbook.service.auth import JWTManager, UserClaims
+from pcbook.service.grpc_errors import go_code_name
 from pcbook.service.logs import log
 
 LAPTOP_SERVICE_PATH = "/techschool_pcbook.LaptopService/"
@@ -133,6 +135,65 @@ class AuthServerInterceptor(grpc.ServerInterceptor):
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+class ConcurrencyInterceptor(grpc.ServerInterceptor):
+    """Keeps streams from taking the threads that unary calls and health checks need.
+
+    grpcio's sync server runs every call on a thread of its pool, and a stream (a call whose request
+    or response is a stream) holds its thread for as long as it is open, idle or not. The server's
+    pool has ``workers`` threads more than ``streams``; beyond ``streams`` open streams a new one is
+    refused at once with RESOURCE_EXHAUSTED, so at least ``workers`` threads are always left for unary
+    calls and health checks. Unary calls are left untouched: they may use any free thread.
+    """
+
+    def __init__(self, streams: int) -> None:
+        self.streams = streams
+        self._streams = threading.BoundedSemaphore(streams)
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None or not (handler.request_streaming or handler.response_streaming):
+            return handler
+        if handler_call_details.method.startswith("/grpc.health.v1.Health/"):
+            return handler  # the health service's Watch is non-blocking: it holds no thread
+        kind = _handler_kind(handler)
+        inner = getattr(handler, kind)
+        if handler.response_streaming:
+
+            def streaming(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
+                self._enter_stream(context)
+                try:
+                    yield from inner(request_or_iterator, context)
+                finally:  # also when the call is cancelled and grpcio drops the generator
+                    self._streams.release()
+
+            behavior: Callable[..., Any] = streaming
+        else:
+
+            def client_streaming(request_iterator: Any, context: grpc.ServicerContext) -> Any:
+                self._enter_stream(context)
+                try:
+                    return inner(request_iterator, context)
+                finally:
+                    self._streams.release()
+
+            behavior = client_streaming
+        return _HANDLER_FACTORIES[kind](
+            behavior,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _enter_stream(self, context: grpc.ServicerContext) -> None:
+        if not self._streams.acquire(blocking=False):
+            message = f"too many streams in progress: this server takes at most {self.streams} streams at once"
+            log(f"rpc error: code = {go_code_name(grpc.StatusCode.RESOURCE_EXHAUSTED)} desc = {message}")
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
 
 
 class _CallDetails(

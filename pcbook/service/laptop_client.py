@@ -186,18 +186,29 @@ def connect(
     health_check: bool = False,
     timeout: float = DEFAULT_TIMEOUT,
     quiet: bool = False,
+    discover: str | None = None,
 ) -> Connection:
     """Log in and return a ready Connection, as the tutorial's client sets itself up.
 
     The login channel has no interceptor and a 5 s timeout; the laptop channel has the auth
     interceptor (and the ``lb_policy`` / ``health_check`` settings). Raises grpc.RpcError if the first
     login fails and tls.CertificateFileError if a certificate file is missing.
+
+    ``discover`` (etcd://...): ignore ``address``; both channels are one thick.DiscoveredChannel, round
+    robin over the servers registered there (registry.RegistryError if etcd cannot be read).
     """
-    auth_channel = make_channel(address, tls_enabled=tls_enabled, certs_dir=certs_dir)
+    if discover is not None:
+        from pcbook.discovery.thick import DiscoveredChannel
+
+        discovered = DiscoveredChannel(discover, factory=lambda target: make_channel(
+            target, tls_enabled=tls_enabled, certs_dir=certs_dir, lb_policy="round_robin", health_check=health_check))
+        auth_channel: grpc.Channel = discovered
+    else:
+        auth_channel = make_channel(address, tls_enabled=tls_enabled, certs_dir=certs_dir)
     try:
         refresher = TokenRefresher(AuthClient(auth_channel, username, password), refresh_seconds, quiet=quiet)
         refresher.start()
-        base = make_channel(
+        base = auth_channel if discover is not None else make_channel(
             address, tls_enabled=tls_enabled, certs_dir=certs_dir, lb_policy=lb_policy, health_check=health_check
         )
     except BaseException:

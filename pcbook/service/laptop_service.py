@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -49,6 +50,8 @@ class LaptopServicer(pb_grpc.LaptopServiceServicer):
         rating_store: RatingStore,
         work_ms: int = 0,
         search_delay_ms: int = 0,
+        *,
+        work_slots: int = 10,
     ) -> None:
         self.laptop_store = laptop_store
         self.image_store = image_store
@@ -57,6 +60,8 @@ class LaptopServicer(pb_grpc.LaptopServiceServicer):
         # laptop examined by SearchLaptop (makes a cancelled search observable), both default 0.
         self.work_ms = work_ms
         self.search_delay_ms = search_delay_ms
+        # The simulated work of at most `work_slots` calls at once: capacity = work_slots / work_ms.
+        self._work_slots = threading.BoundedSemaphore(work_slots)
 
     def CreateLaptop(self, request: pb.CreateLaptopRequest, context: grpc.ServicerContext) -> pb.CreateLaptopResponse:
         laptop = request.laptop
@@ -69,7 +74,8 @@ class LaptopServicer(pb_grpc.LaptopServiceServicer):
         else:
             laptop.id = str(uuid.uuid4())
         if self.work_ms:
-            time.sleep(self.work_ms / 1000)
+            with self._work_slots:
+                time.sleep(self.work_ms / 1000)
         _abort_if_done(context)
         try:
             self.laptop_store.save(laptop)

@@ -16,10 +16,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from pcbook.discovery.registry import Etcd, Registration, RegistryError, parse_url
 from pcbook.pb import auth_service_pb2, auth_service_pb2_grpc, laptop_service_pb2, laptop_service_pb2_grpc
 from pcbook.service import auth, tls
 from pcbook.service.auth_service import AuthServicer
-from pcbook.service.interceptors import AuthServerInterceptor
+from pcbook.service.interceptors import AuthServerInterceptor, ConcurrencyInterceptor
 from pcbook.service.laptop_service import LaptopServicer
 from pcbook.service.logs import fatal, log
 from pcbook.service.stores import ImageStore, LaptopStore, RatingStore, UserStore
@@ -29,6 +30,11 @@ AUTH_SERVICE = auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_
 # "" is the overall status; clients with healthCheckConfig {"serviceName": ""} watch it.
 HEALTH_NAMES = ("", LAPTOP_SERVICE, AUTH_SERVICE)
 GRACE_SECONDS = 1.0
+# Each open stream holds a thread of its own (grpcio's sync server), on top of the unary workers.
+MAX_STREAMS = 100
+# Calls accepted at once (running or queued); beyond, grpcio answers RESOURCE_EXHAUSTED at once
+# instead of queueing without bound.
+MAX_CALLS = 2000
 
 
 @dataclass
@@ -67,12 +73,17 @@ def build_server(
     credentials: grpc.ServerCredentials | None = None,
     image_dir: str | None = None,
     workers: int = 10,
+    max_streams: int = MAX_STREAMS,
     work_ms: int = 0,
     search_delay_ms: int = 0,
     jwt_secret: str | None = None,
 ) -> PcbookServer:
     """Build the server with its stores, seeded users, interceptor, health and reflection.
 
+    The pool has ``workers`` + ``max_streams`` threads and at most ``max_streams`` streams are open at
+    once, so open (even idle) streams never take the last ``workers`` threads from unary calls and
+    health checks (ConcurrencyInterceptor). ``work_ms`` of simulated work runs on at most ``workers``
+    calls at once, which gives a server a fixed capacity for benchmarks.
     Raises RuntimeError if the address cannot be bound. ``port=0`` picks a free port (see ``.port``).
     """
     user_store = UserStore()
@@ -81,15 +92,18 @@ def build_server(
     laptop_store, rating_store, image_store = LaptopStore(), RatingStore(), ImageStore(image_dir)
 
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pcbook-rpc"),
-        interceptors=[AuthServerInterceptor(jwt_manager)],
+        futures.ThreadPoolExecutor(max_workers=workers + max_streams, thread_name_prefix="pcbook-rpc"),
+        # The auth interceptor first: it logs every call and refuses a bad token before a slot is taken.
+        interceptors=[AuthServerInterceptor(jwt_manager), ConcurrencyInterceptor(max_streams)],
+        maximum_concurrent_rpcs=MAX_CALLS,
         # gRPC sets SO_REUSEPORT by default, which would let a second server share a busy port
         # silently (and split the calls); turn it off so that a busy port is an error.
         options=[("grpc.so_reuseport", 0)],
     )
     auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(user_store, jwt_manager), server)
     laptop_service_pb2_grpc.add_LaptopServiceServicer_to_server(
-        LaptopServicer(laptop_store, image_store, rating_store, work_ms, search_delay_ms), server
+        LaptopServicer(laptop_store, image_store, rating_store, work_ms, search_delay_ms, work_slots=workers),
+        server,
     )
     health_servicer = health.HealthServicer()
     for name in HEALTH_NAMES:
@@ -141,19 +155,80 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="with --tls: require a client certificate signed by the CA (mutual TLS, default) or not",
     )
     parser.add_argument("--image-dir", default=None, help="where uploaded images go (default: a temp dir)")
-    parser.add_argument("--workers", type=int, default=10, help="size of the RPC thread pool (default 10)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=10,
+        help="threads always left for unary calls and health checks; also how many calls do --work-ms at once"
+        " (default 10)",
+    )
+    parser.add_argument(
+        "--max-streams",
+        type=int,
+        default=MAX_STREAMS,
+        help=f"streams open at once, each on a thread of its own; more are refused (default {MAX_STREAMS})",
+    )
     parser.add_argument("--work-ms", type=int, default=0, help="simulated work per CreateLaptop, ms (default 0)")
     parser.add_argument(
         "--search-delay-ms", type=int, default=0, help="simulated work per laptop examined by SearchLaptop, ms"
     )
+    reg = parser.add_argument_group("service discovery (lessons 11-12)")
+    reg.add_argument("--register", metavar="etcd://HOST:PORT[/prefix]", default=None,
+                     help="register as <prefix>/<name> = <advertise>:<port> in etcd under a lease kept alive;"
+                          " a graceful stop revokes it first (default prefix /pcbook)")
+    reg.add_argument("--name", default=None, help="the key under the prefix (default server-<port>)")
+    reg.add_argument("--advertise", default=None,
+                     help="the host clients should dial (default --host, or 127.0.0.1 when it is 0.0.0.0)")
+    reg.add_argument("--register-ttl", type=int, default=3, help="lease TTL, s (default 3)")
+    reg.add_argument("--drain-seconds", type=float, default=1.0,
+                     help="with --register: keep serving this long after deregistering, so clients that have"
+                          " not seen the removal yet still get answers (default 1)")
     args = parser.parse_args(argv)
+    if args.register is not None:
+        try:
+            args.registry = parse_url(args.register)
+        except ValueError as e:
+            parser.error(f"--register: {e}")
+        if args.register_ttl < 1 or args.drain_seconds < 0:
+            parser.error("--register-ttl must be at least 1 and --drain-seconds not negative")
+        if args.port == 0:
+            parser.error("--register needs a fixed --port (the address goes into the registry)")
+    elif args.name or args.advertise:
+        parser.error("--name and --advertise go with --register")
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be between 0 and 65535, not {args.port}")
-    if args.workers < 1:
-        parser.error("--workers must be at least 1")
+    if args.workers < 1 or args.max_streams < 1:
+        parser.error("--workers and --max-streams must be at least 1")
     if args.work_ms < 0 or args.search_delay_ms < 0:
         parser.error("--work-ms and --search-delay-ms cannot be negative")
     return args
+
+
+def _register(args: argparse.Namespace, pcbook: PcbookServer) -> Registration:
+    """Put <prefix>/<name> = host:port under a lease that a thread keeps alive (see registry.Registration)."""
+    host = args.advertise or ("127.0.0.1" if args.host in ("0.0.0.0", "") else args.host)
+    name = args.name or f"server-{pcbook.port}"
+    key = f"{args.registry.prefix}/{name}"
+    registration = Registration(Etcd(args.registry), key, f"{host}:{pcbook.port}", ttl=args.register_ttl, log=log)
+    try:
+        lease = registration.start()
+    except RegistryError as e:
+        pcbook.stop(0)
+        fatal(f"cannot register in {args.registry}: {e}")
+    log(f"registered {key} = {host}:{pcbook.port} in {args.registry} (lease {lease.id:x}, TTL {lease.ttl} s)")
+    return registration
+
+
+def _deregister(registration: Registration, pcbook: PcbookServer, drain: float) -> None:
+    """Leave the registry first, then keep answering for `drain` s: a client that picked this server
+    before it saw the removal still gets its answer. Health turns NOT_SERVING for health-checking clients."""
+    try:
+        registration.close()
+        log(f"deregistered {registration.key} (lease revoked); draining for {drain:g} s")
+    except RegistryError as e:
+        log(f"cannot revoke the lease ({e}); the key goes when its TTL runs out; draining for {drain:g} s")
+    pcbook.set_serving(False)
+    time.sleep(drain)  # the drain period is the server's policy, not a wait for an event
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             credentials=credentials,
             image_dir=args.image_dir,
             workers=args.workers,
+            max_streams=args.max_streams,
             work_ms=args.work_ms,
             search_delay_ms=args.search_delay_ms,
             jwt_secret=secret,
@@ -200,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.tls:
         mode = ", client certificates required" if args.client_auth == "require" else ", no client certificate"
     log(f"server is listening on {args.host}:{pcbook.port}{mode}; images go to {pcbook.image_store.folder}")
+    registration = _register(args, pcbook) if args.register is not None else None
     while True:
         while not pending:
             time.sleep(0.1)
@@ -213,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
             log(f"health status set to SERVING ({name})")
         else:
             log(f"shutting down ({name})")
+            if registration is not None:
+                _deregister(registration, pcbook, args.drain_seconds)
             pcbook.stop(GRACE_SECONDS)
             log("server stopped")
             return 0

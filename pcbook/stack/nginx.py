@@ -45,7 +45,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -371,10 +371,14 @@ def check_config(binary: Path, prefix: Path, conf: Path, version: tuple[int, int
 
 
 def start_nginx(stack: Stack, conf_path: Path, *, name: str = "nginx", port: int | None = 8080,
-                host: str = "127.0.0.1", timeout: float = 10, binary: Path | None = None) -> NginxProcess:
+                host: str = "127.0.0.1", timeout: float = 10, binary: Path | None = None,
+                files: Mapping[str, str] | None = None) -> NginxProcess:
     """Check the port is free, render and `nginx -t` the config, start nginx in the foreground as
     Stack child `name`, stream its access and error logs under the same prefix, and wait until
-    `port` accepts connections (port=None: do not check or wait on a port)."""
+    `port` accepts connections (port=None: do not check or wait on a port).
+
+    `files` ({name: text}) are written into the prefix next to nginx.conf first: files the config
+    includes, such as the upstream list that discovery.nginx_sync keeps up to date."""
     conf_path = Path(conf_path)
     if not conf_path.is_file():
         raise NginxConfigError(f"no nginx config at {conf_path}")
@@ -384,6 +388,8 @@ def start_nginx(stack: Stack, conf_path: Path, *, name: str = "nginx", port: int
         check_port_free(port)
     prefix = new_prefix(stack.run_dir)
     rendered = render_config(conf_path, prefix, version=version, modules=dynamic_modules(binary))
+    for file_name, text in (files or {}).items():
+        (prefix / file_name).write_text(text)
     check_config(binary, prefix, conf_path, version)
     proc = stack.start(name, nginx_argv(binary, prefix, rendered.read_text()), cwd=prefix, env=NGINX_ENV)
     nginx = NginxProcess(stack, name, proc, prefix, conf_path, rendered, binary, version, port)

@@ -26,13 +26,20 @@ class PortBusyError(RuntimeError):
         self.port = port
         self.pid = pid
         self.command = command
-        owner = ""
-        if pid is not None:
-            owner = f" (pid {pid}: {command})" if command else f" (pid {pid})"
-        super().__init__(
-            f"port {port} is already in use by another process{owner}"
-            f" — stop it ({STOP_HINT}) or free the port, then run again"
-        )
+        super().__init__(f"port {port} is already in use by {holder(pid, command)}, then run again")
+
+
+def holder(pid: int | None, command: str | None) -> str:
+    """Who holds a port and what the learner can do about it, e.g. for a PortBusyError."""
+    from .owners import is_ours  # owners imports nothing of ours; this keeps ports.py standalone
+
+    if pid is None:
+        return "a process this user cannot see (another user's?) — free the port"
+    what = f"pid {pid}: {command}" if command else f"pid {pid}"
+    if is_ours(pid):
+        return f"a process this checkout started ({what}) — stop it ({STOP_HINT})"
+    return (f"a process this checkout did not start ({what}), which `{STOP_HINT}` leaves alone"
+            f" — stop it yourself (kill {pid}) or free the port")
 
 
 def check_port_free(port: int, host: str = "0.0.0.0") -> None:

@@ -139,3 +139,31 @@ def wait_grpc_health(address: str, *, credentials: grpc.ChannelCredentials | Non
             time.sleep(min(_POLL, max(0.0, deadline - time.monotonic())))
     finally:
         channel.close()
+
+
+def wait_http(url: str, *, expect: str = "", timeout: float = 10, proc: Watched | None = None,
+              name: str | None = None) -> str:
+    """Return the body of GET `url` once it answers 200 (and contains `expect`); raise NotReadyError otherwise."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    waiting_for = f"{url} answered"
+    last = "nothing tried"
+    while True:
+        check_alive(proc, waiting_for)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _timed_out(proc, name, timeout, f"GET {url}: {last}")
+        try:
+            with urllib.request.urlopen(url, timeout=min(1.0, remaining)) as reply:
+                body = reply.read().decode("utf-8", "replace")
+            if expect in body:
+                return body
+            last = f"answered {body.strip()[:80]!r}"
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}"
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            last = getattr(reason, "strerror", None) or str(reason) or type(exc).__name__
+        time.sleep(min(_POLL, max(0.0, deadline - time.monotonic())))

@@ -9,10 +9,12 @@ import argparse
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
-from pcbook.paths import RUN_DIR, shown
-from pcbook.stack import nginx, procs
+from pcbook.paths import shown
+from pcbook.stack import nginx, owners, procs
+from pcbook.stack.ports import find_listener, holder
 from pcbook.workbook import manifest
 from pcbook.workbook.runner import run_lesson
 
@@ -121,39 +123,51 @@ def cmd_progress(_args: argparse.Namespace) -> int:
 
 
 def cmd_stop(_args: argparse.Namespace) -> int:
-    """Stop servers, clients and nginx that a crashed run left behind (found through /proc)."""
-    stopped = 0
-    for pid, cmdline in leftovers():
+    """Stop the servers, clients and nginx this checkout started and a crashed run left behind."""
+    stopped: list[int] = []
+    for found in owners.pcbook_processes():
+        if found.ours is None:
+            print(f"left alone: pid {found.pid} ({found.command[:80]}) belongs to another user")
+        if not found.ours:
+            continue
         try:
-            os.kill(pid, signal.SIGTERM)
-            stopped += 1
-            print(f"stopped {pid}: {cmdline[:100]}")
+            os.kill(found.pid, signal.SIGTERM)
         except ProcessLookupError:
-            pass
-    print("nothing was running" if not stopped else f"stopped {stopped} process(es)")
+            continue
+        except PermissionError:
+            print(f"cannot stop pid {found.pid} ({found.command[:80]}): it belongs to another user")
+            continue
+        stopped.append(found.pid)
+        print(f"stopped {found.pid}: {found.command[:100]}")
+    _wait_gone(stopped, STOP_WAIT)
+    print("nothing of this checkout was running" if not stopped else f"stopped {len(stopped)} process(es)")
+    for port in owners.lesson_ports():
+        owner = find_listener(port)
+        if owner is not None and not owners.is_ours(owner[0]):
+            print(f"port {port} is still in use by {holder(*owner)}")
     return 0
 
 
+STOP_WAIT = 5.0  # seconds stopped processes get to exit before `make stop` looks at the ports
+
+
+def _wait_gone(pids: list[int], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling the process table, bounded by the deadline
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent can reap it
+
+
 def leftovers() -> list[tuple[int, str]]:
-    found = []
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return found
-    run_dir = str(RUN_DIR)
-    for entry in proc.iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
-        # Servers, clients and load drivers all run as `python -m pcbook.<module>`; nginx runs with a
-        # prefix folder under RUN_DIR. The lesson CLI itself (this process's kin) is left alone.
-        ours = "-m pcbook." in cmdline and "-m pcbook.workbook" not in cmdline
-        ours = ours or ("nginx" in cmdline and run_dir in cmdline)
-        if ours:
-            found.append((int(entry.name), cmdline))
-    return found
+    """(pid, command) of what this checkout started and still runs (see pcbook.stack.owners)."""
+    return owners.leftovers()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -511,7 +511,9 @@ def plot_bench(result: LessonResult | Sequence[Outcome]) -> None:
         ax.set_xlabel("repetition")
         ax.set_ylabel("p50 ms")
         ax.set_ylim(bottom=0)
-        ax.set_title(f"the hop: nginx = {hop['ratio_p50']:.2f}x direct")
+        added = hop.get("added_us")
+        ax.set_title(f"the hop: {added['median']:+.0f} us" + ("" if added["resolved"] else " (not resolved)")
+                     if added else f"the hop: nginx = {hop['ratio_p50']:.2f}x direct")
         ax.legend(fontsize="small")
     if conns is not None:
         ax = next(axes_iter)

@@ -29,7 +29,7 @@ SCENARIO_PORTS = {
     7: "50071-50072 and 8071",
     8: "50081-50082 and 8081",
     9: "50091-50092, 8091 (L7) and 8092 (L4)",
-    10: "50101-50104 and 8101-8104",
+    10: "50101-50104 and 8101-8105",
 }
 
 Cell = tuple[str, str]  # ("md" | "code", source)
@@ -320,7 +320,9 @@ def lesson_10(lesson: Lesson) -> list[Cell]:
         md("""
 A short `make bench` that checks itself: the hop's latency (direct vs through nginx, one call in
 flight), the backend connections nginx opens with and without keepalive, and what a second server adds
-when the servers are saturated. Only ratios are checked. The scale-out config:
+when the servers are saturated. The checkpoint counts what holds on any machine (calls in nginx's log,
+backend connections, calls each server served); the hop's added time is shown as a measurement, with
+its interval. The scale-out config:
 """),
         code('show_config("bench-scale.conf")'),
         RUN_ONCE,

@@ -31,7 +31,9 @@ from pcbook.workbook import manifest  # noqa: E402
 PAGES_PENDING = {7, 8, 9, 10}
 
 # Flags of tools other than the workbook's own CLIs that the docs may mention.
-OTHER_TOOLS_FLAGS = {"--strict", "--site-dir", "--help", "--dev-addr", "--notebook-dir"}
+OTHER_TOOLS_FLAGS = {"--strict", "--site-dir", "--help", "--dev-addr", "--notebook-dir",
+                     # docs/deploy.md: docker compose and kubectl
+                     "--volumes", "--prefix"}
 
 
 def _pages() -> list[Path]:

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import re
 import shutil
+import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from service.conftest import ServerProcess  # tests/service's server subprocess helper (tests/ is on sys.path)
@@ -27,6 +31,7 @@ CLIENT = NODE_DIR / "client.mjs"
 LOCKFILE = NODE_DIR / "package-lock.json"
 INSTALLED = NODE_DIR / "node_modules" / ".package-lock.json"  # npm writes it after an install
 NPM_CI_TIMEOUT = 90.0  # below pytest-timeout's 120 s per test, which counts fixture setup
+REACH_TIMEOUT = 3.0  # seconds to resolve and connect to the registry (or its proxy) before `npm ci`
 CLIENT_TIMEOUT = 30.0
 MIN_NODE_MAJOR = 18  # util.parseArgs
 
@@ -89,7 +94,46 @@ def node() -> str:
     return node
 
 
+def _registry_address(npm: str) -> tuple[str, str, int]:
+    """(what, host, port) `npm ci` would connect to first: the registry, or the proxy npm is told to use."""
+    res = subprocess.run([npm, "config", "get", "registry"], capture_output=True, text=True, timeout=10)
+    registry = res.stdout.strip() or "https://registry.npmjs.org/"
+    url = urlsplit(registry)
+    proxy = next((os.environ[k] for k in ("npm_config_https_proxy", "npm_config_proxy", "HTTPS_PROXY",
+                                          "https_proxy", "HTTP_PROXY", "http_proxy") if os.environ.get(k)), "")
+    if proxy:
+        p = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        return f"proxy {proxy}", p.hostname or "", p.port or 80
+    return f"registry {registry}", url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+
+
+def unreachable(host: str, port: int, timeout: float = REACH_TIMEOUT) -> str | None:
+    """Why a TCP connection to host:port cannot be made within `timeout` s (None: it can)."""
+    deadline = time.monotonic() + timeout
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as err:
+        return f"cannot resolve {host}: {err}"
+    last = "no address"
+    for family, kind, proto, _, addr in infos:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return f"no answer from {host}:{port} within {timeout:g} s"
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.settimeout(left)
+                sock.connect(addr)
+                return None
+        except OSError as err:
+            last = str(err) or type(err).__name__
+    return f"cannot connect to {host}:{port}: {last}"
+
+
 def _npm_ci(npm: str) -> None:
+    what, host, port = _registry_address(npm)
+    why = unreachable(host, port)
+    if why is not None:  # seconds, instead of npm's own retries for a minute and more
+        pytest.skip(f"`npm ci` needs the npm {what}, which is out of reach: {why}")
     # --ignore-scripts: the only install script in the tree (protobufjs's) is a version-scheme warning.
     cmd = [npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts"]
     try:

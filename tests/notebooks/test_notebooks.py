@@ -26,8 +26,7 @@ from nbclient.util import run_sync
 from pcbook.paths import ROOT
 from pcbook.service import certs
 from pcbook.stack.ports import find_listener
-from pcbook.workbook import manifest
-from pcbook.workbook.cli import notebook_build
+from pcbook.workbook import manifest, notebook_build
 
 LESSONS_DIR = ROOT / "lessons"
 MARK = "PCBOOK_NOTEBOOK_TEST"
@@ -39,7 +38,7 @@ PORTS = {
     7: (8071, 50071, 50072),
     8: (8081, 50081, 50082),
     9: (8091, 8092, 50091, 50092),
-    10: (8101, 8102, 8103, 8104, 50101, 50102, 50103, 50104),
+    10: (8101, 8102, 8103, 8104, 8105, 50101, 50102, 50103, 50104),
 }
 
 

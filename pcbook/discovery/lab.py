@@ -1,0 +1,271 @@
+"""A discovery stack in a Stack: etcd, self-registering servers, and the three ways to reach them.
+
+    with Stack() as stack:
+        lab = Lab(stack)                       # a real etcd on a free loopback port
+        lab.server("server1"); lab.server("server2")
+        run = lab.driver(lab.url, calls=400, rate=50)       # the thick client (--discover)
+        run.wait_done(50); lab.server("server3"); ...
+        report = run.finish()
+        lab.per_server(report, since=t)        # who received the calls sent after t
+
+The same servers can be reached through nginx fed by nginx_sync (`lab.nginx()`, then dial
+127.0.0.1:8080) and through the xDS control plane (`lab.control_plane()`, then dial xds:///pcbook with
+`run = lab.driver("xds:///pcbook", ...)`, which passes the bootstrap). Tests and lessons 11-12 use it;
+every wait is on a line a process printed, with a deadline.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pcbook.discovery.nginx_sync import render_upstream
+from pcbook.discovery.registry import Etcd
+from pcbook.discovery.xds import write_bootstrap
+from pcbook.measure import driver as load
+from pcbook.paths import NGINX_DIR
+from pcbook.stack import procs
+from pcbook.stack.etcd import EtcdProcess, start_etcd
+from pcbook.stack.nginx import NginxProcess, start_nginx
+from pcbook.stack.ports import pick_free_port
+
+REGISTRY_CONF = NGINX_DIR / "discovery" / "registry.conf"
+NGINX_PORT = 8080  # as in that config
+PREFIX = "/pcbook"
+
+
+@dataclass
+class Driver:
+    """A load driver started in the background (pcbook.measure.driver)."""
+
+    lab: Lab
+    name: str
+    path: Path
+    mark: int
+    step: int
+
+    def progress(self) -> int:
+        """Calls finished, as its last progress line said."""
+        done = 0
+        for rec in self.lab.stack.records(self.name, since=self.mark):
+            if m := re.match(r"(\d+) calls done", rec.text):
+                done = int(m.group(1))
+        return done
+
+    def wait_more(self, calls: int, timeout: float = 30) -> float:
+        """Wait until at least `calls` more calls have finished; returns the time of that progress line."""
+        return self.wait_done((self.progress() // self.step + -(-calls // self.step)) * self.step, timeout)
+
+    def wait_done(self, calls: int, timeout: float = 30) -> float:
+        """Wait for its `N calls done` progress line (N a multiple of its progress step); returns its time."""
+        line = self.lab.stack.wait_for_line(self.name, re.compile(rf"^{calls} calls done"), timeout, since=self.mark)
+        return self.lab.time_of(self.name, line, self.mark)
+
+    def finish(self, timeout: float = 90, *, stop: bool = True) -> load.Report:
+        """stop=True: SIGTERM it (it stops sending, finishes the calls in flight and writes its report)."""
+        if stop:
+            self.lab.stack.stop(self.name, timeout=10)
+        return load.collect(self.lab.stack, self.name, self.path, timeout)
+
+
+class Lab:
+    def __init__(self, stack: procs.Stack, *, etcd_port: int | None = None, ttl: int = 3, drain: float = 1.0,
+                 work_ms: int = 20):
+        """`work_ms`: each CreateLaptop takes that long, so that a kill finds calls in flight."""
+        self.stack = stack
+        self.work_ms = work_ms
+        self.ttl = ttl
+        self.drain = drain
+        self.etcd: EtcdProcess = start_etcd(stack, port=etcd_port or pick_free_port(),
+                                            peer_port=pick_free_port())
+        self.url = f"{self.etcd.url}{PREFIX}"
+        self.registry = Etcd(self.url)
+        self.servers: list[str] = []
+        self.nginx_proc: NginxProcess | None = None
+        self.xds_port: int | None = None
+        self.bootstrap: Path | None = None
+
+    # timing -----------------------------------------------------------------------------------------
+
+    def time_of(self, name: str, text: str, since: int = 0) -> float:
+        """When (time.time()) the runner read that line of `name`."""
+        for rec in self.stack.records(name, since=since):
+            if rec.text == text:
+                return rec.t
+        raise KeyError(text)
+
+    def wait_line(self, name: str, pattern: str, timeout: float = 15, since: int | None = None) -> float:
+        mark = self.stack.mark() if since is None else since
+        line = self.stack.wait_for_line(name, pattern, timeout, since=mark)
+        return self.time_of(name, line, mark)
+
+    # servers ----------------------------------------------------------------------------------------
+
+    def server(self, name: str, port: int | None = None, *, register: bool = True) -> float:
+        """Start a server that registers itself as <prefix>/<name>; returns when it registered."""
+        port = port or pick_free_port()
+        argv = [sys.executable, "-u", "-m", "pcbook.server", "--port", str(port), "--host", "127.0.0.1",
+                "--work-ms", str(self.work_ms)]
+        if register:
+            argv += ["--register", self.url, "--name", name, "--register-ttl", str(self.ttl),
+                     "--drain-seconds", f"{self.drain:g}"]
+        mark = self.stack.mark()
+        self.stack.start(name, argv)
+        if name not in self.servers:
+            self.servers.append(name)
+        if not register:
+            self.stack.wait_ready(name, port=port, health=True, timeout=15)
+            return time.time()
+        return self.wait_line(name, "registered ", 20, since=mark)
+
+    def terminate(self, name: str) -> float:
+        """SIGTERM (a graceful stop); returns when it was sent."""
+        sent = time.time()
+        self.stack.signal(name, signal.SIGTERM)
+        return sent
+
+    def kill(self, name: str) -> float:
+        """SIGKILL when it is working on a call (so a call is surely in flight); returns the kill's time."""
+        self.stack.wait_for_line(name, "receive a create-laptop request", 10, since=self.stack.mark())
+        killed = time.time()
+        self.stack.kill(name)
+        return killed
+
+    # the three paths --------------------------------------------------------------------------------
+
+    def nginx(self) -> NginxProcess:
+        """nginx with the registry config, and nginx_sync keeping its upstream list; waits for the first reload."""
+        self.nginx_proc = start_nginx(self.stack, REGISTRY_CONF, port=NGINX_PORT,
+                                      files={"upstream.conf": render_upstream({})})
+        mark = self.stack.mark()
+        self.stack.start("sync", [sys.executable, "-u", "-m", "pcbook.discovery.nginx_sync", "--registry", self.url,
+                                  "--nginx-prefix", str(self.nginx_proc.prefix)])
+        self.stack.wait_for_line("sync", re_any("nginx reloaded", "is up to date"), 15, since=mark)
+        return self.nginx_proc
+
+    def control_plane(self, port: int | None = None, *args: str) -> Path:
+        """Start (or restart) the xDS control plane; returns the bootstrap file clients need."""
+        self.xds_port = port or self.xds_port or pick_free_port()
+        mark = self.stack.mark()
+        self.stack.start("xds", [sys.executable, "-u", "-m", "pcbook.discovery.xds", "serve", "--registry", self.url,
+                                 "--port", str(self.xds_port), *args])
+        self.stack.wait_for_line("xds", "listening on", 15, since=mark)
+        if self.bootstrap is None:
+            self.bootstrap = write_bootstrap(self.stack.run_dir / f"xds-bootstrap-{self.xds_port}.json",
+                                             f"127.0.0.1:{self.xds_port}")
+        return self.bootstrap
+
+    def driver(self, target: str, *, calls: int, rate: float, concurrency: int = 2, name: str = "client",
+               progress_every: int = 10) -> Driver:
+        """Start the load driver on `target`: an etcd:// URL (thick client), host:port (nginx) or xds:///pcbook."""
+        path = load.report_path(self.stack)
+        env = {"GRPC_XDS_BOOTSTRAP": str(self.bootstrap)} if target.startswith("xds:") and self.bootstrap else None
+        mark = self.stack.mark()
+        self.stack.start(name, load.driver_argv(target, path, calls=calls, rate=rate, concurrency=concurrency,
+                                                progress_every=progress_every), env=env)
+        return Driver(self, name, path, mark, progress_every)
+
+    # who got what ----------------------------------------------------------------------------------
+
+    def receivers(self, report: load.Report, since: int = 0) -> dict[str, str]:
+        """Laptop id -> the server that logged it (servers' lines are read a moment after the answers)."""
+        seen = load.settle(self.stack, since, self.servers, report.calls)
+        return {laptop: names[0] for laptop, names in seen.items()}
+
+    def per_server(self, report: load.Report, start: float = 0.0, end: float = float("inf"),
+                   receivers: dict[str, str] | None = None) -> Counter[str]:
+        """Calls sent in [start, end) per server that received them ('failed': those that failed)."""
+        receivers = receivers if receivers is not None else self.receivers(report)
+        out: Counter[str] = Counter()
+        for call in report.calls:
+            if start <= call.t0 < end:
+                out[receivers.get(call.laptop_id, "failed" if not call.ok else "unknown")] += 1
+        return out
+
+    def receivers_of_lines(self, since: int = 0) -> Counter[str]:
+        """Create-laptop requests each server logged (for clients that write no report)."""
+        return Counter(rec.name for rec in self.stack.records(since=since)
+                       if rec.name in self.servers and "receive a create-laptop request" in rec.text)
+
+    def first_call(self, server: str, after: float) -> float:
+        """When `server` logged its first create-laptop request after `after` (inf: none)."""
+        for rec in self.stack.records(server):
+            if rec.t >= after and "receive a create-laptop request" in rec.text:
+                return rec.t
+        return float("inf")
+
+
+def failed_between(report: load.Report, start: float, end: float) -> list[load.Call]:
+    """Failed calls that ended in [start, end): a call in flight at an event fails after it."""
+    return [c for c in report.calls if start <= c.t1 < end and not c.ok]
+
+
+def re_any(*texts: str) -> re.Pattern[str]:
+    return re.compile("|".join(re.escape(t) for t in texts))
+
+
+def names_in(line: str, names: Sequence[str]) -> set[str]:
+    return {n for n in names if f"{n}=" in line}
+
+
+@dataclass
+class Story:
+    """Lesson 11's story on one path: who received the calls in each phase, and what each event cost."""
+
+    path: str
+    phases: dict[str, Counter[str]]  # "two", "joined", "left", "killed" -> calls per server
+    register_to_first_call: float  # s from server3's registration to its first call (inf: never)
+    kill_to_removal: float  # s from the SIGKILL to the registry's DELETE of server2
+    failed: dict[str, int]  # event -> calls that failed around it
+    report: load.Report
+
+
+def story(lab: Lab, target: str, *, rate: float = 40, step: int = 40, concurrency: int = 2) -> Story:
+    """server1 and server2 registered and taking calls; server3 joins; server1 stops gracefully;
+    server2 is SIGKILLed. `target`: lab.url (thick client), 127.0.0.1:8080 (nginx) or xds:///pcbook."""
+    from pcbook.discovery.registry import Members
+
+    for name in ("server1", "server2"):
+        if name not in lab.servers:
+            lab.server(name)
+    seen: list[tuple[float, set[str]]] = []  # when our own watch saw each state of the registry
+    with Members(lab.registry, on_change=lambda m: seen.append((time.time(), set(m)))) as members:
+        members.wait(lambda m: {"server1", "server2"} <= m.keys(), 10)
+        run = lab.driver(target, calls=100_000, rate=rate, concurrency=concurrency, progress_every=10)
+        t_start = run.wait_done(10)
+        t_two = run.wait_more(step)
+        lab.server("server3")
+        members.wait(lambda m: "server3" in m, 5)
+        t_reg = next(t for t, names in seen if "server3" in names)  # the PUT, before server3 logs it
+        try:
+            lab.stack.wait_for_line("server3", "receive a create-laptop request", 10)
+        except procs.NotReadyError:
+            pass  # a client that never learns of server3: first call = inf
+        first = lab.first_call("server3", t_reg)
+        run.wait_more(step)
+        t_term = lab.terminate("server1")
+        lab.stack.proc("server1").wait(15)
+        t_gone = time.time()  # after its drain: from here on nobody can send it a call
+        run.wait_more(step)
+        t_kill = lab.kill("server2")
+        members.wait(lambda m: "server2" not in m, lab.ttl + 5)
+        removed = next(t for t, names in seen if t > t_kill and "server2" not in names)
+        t_end = run.wait_more(step)
+        report = run.finish()
+    receivers = lab.receivers(report, run.mark)
+    phases = {"two": lab.per_server(report, t_start, t_two, receivers),
+              "joined": lab.per_server(report, first if math.isfinite(first) else t_reg, t_term, receivers),
+              "left": lab.per_server(report, t_gone, t_kill, receivers),
+              "killed": lab.per_server(report, removed, t_end, receivers)}
+    failed = {"join": len(failed_between(report, t_two, t_term)),
+              "graceful stop": len(failed_between(report, t_term, t_kill)),
+              "kill": len(failed_between(report, t_kill, t_end))}
+    return Story(target, phases, first - t_reg, removed - t_kill, failed, report)
+

@@ -1,0 +1,135 @@
+"""The compose stack for real: build the image, bring lesson 5 up in containers, run the client.
+
+A private Docker daemon (pcbook.stack.dockerd: its own network namespace and state) is started for
+this module and stopped at its end; where none can be started (not root, no docker.io) the tests
+skip with the reason. Every stack is brought down in a `finally`, and the tests check that no
+container, network or volume of the project is left.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from pcbook.service import certs
+from pcbook.stack import containers, dockerd
+from pcbook.workbook import manifest
+from pcbook.workbook.judge import Observation, calls_in, differences, settled
+
+from .support import compose
+
+pytestmark = pytest.mark.timeout(900)
+
+
+# `docker logs -t`: "2026-12-02T17:27:20.575727000Z <line>"
+_STAMPED = re.compile(r"^(\S+Z) (.*)$")
+
+
+def _sortable(stamp: str) -> str:
+    """RFC 3339 with the nanoseconds padded: Docker trims their trailing zeros, which breaks string order."""
+    whole, _, fraction = stamp.rstrip("Z").partition(".")
+    return f"{whole}.{fraction:0<9}"
+
+
+def _logs(daemon: dockerd.Daemon, project: str, service: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """(stamp, stdout line) pairs and stderr lines of a service's container."""
+    cid = daemon.docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={project}",
+                        "--filter", f"label=com.docker.compose.service={service}").stdout.split()
+    assert len(cid) == 1, f"{service}: containers {cid}"
+    out = daemon.docker("logs", "-t", cid[0])
+    stdout = [(m.group(1), m.group(2)) for line in out.stdout.splitlines() if (m := _STAMPED.match(line))]
+    stderr = [m.group(2) for line in out.stderr.splitlines() if (m := _STAMPED.match(line))]
+    return stdout, stderr
+
+
+def observe(daemon: dockerd.Daemon, project: str, lesson: int, client: subprocess.CompletedProcess[str],
+            ) -> tuple[Observation, list[str]]:
+    """What the stack showed, as the lesson runner records it, and the servers in call order.
+
+    Log lines reach Docker's log files a moment after the client exits: poll, with a deadline,
+    until the checkpoint's evidence is in.
+    """
+    expect = containers.plan(lesson).step.expect
+    deadline = time.monotonic() + 20
+    while True:
+        seen = Observation(client_ok=client.returncode == 0, client_lines=client.stdout.splitlines())
+        stamped: list[tuple[str, tuple[str, str]]] = []
+        for name in ("server1", "server2"):
+            lines, errors = _logs(daemon, project, name)
+            seen.server_lines += [line for _, line in lines] + errors
+            stamped += [(_sortable(stamp), call) for stamp, line in lines for call in calls_in(name, [line])]
+        seen.calls = [call for _, call in sorted(stamped)]  # both containers' calls, in time order
+        access, errors = _logs(daemon, project, "nginx")
+        seen.access_lines = [line for _, line in access]
+        seen.nginx_errors = errors
+        if settled(expect, seen) or time.monotonic() > deadline:
+            return seen, [server for server, _ in seen.calls]
+        time.sleep(0.2)
+
+
+def leftovers(daemon: dockerd.Daemon, project: str) -> list[str]:
+    label = f"label=com.docker.compose.project={project}"
+    found = []
+    for kind in (["ps", "-aq"], ["network", "ls", "-q"], ["volume", "ls", "-q"]):
+        ids = daemon.docker(*kind, "--filter", label).stdout.split()
+        found += [f"{kind[0]} {i}" for i in ids]
+    return found
+
+
+def run_stack(daemon: dockerd.Daemon, project: str, lesson: int, certs_dir: Path | None = None,
+              ) -> tuple[subprocess.CompletedProcess[str], Observation, list[str]]:
+    """compose up (servers and nginx), run the one-shot client, read the logs, compose down."""
+    try:
+        up = compose(daemon, project, "up", "-d", "--no-build", "server1", "server2", "nginx",
+                     lesson=lesson, certs_dir=certs_dir)
+        assert up.returncode == 0, up.stdout[-3000:]
+        client = compose(daemon, project, "run", "--rm", "client", lesson=lesson, certs_dir=certs_dir, timeout=60)
+        seen, order = observe(daemon, project, lesson, client)
+        return client, seen, order
+    finally:
+        down = compose(daemon, project, "down", "--volumes", "--remove-orphans", lesson=lesson, certs_dir=certs_dir)
+        assert down.returncode == 0, down.stdout[-2000:]
+        assert not leftovers(daemon, project), leftovers(daemon, project)
+
+
+def test_lesson_5_calls_alternate_between_the_containers(daemon: dockerd.Daemon, image: str) -> None:
+    client, seen, order = run_stack(daemon, f"pcbook5-{os.getpid()}", 5)
+    assert client.returncode == 0, client.stdout
+    assert "dial server nginx:8080, TLS = true" in client.stdout
+    assert client.stdout.count("created laptop with id: ") == 3
+    expect = containers.plan(5).step.expect
+    assert not differences(expect, seen), differences(expect, seen)
+    # nginx's round robin: Login, then three CreateLaptop calls, each on the other container.
+    assert len(order) == 4 and all(a != b for a, b in zip(order, order[1:], strict=False)), order
+    assert [path for path, _ in seen.posts] == [manifest.AUTH_LOGIN] + [manifest.CREATE_LAPTOP] * 3
+    assert {status for _, status in seen.posts} == {200}
+    assert all("grpc-python/" in line for line in seen.access_lines if "POST" in line)
+
+
+def test_lesson_6_routes_by_service_in_containers(daemon: dockerd.Daemon, image: str) -> None:
+    client, seen, _ = run_stack(daemon, f"pcbook6-{os.getpid()}", 6)
+    assert client.returncode == 0, client.stdout
+    expect = containers.plan(6).step.expect
+    assert not differences(expect, seen), differences(expect, seen)
+    assert seen.servers_of(manifest.AUTH_LOGIN) == {"server1"}
+    assert seen.servers_of(manifest.CREATE_LAPTOP) == {"server2"}
+
+
+def test_the_lectures_certificates_fail_on_service_names(daemon: dockerd.Daemon, image: str, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Certificates with only the lecture's names: the client's `nginx` is in no SAN, so TLS fails."""
+    monkeypatch.setattr(certs, "SERVER_DNS", ("*.pcbook.com", "*.pcbook.org"))
+    monkeypatch.setattr(certs, "SERVER_IPS", ("0.0.0.0",))
+    lecture = certs.generate_ca_and_certs(tmp_path / "certs", key_size=1024)  # small keys: faster, same check
+    for key in lecture.glob("*-key.pem"):
+        key.chmod(0o644)  # the containers read them as root anyway; keeps the test independent of uid
+    client, seen, _ = run_stack(daemon, f"pcbookcert-{os.getpid()}", 5, certs_dir=lecture)
+    assert client.returncode != 0
+    assert "cannot create auth interceptor" in client.stdout
+    assert re.search(r"Hostname Verification Check failed|CERTIFICATE_VERIFY_FAILED|certificate", client.stdout)
+    assert not seen.calls, "no call may reach a server when the client refuses nginx's certificate"

@@ -1,0 +1,108 @@
+"""Idle or slow streams cannot starve unary calls and health checks (issue 11, item 2)."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from pcbook.pb import auth_service_pb2, auth_service_pb2_grpc, filter_message_pb2, laptop_service_pb2_grpc
+from pcbook.pb import laptop_service_pb2 as pb
+from pcbook.service import laptop_client
+
+IDLE = 24  # of each kind: far more than the old 10-thread pool
+# Enough search results to fill HTTP/2 flow-control windows, so an unread search blocks its handler.
+LAPTOPS = 1500
+LOGIN_TIMEOUT = 3.0  # a Login costs one bcrypt check (~0.1 s); 3 s is generous, an endless wait is not
+HEALTH_TIMEOUT = 1.0
+
+
+def _silent(stop: threading.Event) -> Iterator[pb.RateLaptopRequest]:
+    stop.wait()  # a rating stream that never sends a rating
+    return
+    yield
+
+
+def _wait_streams(srv, start: int, count: int, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    """Wait until the server has logged `count` LaptopService streams since line `start`."""
+    rx = re.compile(r"--> stream interceptor:\s+/techschool_pcbook.LaptopService/")
+    deadline = time.monotonic() + timeout
+    with srv._cond:
+        while sum(1 for line in srv.lines[start:] if rx.search(line)) < count:
+            left = deadline - time.monotonic()
+            assert left > 0, f"the server saw fewer than {count} streams:\n{srv.output_unlocked()}"
+            srv._cond.wait(left)
+
+
+@pytest.mark.parametrize(("rating", "searching"), [(IDLE, 0), (0, IDLE), (IDLE, IDLE)])
+def test_idle_streams_leave_login_and_health_answering(start_server, rating: int, searching: int) -> None:  # type: ignore[no-untyped-def]
+    srv = start_server()
+    with laptop_client.connect(f"127.0.0.1:{srv.port}", quiet=True) as conn:
+        for _ in range(LAPTOPS):
+            conn.laptops.create_laptop()
+    start = len(srv.lines)
+    stop = threading.Event()
+    calls = []
+    # Each call on its own channel, as separate learners' clients would be.
+    channels = [grpc.insecure_channel(f"127.0.0.1:{srv.port}") for _ in range(1 + rating + searching)]
+    try:
+        login = auth_service_pb2_grpc.AuthServiceStub(channels[0]).Login
+        token = login(auth_service_pb2.LoginRequest(username="user1", password="secret")).access_token
+        for ch in channels[1 : 1 + rating]:
+            rate = laptop_service_pb2_grpc.LaptopServiceStub(ch).RateLaptop
+            calls.append(rate(_silent(stop), metadata=(("authorization", token),)))
+        everything = filter_message_pb2.Filter(max_price_usd=1e9)
+        for ch in channels[1 + rating :]:
+            search = laptop_service_pb2_grpc.LaptopServiceStub(ch).SearchLaptop
+            calls.append(search(pb.SearchLaptopRequest(filter=everything)))  # never read
+        # Every stream has reached the server before the unary calls are made.
+        _wait_streams(srv, start, rating + searching)
+
+        with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as fresh:
+            reply = auth_service_pb2_grpc.AuthServiceStub(fresh).Login(
+                auth_service_pb2.LoginRequest(username="admin1", password="secret"), timeout=LOGIN_TIMEOUT)
+            assert reply.access_token
+            status = health_pb2_grpc.HealthStub(fresh).Check(health_pb2.HealthCheckRequest(), timeout=HEALTH_TIMEOUT)
+            assert status.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        stop.set()
+        for call in calls:
+            call.cancel()
+        for ch in channels:
+            ch.close()
+
+
+def test_streams_beyond_the_cap_are_refused_clearly(start_server) -> None:  # type: ignore[no-untyped-def]
+    srv = start_server("--max-streams", "3")
+    with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
+        token = auth_service_pb2_grpc.AuthServiceStub(ch).Login(
+            auth_service_pb2.LoginRequest(username="user1", password="secret")).access_token
+        stub = laptop_service_pb2_grpc.LaptopServiceStub(ch)
+        stop = threading.Event()
+        held = [stub.RateLaptop(_silent(stop), metadata=(("authorization", token),)) for _ in range(3)]
+        try:
+            _wait_streams(srv, 0, 3)
+            extra = stub.RateLaptop(_silent(stop), metadata=(("authorization", token),))
+            with pytest.raises(grpc.RpcError) as err:
+                next(extra)
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "at most 3 streams at once" in err.value.details()
+            srv.wait_for_line(r"rpc error: code = ResourceExhausted desc = too many streams")
+        finally:
+            stop.set()
+            for call in held:
+                call.cancel()
+        # The slots are given back: new streams work once the old ones have ended.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert list(stub.RateLaptop(iter(()), metadata=(("authorization", token),))) == []
+                break
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and time.monotonic() < deadline
+                srv.wait_for_line(r"no more data|request is canceled", timeout=1)
