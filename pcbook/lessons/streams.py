@@ -324,8 +324,9 @@ def many_clients(lesson: Lesson9, l7: dict[str, int], l4: dict[str, int]) -> Non
 
 def run(ctx: ScenarioContext) -> None:
     """Lesson 9's story (or, with ctx.checkpoint_only, its checkpoint steps 5-9)."""
-    lesson = Lesson9(ctx)
     final = ctx.conf or FINAL_CONF
+    nginx.require_modules([DEFAULTS_CONF, final])  # a system nginx without `stream` fails here, not at step 5
+    lesson = Lesson9(ctx)
     with _hide_chunk_lines(ctx.stack) as hidden:
         lesson.start_servers()
         if not ctx.checkpoint_only:
