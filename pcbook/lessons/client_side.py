@@ -184,7 +184,7 @@ def health_aware(ctx: ScenarioContext, index: int, total: int, health_check: boo
            "Nothing was restarted: the server process stayed up the whole time.")
     timeline = [{"call": c.number, "t": round(c.t0 - report.calls[0].t0, 4),
                  "server": (receivers.get(c.laptop_id) or ["none"])[0]} for c in report.calls]
-    data = {"calls_per_server": counts, "timeline": timeline,
+    data = {"policy": "round_robin with health checking", "calls_per_server": counts, "timeline": timeline,
             "not_serving_at": round(down - report.calls[0].t0, 4), "serving_at": round(up - report.calls[0].t0, 4)}
     return ctx.record(Outcome(title, why, True, diffs, data=data))
 
@@ -236,6 +236,7 @@ def server_dies(ctx: ScenarioContext, index: int, total: int, calls: int = 40, r
         "calls": [{"call": c.number, "t_ms": round((c.t0 - killed_at) * 1000, 1), "code": c.code,
                    "details": c.details, "server": (receivers.get(c.laptop_id) or ["none"])[0]}
                   for c in report.calls],
+        "policy": "round_robin",
         "codes": dict(report.codes()),
         "failed_in_flight": [c.number for c in failed],
     }

@@ -320,6 +320,22 @@ def _pyplot() -> Any:
     return plt
 
 
+def _whole_numbers(axis: Any) -> None:
+    """Counts have whole-number ticks (no 2.5 calls)."""
+    from matplotlib.ticker import MaxNLocator
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _legend_outside(ax: Any) -> None:
+    """The legend to the right of the axes, never over the data."""
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+
+
+def _with_policy(title: str, source: Outcome | Mapping[str, Any]) -> str:
+    policy = _data(source).get("policy")
+    return f"{title} ({policy})" if policy else title
+
+
 def _finish(fig: Any) -> None:
     plt = _pyplot()
     fig.tight_layout()
@@ -369,7 +385,7 @@ def plot_calls(source: Outcome | Mapping[str, Any], title: str | None = None) ->
         ax.set_ylim(-0.6, len(servers) - 0.4)
         for m, c in colours.items():
             ax.scatter([], [], marker="s", color=c, label=m)
-        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1, 1))
+        _legend_outside(ax)
         ax.set_title("which server served each call")
     ax = axes[0][panels - 1]
     if order:  # stacked by method, in the strip's colours
@@ -387,12 +403,13 @@ def plot_calls(source: Outcome | Mapping[str, Any], title: str | None = None) ->
             xs = [i + j * width for i in range(len(phases))]
             ax.bar(xs, [counts[p].get(server, 0) for p in phases], width, label=server)
         ax.set_xticks([i + width * (len(servers) - 1) / 2 for i in range(len(phases))], phases)
-        ax.legend(fontsize="small")
+        _legend_outside(ax)
     else:
         servers = sorted(counts)
         ax.bar(servers, [counts[s] for s in servers], color="C7")
     ax.set_ylabel("calls")
-    ax.set_title(title or "calls per server")
+    _whole_numbers(ax.yaxis)
+    ax.set_title(title or _with_policy("calls per server", source))
     _finish(fig)
 
 
@@ -430,8 +447,8 @@ def plot_timeline(source: Outcome | Mapping[str, Any], title: str | None = None)
         ax.set_xlabel("s since the first call")
     ax.set_yticks(range(len(rows)), ["all calls"] if rows == ["none"] else rows)
     ax.set_ylim(-0.6, len(rows) - 0.2)
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1, 1))
-    ax.set_title(title or "every call: when it started, where it ran, how it ended")
+    _legend_outside(ax)
+    ax.set_title(title or _with_policy("every call: when it started, where it ran, how it ended", source))
     _finish(fig)
 
 
@@ -450,7 +467,8 @@ def plot_codes(*sources: Outcome | Mapping[str, Any], labels: Sequence[str] = ()
     ax.set_yticks(range(len(groups)), [_wrap(n) for n in names])
     ax.invert_yaxis()
     ax.set_xlabel("calls")
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1, 1))
+    _whole_numbers(ax.xaxis)
+    _legend_outside(ax)
     ax.set_title("how the calls ended")
     _finish(fig)
 
@@ -477,7 +495,7 @@ def plot_latency(source: Outcome | Mapping[str, Any]) -> None:
         ax.bar([x + 0.2 for x in xs], [p90.get(p, 0) for p in paths], 0.4, label="p90")
     ax.set_xticks(list(xs), paths)
     ax.set_ylabel("ms per call")
-    ax.legend(fontsize="small")
+    _legend_outside(ax)
     ax.set_title("one call, three paths")
     _finish(fig)
 
@@ -489,6 +507,20 @@ def plot_l4_vs_l7(source: Outcome | Mapping[str, Any]) -> None:
     if "l4_clients" in data:
         groups["several clients, L4"] = data["l4_clients"]
     plot_calls(groups, title="calls per backend: per call (L7) vs per connection (L4)")
+
+
+def bench_table(result: LessonResult | Sequence[Outcome]) -> None:
+    """Lesson 10's numbers per repetition, one column per path and unit: p50 in ms, throughput in calls/s."""
+    steps = result.steps if isinstance(result, LessonResult) else list(result)
+    hop = next((s.data["p50_ms"] for s in steps if "p50_ms" in s.data), {})
+    scale = next((s.data["calls_per_s"] for s in steps if "calls_per_s" in s.data), {})
+    columns = ([(f"{name}: p50 ms", [f"{v:.3f}" for v in values]) for name, values in hop.items()]
+               + [(f"{name}: calls/s", [f"{v:.0f}" for v in values]) for name, values in scale.items()])
+    if not columns:
+        raise LessonStopped("no measurements: the lesson's steps did not measure (see their output above)")
+    reps = max(len(values) for _, values in columns)
+    rows = [(i + 1, *(values[i] if i < len(values) else "" for _, values in columns)) for i in range(reps)]
+    table(rows, ["repetition", *(head for head, _ in columns)])
 
 
 def plot_bench(result: LessonResult | Sequence[Outcome]) -> None:
@@ -514,7 +546,7 @@ def plot_bench(result: LessonResult | Sequence[Outcome]) -> None:
         added = hop.get("added_us")
         ax.set_title(f"the hop: {added['median']:+.0f} us" + ("" if added["resolved"] else " (not resolved)")
                      if added else f"the hop: nginx = {hop['ratio_p50']:.2f}x direct")
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)  # below the data
     if conns is not None:
         ax = next(axes_iter)
         names = list(conns)
@@ -522,6 +554,7 @@ def plot_bench(result: LessonResult | Sequence[Outcome]) -> None:
         ax.set_xticks(range(len(names)), [n.replace("nginx-mtls-", "") + f"\n({conns[n]['calls']} calls)"
                                           for n in names])
         ax.set_ylabel("backend connections opened")
+        _whole_numbers(ax.yaxis)
         ax.set_title("upstream keepalive")
     if scale is not None:
         ax = next(axes_iter)

@@ -180,6 +180,16 @@ handshake succeeds.
 """),
         steps_cell(3),
         code("plot_calls(step3)"),
+        md("""
+### Aside (step 4): TLS 1.2, the lecture's error line
+
+The backends require a client certificate again, and nginx is held to TLS 1.2 towards them, as the
+lecture's nginx was (TLS 1.3 became nginx's default in 1.23.4). The refusal now comes inside the
+handshake, before nginx has sent the call, so nginx tries the next backend: one
+`... while SSL handshaking to upstream` line per backend, as in the lecture.
+"""),
+        code('show_diff("lesson-4.conf", "lesson-4-tls12.conf")'),
+        steps_cell(4),
     ]
 
 
@@ -281,8 +291,9 @@ gRPC (`error_page 502 = @grpc_unavailable`), takes a failed server out of rotati
            "the dead one is left alone for `fail_timeout`; with both down, nginx says `no live upstreams`."),
         code("""
 step5 = session.outcome(5)
-table([(key, step5.data[key]) for key in ("requests", "attempts_on_dead_server", "temporarily_disabled")],
-      ["step 5", "value"])
+table([(step5.data["requests"], step5.data["attempts_on_dead_server"],
+        "yes" if step5.data["temporarily_disabled"] else "no")],
+      ["requests nginx logged", "attempts on the dead server1", "server1 temporarily disabled"])
 plot_timeline(session.outcome(6))
 """),
         md("### Steps 7 and 8: `worker_connections`\n\nThe tutorial's 10 connections are not enough for 24 "
@@ -316,7 +327,7 @@ this lesson's ports):
 
 def lesson_10(lesson: Lesson) -> list[Cell]:
     return [
-        setup(lesson, "Session, plot_bench, show_config, table"),
+        setup(lesson, "Session, bench_table, plot_bench, show_config"),
         md("""
 A short `make bench` that checks itself: the hop's latency (direct vs through nginx, one call in
 flight), the backend connections nginx opens with and without keepalive, and what a second server adds
@@ -330,12 +341,7 @@ its interval. The scale-out config:
         md("### The numbers, per repetition\n\nEvery point is one round; the dashed line is one server's "
            "capacity."),
         code("plot_bench(result)"),
-        code("""
-hop, _, scale = (session.outcome(n) for n in (1, 2, 3))
-table([(name, ", ".join(f"{v:.3f}" for v in values)) for name, values in hop.data["p50_ms"].items()]
-      + [(name, ", ".join(f"{v:.0f}" for v in values)) for name, values in scale.data["calls_per_s"].items()],
-      ["path", "p50 ms / calls per s, per repetition"])
-"""),
+        code("bench_table(result)"),
     ]
 
 
