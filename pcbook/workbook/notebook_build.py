@@ -181,11 +181,11 @@ handshake succeeds.
         steps_cell(3),
         code("plot_calls(step3)"),
         md("""
-### Aside (step 4): TLS 1.2, the lecture's error line
+### Step 4 (aside): the lecture's two handshake lines come from TLS 1.2
 
-The backends require a client certificate again, and nginx is held to TLS 1.2 towards them, as the
-lecture's nginx was (TLS 1.3 became nginx's default in 1.23.4). The refusal now comes inside the
-handshake, before nginx has sent the call, so nginx tries the next backend: one
+**This step is expected to fail**, on purpose: the backends require a client certificate again and
+nginx is held to TLS 1.2 (`grpc_ssl_protocols TLSv1.2;`), as nginx before 1.23.4 was. The refusal now
+happens inside the handshake, before nginx sent anything, so nginx tries the next backend: one
 `... while SSL handshaking to upstream` line per backend, as in the lecture.
 """),
         code('show_diff("lesson-4.conf", "lesson-4-tls12.conf")'),
