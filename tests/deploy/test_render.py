@@ -78,7 +78,9 @@ def test_the_container_plan_follows_the_manifest() -> None:
     assert p.conf.name == "lesson-5.conf"
     assert p.client_args() == ["--address", f"nginx:{manifest.NGINX_PORT}", "--tls"]
     plain = containers.plan(2)
-    assert plain.client_args() == ["--address", "nginx:8080"] and not plain.servers[0].tls
+    # Lesson 2's client stays up for one token refresh (the lecture's fifth access-log line).
+    assert plain.client_args() == ["--address", "nginx:8080", "--stay", "3", "--refresh-seconds", "2"]
+    assert not plain.servers[0].tls
 
 
 @pytest.mark.parametrize("argv, said", [
