@@ -59,8 +59,9 @@ server2-tls: $(READY) ## server2 on 50052 with TLS (CLIENT_AUTH=none for server-
 CLIENT_OPTS = $(if $(STAY),--stay $(STAY)) $(if $(REFRESH),--refresh-seconds $(REFRESH))
 client: $(READY) ## the client, plaintext, against 0.0.0.0:8080 (STAY=s: stay up after the calls)
 	@$(PY) -m pcbook.client --address 0.0.0.0:8080 $(CLIENT_OPTS)
-client-tls: $(READY) ## the client with mutual TLS against 0.0.0.0:8080 (STAY=, REFRESH= as for client)
-	@$(PY) -m pcbook.client --address 0.0.0.0:8080 --tls $(CLIENT_OPTS)
+client-tls: $(READY) ## the client with mutual TLS against 0.0.0.0:8080 (STAY=, REFRESH= as for client; CLIENT_CERT=none or foreign: a certificate nginx must refuse)
+	@$(PY) -m pcbook.client --address 0.0.0.0:8080 --tls $(CLIENT_OPTS) $(if $(filter none,$(CLIENT_CERT)),--no-client-cert) \
+	  $(if $(filter foreign,$(CLIENT_CERT)),--certs-dir $$($(PY) -m pcbook.service.certs --foreign-client))
 
 ## Lessons (N = the lesson number; `make list` shows them all)
 lesson-%: $(READY) ## replay lesson N on a real stack and check it (KEEP=1 leaves the stack up)
@@ -112,7 +113,7 @@ test: $(READY) $(MERMAID) ## everything: lint, unit and end-to-end tests, checkp
 	@$(VENV)/bin/mkdocs build --strict --quiet --site-dir .run/site
 
 clean: ## remove generated code, certificates and run folders (keeps .venv)
-	rm -rf pcbook/pb/*_pb2*.py pcbook/pb/*_pb2*.pyi certs/*.pem .run site
+	rm -rf pcbook/pb/*_pb2*.py pcbook/pb/*_pb2*.pyi certs/*.pem .run site deploy/wheels/*.whl deploy/wheels/.complete
 
 .PHONY: setup gen cert help server server-tls server1 server2 server1-tls server2-tls client client-tls \
 	list progress stop lab docs bench soak lint test clean compose-up compose-client compose-logs compose-down

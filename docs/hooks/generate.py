@@ -5,7 +5,7 @@ Placeholders (HTML comments, so a page still reads fine on GitHub) are replaced 
 - ``<!-- make-targets -->``  the Makefile's targets, from their ``## `` comments, by section;
 - ``<!-- cli: server -->``, ``<!-- cli: client -->``, ``<!-- cli: workbook -->``  a flags table and the
   full ``--help`` text, from the module's own argparse parser;
-- ``<!-- steps: N -->``  lesson N's steps from ``pcbook.workbook.manifest`` (stack, expectations, why);
+- ``<!-- steps: N -->``  lesson N's steps from ``pcbook.workbook.manifest`` (stack, what it must show, why);
 - ``<!-- lessons -->``  a table of every lesson in ``pcbook.workbook.manifest``.
 
 Strict: a CLI module that cannot be imported, a parser that cannot be found or an unknown lesson
@@ -29,16 +29,18 @@ import re
 import shutil
 import sys
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from mkdocs.exceptions import PluginError
-
-from pcbook.workbook import manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mermaid_js  # noqa: E402  (this folder: the pinned mermaid)
+
+if TYPE_CHECKING:
+    from pcbook.workbook.model import Lesson
 
 log = logging.getLogger("mkdocs.hooks.generate")
 
@@ -50,6 +52,8 @@ CLI_MODULES = {
     "load": "pcbook.measure.driver",  # lessons 7 and 8: the load driver
     "bench": "pcbook.measure.bench",  # lesson 10: `make bench`
     "containers": "pcbook.stack.containers",  # deploy/: the image's entry point and the k8s renderer
+    "nginx_sync": "pcbook.discovery.nginx_sync",  # lesson 11: nginx fed by the registry
+    "xds": "pcbook.discovery.xds",  # lesson 12: the xDS control plane
 }
 MERMAID_ASSET = "assets/javascripts/mermaid.min.js"
 # Run right after it: mermaid would otherwise render every `pre.mermaid` itself on page load, from the
@@ -226,12 +230,20 @@ def _sub_help(action: argparse._SubParsersAction, name: str) -> str:
 # ---------------------------------------------------------------- lessons
 
 
+def _manifest():  # type: ignore[no-untyped-def]
+    """The lesson manifest, imported when a page needs it: it imports the lesson modules, and those the
+    generated gRPC code, which on_config checks first (one line naming `make gen`, not a traceback)."""
+    from pcbook.workbook import manifest
+
+    return manifest
+
+
 def render_lessons(page_src: str, existing: set[str]) -> str:
     """Every lesson; linked when its page exists (pages of new lessons may come later)."""
 
     here = PurePosixPath(page_src).parent
     out = ["| # | Lesson | Goal | Run it |", "|---|---|---|---|"]
-    for lesson in manifest.LESSONS:
+    for lesson in _manifest().LESSONS:
         if lesson.doc_page in existing:
             link = f"[{lesson.title}]({posixpath.relpath(lesson.doc_page, here)})"
         else:
@@ -240,28 +252,25 @@ def render_lessons(page_src: str, existing: set[str]) -> str:
     return "\n".join(out) + "\n"
 
 
-def render_steps(number: int) -> str:
-
-    lesson = manifest.get(number)
-    if not lesson.steps:
-        if not lesson.claims:
-            raise ValueError(f"lesson {number} has neither steps nor claims to document")
-        items = "\n".join(f"- {_md_cell(c)}" for c in lesson.claims)
-        return f"The checkpoint of `make {lesson.target}` proves that:\n\n{items}\n"
+def render_steps(lesson: int | Lesson) -> str:
+    """A lesson's steps, from the model: the stack of each, what it must show, and why."""
+    if isinstance(lesson, int):
+        lesson = _manifest().get(lesson)
     rows = []
     for i, step in enumerate(lesson.steps, 1):
         mark = '<br><span class="pcbook-checkpoint">checkpoint</span>' if step.checkpoint else ""
-        servers = "<br>".join(html.escape(s.describe()) for s in step.servers)
-        nginx = f"<code>nginx/{html.escape(step.nginx)}</code>" if step.nginx else "no nginx"
-        client = f"<code>make {step.client.make_target()}</code>"
-        if step.client.runs > 1:
-            client += f" &times; {step.client.runs}"
-        claims = "".join(f"<li>{_claim_html(c)}</li>" for c in step.expect.describe())
+        stack = [html.escape(s.describe()) for s in step.servers] or ["no server running"]
+        stack.append(f"<code>nginx/{html.escape(step.nginx.name)}</code> on {step.nginx.port}"
+                     if step.nginx else "no nginx")
+        if step.client is not None:
+            stack.append(f"<code>{html.escape(step.client.command())}</code>")
+        stack += [_code_spans_html(then) for then in step.then]
+        claims = "".join(f"<li>{_code_spans_html(c)}</li>" for c in step.must_show())
         rows.append(
             "<tr>"
             f"<td>{i}{mark}</td>"
             f"<td>{html.escape(step.title)}</td>"
-            f"<td>{servers}<br>{nginx}<br>{client}</td>"
+            f"<td>{'<br>'.join(stack)}</td>"
             f"<td><ul>{claims}</ul></td>"
             f"<td>{_code_spans_html(step.why)}</td>"
             "</tr>"
@@ -274,16 +283,8 @@ def render_steps(number: int) -> str:
         + "\n".join(rows)
         + "\n</tbody></table></div>\n\n"
         f"*Generated from `pcbook/workbook/manifest.py`: this is exactly what `make {lesson.target}` replays "
-        f"and checks.*\n"
+        f"and checks; `make check-{lesson.number}` replays the steps marked checkpoint.*\n"
     )
-
-
-def _claim_html(claim: str) -> str:
-    """``the client prints /regex/`` -> the words, then the regex as code."""
-    m = re.match(r"^(.*?) /(.*)/$", claim)
-    if not m:
-        return html.escape(claim)
-    return f"{html.escape(m.group(1))} <code>{html.escape(m.group(2))}</code>"
 
 
 def _code_spans_html(text: str) -> str:
@@ -308,8 +309,22 @@ def _check_generated_code() -> None:
         raise PluginError(f"the generated gRPC code (pcbook/pb/*_pb2.py) is missing: {GEN_HINT}") from None
 
 
+def nav_with_every_lesson(nav: list) -> list:
+    """The nav with every lesson's page under "Lessons", in lesson order after those listed: a new
+    lesson needs no edit of mkdocs.yml."""
+    for entry in nav:
+        if isinstance(entry, dict) and isinstance(entry.get("Lessons"), list):
+            pages = entry["Lessons"]
+            listed = {p for p in pages if isinstance(p, str)}
+            pages += [lesson.doc_page for lesson in _manifest().LESSONS if lesson.doc_page not in listed]
+            return nav
+    raise PluginError('mkdocs.yml has no "Lessons" section in its nav for the lesson pages')
+
+
 def on_config(config, **kwargs):
     _check_generated_code()
+    if config.nav is not None:
+        config.nav = nav_with_every_lesson(config.nav)
     # Snippets resolve against the repo root whatever the working directory is.
     snippets = config.mdx_configs.setdefault("pymdownx.snippets", {})
     snippets["base_path"] = [str(ROOT)]

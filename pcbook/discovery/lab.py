@@ -16,13 +16,16 @@ every wait is on a line a process printed, with a deadline.
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
 import re
 import signal
+import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,10 +38,39 @@ from pcbook.stack import procs
 from pcbook.stack.etcd import EtcdProcess, start_etcd
 from pcbook.stack.nginx import NginxProcess, start_nginx
 from pcbook.stack.ports import pick_free_port
+from pcbook.workbook.model import Driver as Driver_
 
 REGISTRY_CONF = NGINX_DIR / "discovery" / "registry.conf"
 NGINX_PORT = 8080  # as in that config
 PREFIX = "/pcbook"
+# The laptop service logs `receive a create-laptop request with id: <uuid>` for every CreateLaptop.
+_RECEIVED = re.compile(r"receive a create-laptop request with id: (\S+)")
+_runs = itertools.count(1)
+
+
+def driver_argv(target: str, json_path: Path, *, calls: int, rate: float, concurrency: int,
+                progress_every: int) -> list[str]:
+    """The load driver's command line; an etcd:// target makes it a discovering (thick) client."""
+    args = Driver_(address=target, calls=calls, rate=rate, concurrency=concurrency,
+                   progress_every=progress_every).args()
+    return [sys.executable, "-u", "-m", "pcbook.measure.driver", *args, "--json", str(json_path)]
+
+
+def collect(stack: procs.Stack, name: str, path: Path, timeout: float) -> load.Report:
+    """Wait for a driver to finish and read its report."""
+    proc = stack.proc(name)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        stack.stop(name)
+        raise procs.NotReadyError(f"{name} did not finish within {timeout:g} s", name=name,
+                                  tail=proc.tail(15)) from None
+    if not path.exists():
+        raise procs.NotReadyError(f"{name} failed ({proc.returncode})", name=name, tail=proc.tail(15))
+    try:
+        return load.read_report(path)
+    finally:
+        path.unlink(missing_ok=True)
 
 
 @dataclass
@@ -72,7 +104,7 @@ class Driver:
         """stop=True: SIGTERM it (it stops sending, finishes the calls in flight and writes its report)."""
         if stop:
             self.lab.stack.stop(self.name, timeout=10)
-        return load.collect(self.lab.stack, self.name, self.path, timeout)
+        return collect(self.lab.stack, self.name, self.path, timeout)
 
 
 class Lab:
@@ -91,6 +123,14 @@ class Lab:
         self.nginx_proc: NginxProcess | None = None
         self.xds_port: int | None = None
         self.bootstrap: Path | None = None
+
+    def close(self) -> None:
+        """Stop everything this lab started, newest first (the Stack would at its end; a lesson step must now)."""
+        names = [n for n in ("client", "xds", "sync", "nginx", *reversed(self.servers), self.etcd.name)
+                 if n in self.stack]
+        for name in names:
+            if self.stack.proc(name).running:
+                self.stack.stop(name)
 
     # timing -----------------------------------------------------------------------------------------
 
@@ -165,19 +205,28 @@ class Lab:
     def driver(self, target: str, *, calls: int, rate: float, concurrency: int = 2, name: str = "client",
                progress_every: int = 10) -> Driver:
         """Start the load driver on `target`: an etcd:// URL (thick client), host:port (nginx) or xds:///pcbook."""
-        path = load.report_path(self.stack)
+        self.stack.run_dir.mkdir(parents=True, exist_ok=True)
+        path = self.stack.run_dir / f"discovery-load-{os.getpid()}-{next(_runs)}.json"
         env = {"GRPC_XDS_BOOTSTRAP": str(self.bootstrap)} if target.startswith("xds:") and self.bootstrap else None
         mark = self.stack.mark()
-        self.stack.start(name, load.driver_argv(target, path, calls=calls, rate=rate, concurrency=concurrency,
-                                                progress_every=progress_every), env=env)
+        self.stack.start(name, driver_argv(target, path, calls=calls, rate=rate, concurrency=concurrency,
+                                           progress_every=progress_every), env=env)
         return Driver(self, name, path, mark, progress_every)
 
     # who got what ----------------------------------------------------------------------------------
 
     def receivers(self, report: load.Report, since: int = 0) -> dict[str, str]:
         """Laptop id -> the server that logged it (servers' lines are read a moment after the answers)."""
-        seen = load.settle(self.stack, since, self.servers, report.calls)
-        return {laptop: names[0] for laptop, names in seen.items()}
+        wanted = {c.laptop_id for c in report.calls if c.ok}
+        deadline = time.monotonic() + 3.0  # a server's line reaches us a moment after the client's answer
+        while True:
+            seen: dict[str, str] = {}
+            for rec in self.stack.records(since=since):
+                if rec.name in self.servers and (m := _RECEIVED.search(rec.text)):
+                    seen.setdefault(m.group(1), rec.name)
+            if wanted <= seen.keys() or time.monotonic() > deadline:
+                return seen
+            self.stack.wait_for_output(0.05)
 
     def per_server(self, report: load.Report, start: float = 0.0, end: float = float("inf"),
                    receivers: dict[str, str] | None = None) -> Counter[str]:
@@ -225,9 +274,11 @@ class Story:
     kill_to_removal: float  # s from the SIGKILL to the registry's DELETE of server2
     failed: dict[str, int]  # event -> calls that failed around it
     report: load.Report
+    receivers: dict[str, str]  # laptop id -> server
+    events: dict[str, float]  # label -> time.time()
 
 
-def story(lab: Lab, target: str, *, rate: float = 40, step: int = 40, concurrency: int = 2) -> Story:
+def story(lab: Lab, target: str, *, rate: float = 40, step: int = 60, concurrency: int = 2) -> Story:
     """server1 and server2 registered and taking calls; server3 joins; server1 stops gracefully;
     server2 is SIGKILLed. `target`: lab.url (thick client), 127.0.0.1:8080 (nginx) or xds:///pcbook."""
     from pcbook.discovery.registry import Members
@@ -241,11 +292,12 @@ def story(lab: Lab, target: str, *, rate: float = 40, step: int = 40, concurrenc
         run = lab.driver(target, calls=100_000, rate=rate, concurrency=concurrency, progress_every=10)
         t_start = run.wait_done(10)
         t_two = run.wait_more(step)
+        mark3 = lab.stack.mark()
         lab.server("server3")
         members.wait(lambda m: "server3" in m, 5)
         t_reg = next(t for t, names in seen if "server3" in names)  # the PUT, before server3 logs it
         try:
-            lab.stack.wait_for_line("server3", "receive a create-laptop request", 10)
+            lab.stack.wait_for_line("server3", "receive a create-laptop request", 10, since=mark3)
         except procs.NotReadyError:
             pass  # a client that never learns of server3: first call = inf
         first = lab.first_call("server3", t_reg)
@@ -267,5 +319,101 @@ def story(lab: Lab, target: str, *, rate: float = 40, step: int = 40, concurrenc
     failed = {"join": len(failed_between(report, t_two, t_term)),
               "graceful stop": len(failed_between(report, t_term, t_kill)),
               "kill": len(failed_between(report, t_kill, t_end))}
-    return Story(target, phases, first - t_reg, removed - t_kill, failed, report)
+    events = {"server3 registered": t_reg, "server1 SIGTERM": t_term, "server2 SIGKILL": t_kill,
+              "server2's lease expired": removed}
+    return Story(target, phases, first - t_reg, removed - t_kill, failed, report, receivers, events)
+
+
+SIGMAS = 3.5  # xDS picks localities at random (weighted), so the band is binomial: about 1 in 2000 per check
+
+
+def spread(counts: Counter[str] | dict[str, int], servers: set[str]) -> bool:
+    """Exactly `servers` got the calls, each within SIGMAS standard deviations of an even share."""
+    counts = {k: v for k, v in counts.items() if v}
+    total = sum(counts.values())
+    p = 1 / len(servers)
+    band = SIGMAS * math.sqrt(total * p * (1 - p))
+    return set(counts) == servers and all(abs(counts[s] - total * p) <= band for s in servers)
+
+
+def judge_story(story: Story, *, first_call_within: float = 3.0, kill_losses: int = 2) -> list[str]:
+    """What differs from lesson 11's story (empty: it held)."""
+    return judge_phases(story.phases, story.register_to_first_call, story.failed,
+                        first_call_within=first_call_within, kill_losses=kill_losses)
+
+
+def judge_phases(p: dict[str, Counter[str]] | dict[str, dict[str, int]], first_call: float, failed: dict[str, int],
+                 *, first_call_within: float = 3.0, kill_losses: int = 2) -> list[str]:
+    diffs = []
+    if not spread(p["two"], {"server1", "server2"}):
+        diffs.append(f"with two servers registered the calls did not spread over both: {dict(p['two'])}")
+    if not first_call <= first_call_within:
+        diffs.append(f"server3 got no call within {first_call_within:g} s of registering (is the client watching?)")
+    if not spread(p["joined"], {"server1", "server2", "server3"}):
+        diffs.append(f"after server3 joined the calls did not spread over all three: {dict(p['joined'])}")
+    if not spread(p["left"], {"server2", "server3"}):
+        diffs.append(f"after server1's graceful stop the calls did not spread over server2 and server3: "
+                     f"{dict(p['left'])}")
+    if set(k for k, v in p["killed"].items() if v) != {"server3"}:
+        diffs.append(f"after server2's lease expired calls went elsewhere than server3: {dict(p['killed'])}")
+    for event in ("join", "graceful stop"):
+        if failed[event]:
+            diffs.append(f"{failed[event]} call(s) failed around the {event} (expected none)")
+    if failed["kill"] > kill_losses:
+        diffs.append(f"{failed['kill']} calls failed around the kill (at most the {kill_losses} in flight)")
+    return diffs
+
+
+def share_after(lab: Lab, change: Callable[[], object], ack_version: str, calls: int = 200,
+                say: Callable[[str], None] = lambda _line: None) -> tuple[dict[str, float], float, load.Report]:
+    """xDS: apply `change` (an etcd write), wait for the client's ACK of EDS `ack_version`, then send
+    `calls` calls; returns each server's share of them, the change-to-ACK time and the report."""
+    run = lab.driver("xds:///pcbook", calls=100_000, rate=100, concurrency=2, progress_every=10)
+    run.wait_done(10)
+    mark = lab.stack.mark()
+    changed = time.time()
+    change()
+    acked = lab.wait_line("xds", f"ACK EDS {ack_version} ", 10, since=mark)
+    say(f"the change reached the client (its ACK) {acked - changed:.3f} s after the write to etcd")
+    run.wait_more(calls + 10)
+    report = run.finish()
+    counts = lab.per_server(report, acked + 0.05)
+    total = sum(counts.values()) or 1
+    return {name: n / total for name, n in counts.items()}, acked - changed, report
+
+
+@dataclass
+class Restart:
+    """The control plane SIGKILLed and started again while a client keeps calling."""
+
+    down_s: float
+    failed: int
+    reached_new_server_while_down: bool
+    restart_to_first_call: float  # s from the restart to the first call of the server registered meanwhile
+    spread_while_down: bool
+    report: load.Report
+    events: dict[str, float]
+
+
+def restart_control_plane(lab: Lab) -> Restart:
+    run = lab.driver("xds:///pcbook", calls=100_000, rate=50, concurrency=2, progress_every=10)
+    run.wait_done(20)
+    killed = time.time()
+    lab.stack.kill("xds")
+    run.wait_more(60)  # the client goes on with the endpoints it had
+    registered = lab.server("server3")  # unknown to the clients while no control plane runs
+    run.wait_more(60)
+    reached = math.isfinite(lab.first_call("server3", registered))
+    mark = lab.stack.mark()
+    restarted = time.time()
+    lab.control_plane()
+    lab.wait_line("xds", "ACK EDS", 30, since=mark)  # the client reconnected (with backoff) and resynced
+    first = lab.stack.wait_for_line("server3", "receive a create-laptop request", 15, since=mark)
+    resynced = lab.time_of("server3", first, mark) - restarted
+    run.wait_more(30)
+    report = run.finish()
+    return Restart(restarted - killed, len(report.failed()), reached, resynced,
+                   spread(lab.per_server(report, killed, registered), {"server1", "server2"}), report,
+                   {"control plane SIGKILL": killed, "server3 registered": registered,
+                    "control plane restarted": restarted})
 

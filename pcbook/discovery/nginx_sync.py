@@ -10,10 +10,12 @@ sends `nginx -s reload`, with the same binary, prefix and config the runner star
 calls they have and close their client connections (HTTP/2 GOAWAY), and clients reconnect to the
 new workers.
 
-What that costs, measured in tests/discovery/test_nginx_sync.py: a new server gets calls one reload
-after its registration; a SIGKILLed server stays in the list until its lease expires, but nginx
-retries a refused connection on the next server (grpc_next_upstream error), so only calls in flight
-on it fail.
+What that costs, measured in tests/discovery/test_nginx_sync.py (three runs, 40 calls/s): a new
+server's first call 0.19-0.31 s after its registration (watch, `nginx -t`, reload, new workers);
+no call lost on a join, on a graceful stop (the reload happens during the server's drain) or on a
+reload; a SIGKILLed server stays in the list until its lease expires (2.5-3.3 s), but nginx retries a
+refused connection on the next server (grpc_next_upstream error), so only the call in flight on it
+failed (1, a 502: nginx never retries a call it has sent).
 """
 
 from __future__ import annotations
@@ -106,13 +108,18 @@ class NginxSync:
         self.members.close()
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pcbook.discovery.nginx_sync",
                                 description="Render nginx's upstream from etcd and reload nginx on each change.")
     p.add_argument("--registry", required=True, metavar="etcd://HOST:PORT[/prefix]", help="where the servers register")
     p.add_argument("--nginx-prefix", required=True, type=Path,
                    help="the prefix folder of the running nginx (holds nginx.conf and logs/nginx.pid)")
     p.add_argument("--file", default=UPSTREAM_FILE, help=f"the file nginx.conf includes (default {UPSTREAM_FILE})")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = build_parser()
     args = p.parse_args(argv)
     try:
         args.registry = parse_url(args.registry)

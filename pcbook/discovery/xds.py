@@ -25,10 +25,17 @@ carries the nonce of our last response is an ACK (version_info is the version we
 (error_detail set); one without a nonce is a new subscription; one with an older nonce is stale.
 Answering an ACK with a response would make the client ACK again: a loop.
 
+Measured (tests/discovery/test_xds.py, three runs): a push is ACKed 4-9 ms after the etcd change; a
+new server's first call 0.015-0.10 s after its registration; 3:1 locality weights gave 0.78-0.80 of
+the calls to the heavier server (N = 200), 3:1 endpoint weights exactly 0.5; draining lost 0 calls; a
+SIGKILL lost the 1 call in flight.
+
 When the control plane dies, grpc clients keep the last resources they accepted and go on calling;
 they reconnect with backoff and subscribe again, and the restarted control plane answers from the
-registry. It waits for its first read of the registry before it serves: answering a reconnecting
-client with an empty endpoint list would empty that client's picker.
+registry (measured: 0 failed calls over 3.4-4.2 s without a control plane; a server registered
+meanwhile got its first call 2.4-3.1 s after the restart, the client's reconnect backoff). It waits
+for its first read of the registry before it serves: answering a reconnecting client with an empty
+endpoint list would empty that client's picker.
 """
 
 from __future__ import annotations
@@ -282,13 +289,16 @@ class RegistryFeed:
         self.servers = Members(etcd, registry.prefix, on_change=lambda _m: self._update(), on_error=on_error)
         self.knobs = Members(etcd, registry.prefix + "-lb", on_change=lambda _m: self._update(), on_error=on_error)
 
-    def start(self, timeout: float = 10) -> None:
-        """Start both watches and return after the first read of each (TimeoutError otherwise)."""
+    def start(self, timeout: float = 10, *, follow: bool = True) -> None:
+        """Start both watches and return after the first read of each (TimeoutError otherwise).
+        follow=False: stop watching after that first read (a control plane that never pushes an update)."""
         self.servers.start()
         self.knobs.start()
         self.servers.wait(lambda _m: True, timeout)
         self.knobs.wait(lambda _m: True, timeout)
         self._update()
+        if not follow:
+            self.close()
 
     def _update(self) -> None:
         with self._lock:
@@ -315,11 +325,11 @@ def write_bootstrap(path: Path, server: str, node_id: str | None = None) -> Path
 
 
 def serve(registry: RegistryUrl, port: int, host: str = "127.0.0.1", service: str = SERVICE,
-          weights: str = "locality") -> int:
+          weights: str = "locality", follow: bool = True) -> int:
     plane = ControlPlane(service, weights=weights)
     feed = RegistryFeed(plane, registry)
     try:
-        feed.start()
+        feed.start(follow=follow)
     except TimeoutError:
         feed.close()
         fatal(f"cannot read the registry {registry}: is etcd running?")
@@ -346,7 +356,7 @@ def serve(registry: RegistryUrl, port: int, host: str = "127.0.0.1", service: st
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pcbook.discovery.xds", description="A small xDS control plane.")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="serve ADS with endpoints from the registry")
@@ -356,10 +366,17 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--weights", choices=WEIGHTS, default="locality",
                    help="where a server's weight goes: its own locality's weight (default, honoured by grpc's"
                         " round robin) or its endpoint in one shared locality (ignored by round robin)")
+    s.add_argument("--no-follow", action="store_true",
+                   help="read the registry once and never push an update (a wrong setup the checkpoints must catch)")
     b = sub.add_parser("bootstrap", help="write the bootstrap file grpc clients read from GRPC_XDS_BOOTSTRAP")
     b.add_argument("--server", default=f"127.0.0.1:{DEFAULT_PORT}", help="the control plane's host:port")
     b.add_argument("--out", type=Path, required=True)
     b.add_argument("--node-id", default=None)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     if args.command == "bootstrap":
         print(write_bootstrap(args.out, args.server, args.node_id))
@@ -370,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--registry: {err}")
     if not 0 < args.port < 65536:
         p.error("--port must be between 1 and 65535")
-    return serve(registry, args.port, service=args.service, weights=args.weights)
+    return serve(registry, args.port, service=args.service, weights=args.weights, follow=not args.no_follow)
 
 
 if __name__ == "__main__":

@@ -23,17 +23,14 @@ import json
 import os
 import platform
 import shlex
-import socket
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from pcbook import paths
 from pcbook.measure import h2load
-from pcbook.measure.driver import wait_bindable
 from pcbook.measure.loadgen import KIND, LoadGenerator, Round, Target
 from pcbook.measure.placement import LOADGEN, NGINX, SERVERS, Placement, available, pinned, plan
 from pcbook.measure.stats import (
@@ -50,7 +47,7 @@ from pcbook.measure.stats import (
 )
 from pcbook.service import tls
 from pcbook.stack import nginx, procs
-from pcbook.stack.ports import tcp_sockets
+from pcbook.stack.ports import hold_ports, tcp_sockets, wait_bindable
 
 Say = Callable[[str], None]
 
@@ -221,31 +218,6 @@ def server_argv(server: BenchServer, log_file: Path, workers: int | None = None,
     if work_ms:
         argv += ["--work-ms", str(work_ms)]
     return ["/bin/sh", "-c", f'exec "$@" >> {shlex.quote(str(log_file))}', "sh", *argv]
-
-
-@contextmanager
-def hold_ports(ports: Sequence[int], host: str = "127.0.0.1") -> Iterator[None]:
-    """Keep `ports` bound (not listening) while the block runs.
-
-    Ports 50101-50104 lie in Linux's ephemeral range: a connection opened while one of them is free
-    may get it as its local port, and once closed that connection holds it in TIME_WAIT for a minute,
-    so the next run could not listen on it. The kernel never picks a bound port for a connection, so
-    the scale-out phase holds the two server ports it does not use, as the hop phase's servers do.
-    """
-    held: list[socket.socket] = []
-    try:
-        for port in ports:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            try:
-                sock.bind((host, port))
-            except OSError:
-                sock.close()
-                continue  # someone else's: nothing to hold
-            held.append(sock)
-        yield
-    finally:
-        for sock in held:
-            sock.close()
 
 
 def start_servers(stack: procs.Stack, servers: Sequence[BenchServer], log_dir: Path,
@@ -687,7 +659,7 @@ def load_generator_lines(records: Sequence[RoundRecord], processes: int, cores: 
     top_ours = max(v for v, _ in ours)
     line = f"CPU: our processes used at most {top_ours:.2f} of {cores} cores in a round"
     if machine:
-        line += f"; the whole machine at most {max(v for v, _ in machine):.2f}"
+        line += f"; the whole machine (anyone's processes) at most {min(cores, max(v for v, _ in machine)):.2f}"
         if full:
             phases = sorted({r.phase for r in full})
             line += (f"; {len(full)} rounds ({', '.join(phases)}) had more than {MACHINE_BUSY:.0%} of the cores "
@@ -859,7 +831,7 @@ def draw_chart(results: dict[str, object], png: Path, title: str | None = None) 
         right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8, frameon=False)
     right.set_xticks(list(xs), [n.replace(", ", ",\n") for n in snames], fontsize=8)
     right.set_ylabel("calls/s at saturation")
-    right.set_title("The gain of scale-out (capacity simulated: sleeping workers)", fontsize=10)
+    right.set_title("The gain of scale-out\n(capacity simulated: sleeping workers)", fontsize=10)
     right.set_ylim(0, max(tput + [2 * capacity if isinstance(capacity, int | float) else 0]) * 1.25)
 
     default_title = (f"{str(info.get('date', ''))[:10]} · {info.get('cores')} cores · {info.get('cpu', '')} · "

@@ -8,7 +8,8 @@ ones failed, with which status, and when. Each call carries its number in the `x
 can log it) and a fresh laptop id (the servers log it), so a call can be followed through every log.
 
 The driver prints a line per failed call, a progress line every ``--progress-every`` finished calls
-(`20 calls done: 19 OK, 1 UNAVAILABLE`; the lessons wait on these lines) and a summary. ``--json``
+(`20 calls done: 19 OK, 1 UNAVAILABLE`; the lessons wait on these lines: pcbook/workbook/runner.py
+starts the driver for them) and a summary. ``--json``
 writes every call's record, read back by `read_report()`.
 
 ``--compare NAME=TARGET`` (repeated) measures latency instead: the same small unary call on each
@@ -18,22 +19,17 @@ target in turn (interleaved, so a busy machine slows every path alike), warm-up 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
-import os
-import re
 import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import grpc
 
@@ -45,8 +41,6 @@ from pcbook.service import sample
 from pcbook.service.channels import LB_POLICIES, make_channel
 from pcbook.service.interceptors import AuthClientInterceptor
 from pcbook.service.laptop_client import AuthClient, TokenRefresher
-from pcbook.stack import procs
-from pcbook.stack.ports import find_listener
 
 CALL_ID_HEADER = "x-call-id"
 DEFAULT_TIMEOUT = 5.0
@@ -319,136 +313,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         write_report(report, args.json)
     return 2 if report.login_error else 0
-
-
-# -- for the lessons' scenarios: run the driver and the servers in a Stack ------------------------------
-
-# The laptop service logs `receive a create-laptop request with id: <uuid>` for every CreateLaptop.
-_RECEIVED = re.compile(r"receive a create-laptop request with id: (\S+)")
-_BIND_WAIT = 65.0  # a TIME_WAIT socket holds a port for 60 s on Linux
-_runs = itertools.count(1)
-
-
-def received_by(stack: procs.Stack, since: int, servers: Sequence[str]) -> dict[str, list[str]]:
-    """Laptop id -> the servers that received that CreateLaptop (more than one: it ran twice)."""
-    out: dict[str, list[str]] = {}
-    for rec in stack.records(since=since):
-        if rec.name in servers and (m := _RECEIVED.search(rec.text)):
-            out.setdefault(m.group(1), []).append(rec.name)
-    return out
-
-
-def per_server(calls: Sequence[Call], receivers: dict[str, list[str]], servers: Sequence[str]) -> dict[str, int]:
-    """How many of `calls` each server received (a call no server logged counts for none)."""
-    counts = dict.fromkeys(servers, 0)
-    for call in calls:
-        for server in receivers.get(call.laptop_id, []):
-            counts[server] = counts.get(server, 0) + 1
-    return counts
-
-
-def settle(stack: procs.Stack, since: int, servers: Sequence[str], calls: Sequence[Call],
-           timeout: float = 3.0) -> dict[str, list[str]]:
-    """received_by(), once every successful call's server line has been read (or at the deadline):
-    a server's output reaches the runner a moment after the client has its answer."""
-    wanted = {c.laptop_id for c in calls if c.ok}
-    deadline = time.monotonic() + timeout
-    while True:
-        seen = received_by(stack, since, servers)
-        if wanted <= seen.keys() or time.monotonic() > deadline:
-            return seen
-        stack.wait_for_output(0.05)
-
-
-def wait_bindable(port: int, say: Callable[[str], None], timeout: float = _BIND_WAIT) -> None:
-    """Wait until `port` can be bound. A live listener is an error at once (PortBusyError); a port
-    held only by a closing connection (TIME_WAIT, e.g. another program's client that happened to
-    get this port as its local port) frees itself within a minute."""
-    deadline = time.monotonic() + timeout
-    told = False
-    while True:
-        try:
-            procs.check_port_free(port)
-            return
-        except procs.PortBusyError as err:
-            if err.pid is not None or find_listener(port) is not None or time.monotonic() > deadline:
-                raise
-            if not told:
-                say(f"   (port {port} is held by a closing connection; waiting up to {timeout:g} s for it)")
-                told = True
-        time.sleep(0.2)
-
-
-def start_server(stack: procs.Stack, name: str, port: int, args: Sequence[str], say: Callable[[str], None],
-                 timeout: float = 15.0) -> None:
-    """Start a plaintext pcbook server and wait until its health service says SERVING."""
-    wait_bindable(port, say)
-    stack.start(name, [sys.executable, "-u", "-m", "pcbook.server", "--port", str(port), *args])
-    stack.wait_ready(name, port=port, health=True, timeout=timeout)
-
-
-def driver_argv(address: str, json_path: Path, *, calls: int, rate: float = 0.0, concurrency: int = 1,
-                channels: int = 1, lb_policy: str | None = None, health_check: bool = False,
-                login_optional: bool = False, progress_every: int = 10) -> list[str]:
-    # etcd://... is a registry: the driver discovers the servers there (lesson 11's thick client).
-    target = ["--discover", address] if address.startswith("etcd://") else ["--address", address]
-    argv = [sys.executable, "-u", "-m", "pcbook.measure.driver", *target, "--calls", str(calls),
-            "--concurrency", str(concurrency), "--channels", str(channels), "--json", str(json_path),
-            "--progress-every", str(progress_every)]
-    if rate:
-        argv += ["--rate", f"{rate:g}"]
-    if lb_policy:
-        argv += ["--lb-policy", lb_policy]
-    if health_check:
-        argv.append("--health-check")
-    if login_optional:
-        argv.append("--login-optional")
-    return argv
-
-
-def report_path(stack: procs.Stack) -> Path:
-    stack.run_dir.mkdir(parents=True, exist_ok=True)
-    return stack.run_dir / f"load-{os.getpid()}-{next(_runs)}.json"
-
-
-def collect(stack: procs.Stack, name: str, path: Path, timeout: float) -> Report:
-    """Wait for a driver started with stack.start() to finish and read its report."""
-    proc = stack.proc(name)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        stack.stop(name)
-        raise procs.NotReadyError(f"{name} did not finish within {timeout:g} s", name=name,
-                                  tail=proc.tail(15)) from None
-    if not path.exists():  # exit code 2 with a report: the Login failed, the report says how
-        raise procs.NotReadyError(f"{name} failed ({proc.returncode})", name=name, tail=proc.tail(15))
-    try:
-        return read_report(path)
-    finally:
-        path.unlink(missing_ok=True)
-
-
-def run_load(stack: procs.Stack, address: str, *, name: str = "client", timeout: float = 30.0,
-             **options: Any) -> Report:
-    """Run the driver in the foreground (its lines are echoed with the `client` prefix)."""
-    path = report_path(stack)
-    stack.start(name, driver_argv(address, path, **options))
-    return collect(stack, name, path, timeout)
-
-
-def kill_mid_run(stack: procs.Stack, victim: str, address: str, *, after: int = 10, name: str = "client",
-                 **options: Any) -> tuple[Report, float]:
-    """Start the driver, and once `after` calls are done and `victim` is working on a call (its
-    create-laptop line), SIGKILL `victim`: that call has surely been sent. Returns the driver's report
-    and the time of the kill."""
-    path = report_path(stack)
-    mark = stack.mark()
-    stack.start(name, driver_argv(address, path, **options))
-    stack.wait_for_line(name, f"{after} calls done", 15, since=mark)
-    stack.wait_for_line(victim, "receive a create-laptop request", 5, since=stack.mark())
-    killed_at = time.time()
-    stack.kill(victim)
-    return collect(stack, name, path, 30), killed_at
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ namespace: `unshare -n bash -c "ip link set lo up && make soak"` where user name
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 import time
@@ -39,12 +40,22 @@ class Tally:
 
 
 def _subprocess(argv: list[str], timeout: float) -> tuple[bool, str]:
+    """Run a lesson or a test; on a failure, its last 40 lines are the detail."""
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        res = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)  # as Ctrl-C: the lesson or pytest stops what it started
+        proc.communicate(timeout=30)
         return False, f"did not finish within {timeout:g} s"
-    tail = (res.stdout + res.stderr).strip().splitlines()
-    return res.returncode == 0, (tail[-1] if tail else f"exit {res.returncode}")
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+        raise
+    tail = out.strip().splitlines()
+    if proc.returncode == 0:
+        return True, tail[-1] if tail else "exit 0"
+    return False, "\n".join(tail[-40:]) or f"exit {proc.returncode}"
 
 
 def lesson_10() -> tuple[bool, str]:
@@ -56,31 +67,38 @@ def notebook_10() -> tuple[bool, str]:
                         "tests/notebooks/test_notebooks.py::test_notebook_runs_top_to_bottom[lesson-10]"], 240)
 
 
-def probes_413(runs: int, report: Callable[[int, bool, float, str], None]) -> Tally:
-    """All runs on one stack: two TLS servers and nginx with lesson 9's starting config."""
-    from pcbook.lessons import streams
-    from pcbook.stack import procs
+PROBE_TIMEOUT = 30.0  # what lesson 9 gives a probe run
 
-    class _Ctx:  # the part of a ScenarioContext that Lesson9's stack and probe use
-        def __init__(self, stack: procs.Stack) -> None:
-            self.stack = stack
+
+def probes_413(runs: int, report: Callable[[int, bool, float, str], None]) -> Tally:
+    """All runs on one stack: lesson 9's two TLS servers and nginx with its starting config; each run is
+    the probe of step 3 (an image of 1023 KiB, which nginx refuses with 413)."""
+    from pcbook.lessons import streams
+    from pcbook.paths import NGINX_DIR
+    from pcbook.service import tls
+    from pcbook.stack import nginx, procs
 
     tally = Tally("probe-413")
     with procs.Stack(echo=None) as stack:
-        lesson = streams.Lesson9(_Ctx(stack))  # type: ignore[arg-type]
-        lesson.start_servers()
-        lesson.start_nginx(streams.DEFAULTS_CONF)
+        for name, port in (("server1", 50091), ("server2", 50092)):
+            stack.start(name, [sys.executable, "-u", "-m", "pcbook.server", "--port", str(port), "--host",
+                               "127.0.0.1", "--tls"])
+        for name, port in (("server1", 50091), ("server2", 50092)):
+            stack.wait_ready(name, port=port, health=f"127.0.0.1:{port}", credentials=tls.client_credentials(),
+                             timeout=20)
+        nginx.start_nginx(stack, NGINX_DIR / "lesson-9-defaults.conf", port=8091)
+        argv = [sys.executable, "-u", "-m", "pcbook.measure.stream_probe", "--address", "127.0.0.1:8091", "--tls",
+                "--dump-after", f"{PROBE_TIMEOUT - 3:g}", "streams", "--upload-bytes", str(streams.BIG_IMAGE)]
         for n in range(1, runs + 1):
             t0 = time.monotonic()
-            seen = lesson.probe(streams.L7_PORT, "streams", "--upload-bytes", str(streams.BIG_IMAGE), calls=6,
-                                nginx_line=streams.TOO_LARGE)
+            result = stack.run("probe", argv, timeout=PROBE_TIMEOUT)
             took = time.monotonic() - t0
-            said = seen.said("UploadImage") or "(no result)"
-            ok = "status: 413" in said and took < streams.PROBE_TIMEOUT
+            said = next((line for line in result.lines if "result: UploadImage" in line), "(no result)")
+            ok = "status: 413" in said and took < PROBE_TIMEOUT
             tally.runs += 1
             tally.passed += ok
             tally.seconds += took
-            report(n, ok, took, said if ok else "\n".join([said, *seen.result.lines[-40:]]))
+            report(n, ok, took, said.split("result: ", 1)[-1] if ok else "\n".join(result.lines[-40:]))
     return tally
 
 
@@ -95,21 +113,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"soak: unknown kind {', '.join(unknown)} (known: {', '.join(KINDS)})" if unknown
               else "soak: --runs must be at least 1")
         return 2
-    tallies = []
+    tallies: list[Tally] = []
+    runs = args.runs
 
     def report(kind: str) -> Callable[[int, bool, float, str], None]:
         def line(n: int, ok: bool, took: float, detail: str) -> None:
-            print(f"{kind:<12} run {n:>2}/{args.runs}: {'pass' if ok else 'FAIL'} in {took:5.1f} s  {detail}",
+            print(f"{kind:<12} run {n:>2}/{runs}: {'pass' if ok else 'FAIL'} in {took:5.1f} s  {detail}",
                   flush=True)
         return line
 
+    try:
+        _run_all(kinds, args.runs, tallies, report)
+    except KeyboardInterrupt:
+        print("interrupted: what the runs started has been stopped")
+    print()
+    for tally in tallies:
+        print(tally.line())
+    return 0 if tallies and all(t.passed == t.runs for t in tallies) else 1
+
+
+def _run_all(kinds: list[str], runs: int, tallies: list[Tally],
+             report: Callable[[str], Callable[[int, bool, float, str], None]]) -> None:
     for kind in kinds:
         if kind == "probe-413":
-            tallies.append(probes_413(args.runs, report(kind)))
+            tallies.append(probes_413(runs, report(kind)))
             continue
         run = lesson_10 if kind == "lesson-10" else notebook_10
         tally = Tally(kind)
-        for n in range(1, args.runs + 1):
+        tallies.append(tally)
+        for n in range(1, runs + 1):
             t0 = time.monotonic()
             ok, detail = run()
             took = time.monotonic() - t0
@@ -117,11 +149,6 @@ def main(argv: list[str] | None = None) -> int:
             tally.passed += ok
             tally.seconds += took
             report(kind)(n, ok, took, detail)
-        tallies.append(tally)
-    print()
-    for tally in tallies:
-        print(tally.line())
-    return 0 if all(t.passed == t.runs for t in tallies) else 1
 
 
 if __name__ == "__main__":

@@ -172,7 +172,11 @@ class Difference:
 
     def short(self, digits: int = 0) -> str:
         i = self.interval
-        return f"{i.median:+.{digits}f} [{i.low:+.{digits}f}, {i.high:+.{digits}f}]"
+
+        def f(x: float) -> str:
+            return f"{round(x, digits) + 0.0:+.{digits}f}"  # + 0.0: no "-0"
+
+        return f"{f(i.median)} [{f(i.low)}, {f(i.high)}]"
 
     def state(self, more: str = "slower", less: str = "faster") -> str:
         """'slower'/'faster' (resolved), 'not resolved', or 'too few repetitions' for the level."""

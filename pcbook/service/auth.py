@@ -22,6 +22,14 @@ TOKEN_DURATION = dt.timedelta(minutes=15)
 ALGORITHM = "HS256"
 # Go's bcrypt.DefaultCost; a higher cost would slow every Login and the server start.
 BCRYPT_ROUNDS = 10
+# bcrypt reads at most 72 bytes of a password; the bcrypt package refuses longer ones with ValueError.
+BCRYPT_MAX_BYTES = 72
+# RFC 7518, section 3.2: an HS256 key must be at least as long as the hash, 256 bits.
+MIN_SECRET_BYTES = 32
+
+
+class WeakSecretError(ValueError):
+    """PCBOOK_JWT_SECRET is too short to sign HS256 tokens safely."""
 
 
 @dataclass(frozen=True)
@@ -36,7 +44,12 @@ class User:
         return cls(username, hashed, role)
 
     def is_correct_password(self, password: str) -> bool:
-        return bcrypt.checkpw(password.encode(), self.hashed_password)
+        raw = password.encode()
+        if len(raw) > BCRYPT_MAX_BYTES:
+            # No stored password is that long (create() would have refused it): wrong, as Go answers.
+            bcrypt.checkpw(raw[:BCRYPT_MAX_BYTES], self.hashed_password)  # the same time as a real check
+            return False
+        return bcrypt.checkpw(raw, self.hashed_password)
 
 
 # Checked against when the user does not exist, so that a wrong username costs as much time as a
@@ -63,9 +76,20 @@ def seed_users(store: UserStore) -> None:
 
 
 def secret_from_env() -> tuple[str, bool]:
-    """The signing secret and whether it is the development default."""
+    """The signing secret and whether it is the development default.
+
+    Raises WeakSecretError if PCBOOK_JWT_SECRET is set but shorter than MIN_SECRET_BYTES.
+    """
     secret = os.environ.get(SECRET_ENV)
-    return (secret, False) if secret else (DEV_SECRET, True)
+    if not secret:
+        return DEV_SECRET, True
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise WeakSecretError(
+            f"{SECRET_ENV} is {len(secret.encode())} bytes long; HS256 needs a secret of at least"
+            f" {MIN_SECRET_BYTES} bytes (for example: {SECRET_ENV}=$(openssl rand -hex 32)), or unset it"
+            " to use the development secret"
+        )
+    return secret, False
 
 
 @dataclass(frozen=True)
@@ -91,10 +115,18 @@ class JWTManager:
     def verify(self, token: str) -> UserClaims:
         """Return the claims; raise jwt.InvalidTokenError for anything else than a valid token."""
         # algorithms is pinned: a token saying "alg": "none" or RS256 is refused, not trusted.
-        claims = jwt.decode(
-            token,
-            self._secret,
-            algorithms=[ALGORITHM],
-            options={"require": ["exp", "username", "role"]},
-        )
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],
+                options={"require": ["exp", "username", "role"]},
+            )
+        except (OverflowError, ValueError, TypeError) as e:  # e.g. "exp": Infinity, which PyJWT cannot int()
+            if isinstance(e, jwt.InvalidTokenError):
+                raise
+            raise jwt.InvalidTokenError("token has an invalid exp claim") from None
+        # Like Go's NumericDate: exp is a JSON number; PyJWT would also take "exp": "9999999999".
+        if isinstance(claims["exp"], bool) or not isinstance(claims["exp"], int | float):
+            raise jwt.InvalidTokenError("exp claim is not a number")
         return UserClaims(username=str(claims["username"]), role=str(claims["role"]), exp=int(claims["exp"]))

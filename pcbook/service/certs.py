@@ -281,6 +281,37 @@ def ensure_certs(
     return d
 
 
+def foreign_client_dir(ca_dir: str | os.PathLike[str] | None = None) -> Path:
+    """RUN_DIR/foreign-client/: our CA's certificate (to trust nginx) with a client certificate and key
+    signed by another CA (RUN_DIR/foreign-ca/, generated once): a client a mutual-TLS nginx must refuse.
+
+    Pass the folder to `python -m pcbook.client --tls --certs-dir`. Under RUN_DIR, never committed.
+    """
+    ours = Path(ca_dir) if ca_dir is not None else paths.CERTS_DIR
+    foreign = ensure_certs_with_prefix(paths.RUN_DIR / "foreign-ca", "intruder")
+    out = paths.RUN_DIR / "foreign-client"
+    out.mkdir(parents=True, exist_ok=True)
+    for name, source in ((CA_CERT, ours), (CLIENT_CERT, foreign), (CLIENT_KEY, foreign)):
+        data = (source / name).read_bytes()
+        target = out / name
+        if not target.is_file() or target.read_bytes() != data:
+            tmp = out / f".{name}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, target)
+    return out
+
+
+def ensure_certs_with_prefix(directory: Path, prefix: str) -> Path:
+    """Like ensure_certs, with another CA's names (``prefix``) in its certificates."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with _dir_lock(directory):
+        if check_certs(directory) is not None:
+            generate_ca_and_certs(directory, common_name_prefix=prefix)
+    return directory
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pcbook.service.certs",
@@ -288,8 +319,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--force", action="store_true", help="regenerate even if the certificates are valid")
     parser.add_argument("--dir", type=Path, default=None, help=f"output folder (default {paths.CERTS_DIR})")
+    parser.add_argument("--foreign-client", action="store_true",
+                        help="also make a client certificate from another CA and print its folder")
     args = parser.parse_args(argv)
     try:
+        if args.foreign_client:
+            ensure_certs(args.dir)
+            print(foreign_client_dir(args.dir))
+            return 0
         ensure_certs(args.dir, force=args.force, quiet=False)
     except OSError as e:
         print(f"cannot write certificates: {e}", file=sys.stderr)

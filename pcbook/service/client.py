@@ -31,6 +31,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--discover", metavar="etcd://HOST:PORT[/prefix]", default=None,
                    help="instead of --address: round robin over the servers registered there, as the set changes")
     p.add_argument("--tls", action="store_true", help="enable SSL/TLS (mutual: shows the client certificate)")
+    p.add_argument(
+        "--no-client-cert", action="store_true", help="with --tls: show no client certificate (to see a refusal)"
+    )
+    p.add_argument(
+        "--certs-dir",
+        default=None,
+        help="with --tls: the folder of ca-cert.pem and the client's certificate and key (default certs/)",
+    )
     p.add_argument("--refresh-seconds", type=float, default=30.0, help="token refresh period (default 30)")
     p.add_argument("--stay", type=float, default=0.0, metavar="SECONDS",
                    help="after the calls, stay up this long while the token keeps being refreshed (default 0)")
@@ -67,6 +75,8 @@ def _run(args: argparse.Namespace) -> None:
         conn = laptop_client.connect(
             args.address,
             tls_enabled=args.tls,
+            certs_dir=args.certs_dir,
+            client_cert=not args.no_client_cert,
             refresh_seconds=args.refresh_seconds,
             lb_policy=args.lb_policy,
             health_check=args.health_check,

@@ -12,7 +12,7 @@ import jwt
 
 from pcbook.service.auth import JWTManager, UserClaims
 from pcbook.service.grpc_errors import go_code_name
-from pcbook.service.logs import log
+from pcbook.service.logs import clean, log
 
 LAPTOP_SERVICE_PATH = "/techschool_pcbook.LaptopService/"
 AUTH_SERVICE_PATH = "/techschool_pcbook.AuthService/"
@@ -130,6 +130,61 @@ class AuthServerInterceptor(grpc.ServerInterceptor):
                 context.abort(e.code, e.message)
             return inner(request_or_iterator, context)
 
+        return _HANDLER_FACTORIES[kind](
+            behavior,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+INTERNAL_MESSAGE = "internal error in the server (its log says more)"
+
+
+class ErrorInterceptor(grpc.ServerInterceptor):
+    """An exception a pcbook method did not expect is logged with the method and answered INTERNAL.
+
+    Without it grpcio answers UNKNOWN with the exception's own text (which may name server paths)
+    and logs a traceback only through Python's logging. Refusals made with ``context.abort`` pass
+    through unchanged (grpcio raises a bare Exception for them, after setting the call's code).
+    """
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or not method.startswith((LAPTOP_SERVICE_PATH, AUTH_SERVICE_PATH)):
+            return handler
+        kind = _handler_kind(handler)
+        inner = getattr(handler, kind)
+
+        def failed(context: grpc.ServicerContext, exc: Exception) -> None:
+            if context.code() is not None:  # context.abort(): an answer chosen on purpose
+                raise exc
+            log(f"unexpected error in {method}: {type(exc).__name__}: {clean(str(exc), 200)}")
+            log(f"rpc error: code = {go_code_name(grpc.StatusCode.INTERNAL)} desc = {INTERNAL_MESSAGE}")
+            context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+
+        if handler.response_streaming:
+
+            def streaming(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
+                try:
+                    yield from inner(request_or_iterator, context)
+                except Exception as exc:  # noqa: BLE001 - every unexpected one, by design
+                    failed(context, exc)
+
+            behavior: Callable[..., Any] = streaming
+        else:
+
+            def unary(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
+                try:
+                    return inner(request_or_iterator, context)
+                except Exception as exc:  # noqa: BLE001 - every unexpected one, by design
+                    failed(context, exc)
+
+            behavior = unary
         return _HANDLER_FACTORIES[kind](
             behavior,
             request_deserializer=handler.request_deserializer,

@@ -86,6 +86,9 @@ class TokenRefresher:
         self._stop.set()
 
 
+UPLOAD_GRACE = 2.0  # seconds past an upload's deadline before the client gives up on a hung call
+
+
 class LaptopClient:
     """The four LaptopService calls. ``quiet`` silences the Go client's per-call log lines."""
 
@@ -130,7 +133,16 @@ class LaptopClient:
             for i in range(0, len(data), chunk_size):
                 yield pb.UploadImageRequest(chunk_data=data[i : i + chunk_size])
 
-        res = self._stub.UploadImage(requests(), timeout=self.timeout)
+        # The future, not the blocking call: when the server (or nginx, with a 413) ends the call while
+        # grpcio's thread is still writing chunks, the blocking form can wait forever for the write's
+        # completion, past the call's deadline (1 in 10 soak runs through nginx under load). The future
+        # returns once the status is in, and the bounded wait cancels a call that still hangs.
+        future = self._stub.UploadImage.future(requests(), timeout=self.timeout)
+        try:
+            res = future.result(timeout=self.timeout + UPLOAD_GRACE)
+        except grpc.FutureTimeoutError:
+            future.cancel()
+            res = future.result()  # raises the cancelled call's RpcError
         self._log(f"image uploaded with id: {res.id}, size: {res.size}")
         return res
 
@@ -186,6 +198,7 @@ def connect(
     health_check: bool = False,
     timeout: float = DEFAULT_TIMEOUT,
     quiet: bool = False,
+    client_cert: bool = True,
     discover: str | None = None,
 ) -> Connection:
     """Log in and return a ready Connection, as the tutorial's client sets itself up.
@@ -201,15 +214,21 @@ def connect(
         from pcbook.discovery.thick import DiscoveredChannel
 
         discovered = DiscoveredChannel(discover, factory=lambda target: make_channel(
-            target, tls_enabled=tls_enabled, certs_dir=certs_dir, lb_policy="round_robin", health_check=health_check))
+            target, tls_enabled=tls_enabled, certs_dir=certs_dir, client_cert=client_cert, lb_policy="round_robin",
+            health_check=health_check))
         auth_channel: grpc.Channel = discovered
     else:
-        auth_channel = make_channel(address, tls_enabled=tls_enabled, certs_dir=certs_dir)
+        auth_channel = make_channel(address, tls_enabled=tls_enabled, certs_dir=certs_dir, client_cert=client_cert)
     try:
         refresher = TokenRefresher(AuthClient(auth_channel, username, password), refresh_seconds, quiet=quiet)
         refresher.start()
         base = auth_channel if discover is not None else make_channel(
-            address, tls_enabled=tls_enabled, certs_dir=certs_dir, lb_policy=lb_policy, health_check=health_check
+            address,
+            tls_enabled=tls_enabled,
+            certs_dir=certs_dir,
+            client_cert=client_cert,
+            lb_policy=lb_policy,
+            health_check=health_check,
         )
     except BaseException:
         auth_channel.close()

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 
 import grpc
-from google.protobuf import text_format
+from google.protobuf import descriptor, message, text_format
 
 from pcbook.pb import laptop_service_pb2 as pb
 from pcbook.pb import laptop_service_pb2_grpc as pb_grpc
 from pcbook.service.grpc_errors import go_code_name
-from pcbook.service.logs import log
+from pcbook.service.logs import clean, log
 from pcbook.service.stores import AlreadyExistsError, ImageStore, LaptopStore, RatingStore
 
 MAX_IMAGE_SIZE = 1 << 20  # 1 MiB
@@ -34,6 +35,27 @@ def _abort_if_done(context: grpc.ServicerContext) -> None:
     if err is not None:
         log(err[1])
         context.abort(*err)
+
+
+_FLOATS = (descriptor.FieldDescriptor.TYPE_FLOAT, descriptor.FieldDescriptor.TYPE_DOUBLE)
+
+
+def non_finite(msg: message.Message, prefix: str = "") -> str | None:
+    """The first float field of `msg` (nested messages included) that is NaN or infinite, as
+    ``cpu.min_ghz = nan``; None if every number is finite.
+
+    A deliberate difference from the Go service, which stores them: one NaN score would make a
+    laptop's average NaN for good, and a NaN price matches no filter.
+    """
+    for field, value in msg.ListFields():
+        name = f"{prefix}{field.name}"
+        values = list(value) if field.is_repeated else [value]
+        for v in values:
+            if field.type in _FLOATS and not math.isfinite(v):
+                return f"{name} = {v}"
+            if field.type == descriptor.FieldDescriptor.TYPE_MESSAGE and (bad := non_finite(v, f"{name}.")):
+                return bad
+    return None
 
 
 def _fail(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> None:
@@ -65,7 +87,7 @@ class LaptopServicer(pb_grpc.LaptopServiceServicer):
 
     def CreateLaptop(self, request: pb.CreateLaptopRequest, context: grpc.ServicerContext) -> pb.CreateLaptopResponse:
         laptop = request.laptop
-        log(f"receive a create-laptop request with id: {laptop.id}")
+        log(f"receive a create-laptop request with id: {clean(laptop.id)}")
         if laptop.id:
             try:
                 uuid.UUID(laptop.id)
@@ -73,6 +95,9 @@ class LaptopServicer(pb_grpc.LaptopServiceServicer):
                 _fail(context, grpc.StatusCode.INVALID_ARGUMENT, f"laptop ID is not a valid UUID: {e}")
         else:
             laptop.id = str(uuid.uuid4())
+        bad = non_finite(laptop)
+        if bad is not None:
+            _fail(context, grpc.StatusCode.INVALID_ARGUMENT, f"laptop has a number that is not finite: {bad}")
         if self.work_ms:
             with self._work_slots:
                 time.sleep(self.work_ms / 1000)
@@ -89,6 +114,9 @@ class LaptopServicer(pb_grpc.LaptopServiceServicer):
     ) -> Iterator[pb.SearchLaptopResponse]:
         flt = request.filter
         log(f"receive a search-laptop request with filter: {text_format.MessageToString(flt, as_one_line=True)}")
+        bad = non_finite(flt)
+        if bad is not None:
+            _fail(context, grpc.StatusCode.INVALID_ARGUMENT, f"filter has a number that is not finite: {bad}")
         delay = self.search_delay_ms / 1000
 
         def should_stop() -> bool:
@@ -113,9 +141,9 @@ class LaptopServicer(pb_grpc.LaptopServiceServicer):
         if first.WhichOneof("data") != "info":
             _fail(context, grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry the image info")
         laptop_id, image_type = first.info.laptop_id, first.info.image_type
-        log(f"receive an upload-image request for laptop {laptop_id} with image type {image_type}")
+        log(f"receive an upload-image request for laptop {clean(laptop_id)} with image type {clean(image_type)}")
         if self.laptop_store.find(laptop_id) is None:
-            _fail(context, grpc.StatusCode.INVALID_ARGUMENT, f"laptop id {laptop_id} doesn't exist")
+            _fail(context, grpc.StatusCode.INVALID_ARGUMENT, f"laptop id {clean(laptop_id)} doesn't exist")
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -147,8 +175,10 @@ class LaptopServicer(pb_grpc.LaptopServiceServicer):
             if req is None:
                 log("no more data")
                 return
-            log(f"received a rate-laptop request: id = {req.laptop_id}, score = {req.score:.2f}")
+            log(f"received a rate-laptop request: id = {clean(req.laptop_id)}, score = {req.score:.2f}")
+            if not math.isfinite(req.score):
+                _fail(context, grpc.StatusCode.INVALID_ARGUMENT, f"score must be a finite number, not {req.score}")
             if self.laptop_store.find(req.laptop_id) is None:
-                _fail(context, grpc.StatusCode.NOT_FOUND, f"laptopID {req.laptop_id} is not found")
+                _fail(context, grpc.StatusCode.NOT_FOUND, f"laptopID {clean(req.laptop_id)} is not found")
             rating = self.rating_store.add(req.laptop_id, req.score)
             yield pb.RateLaptopResponse(laptop_id=req.laptop_id, rated_count=rating.count, average_score=rating.average)

@@ -15,6 +15,19 @@ from typing import NoReturn, TextIO
 _lock = threading.Lock()
 
 
+ECHO_LIMIT = 64  # characters of a client's value that a log line or an error message repeats
+
+
+def clean(value: str, limit: int = ECHO_LIMIT) -> str:
+    """A client's value as it may appear in a log line or an error message: control characters
+    escaped (a newline in a laptop id must not start a forged log line) and cut to `limit` characters
+    (a 20 KB id must not make an error message too large for gRPC's metadata)."""
+    if value.isprintable() and len(value) <= limit:
+        return value
+    escaped = "".join(c if c.isprintable() else repr(c)[1:-1] for c in value[:limit])
+    return f"{escaped}...({len(value)} characters)" if len(value) > limit else escaped
+
+
 def _stamp() -> str:
     # Go's log package uses local time with this exact layout.
     return time.strftime("%Y/%m/%d %H:%M:%S")

@@ -20,7 +20,7 @@ from pcbook.discovery.registry import Etcd, Registration, RegistryError, parse_u
 from pcbook.pb import auth_service_pb2, auth_service_pb2_grpc, laptop_service_pb2, laptop_service_pb2_grpc
 from pcbook.service import auth, tls
 from pcbook.service.auth_service import AuthServicer
-from pcbook.service.interceptors import AuthServerInterceptor, ConcurrencyInterceptor
+from pcbook.service.interceptors import AuthServerInterceptor, ConcurrencyInterceptor, ErrorInterceptor
 from pcbook.service.laptop_service import LaptopServicer
 from pcbook.service.logs import fatal, log
 from pcbook.service.stores import ImageStore, LaptopStore, RatingStore, UserStore
@@ -93,8 +93,9 @@ def build_server(
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers + max_streams, thread_name_prefix="pcbook-rpc"),
-        # The auth interceptor first: it logs every call and refuses a bad token before a slot is taken.
-        interceptors=[AuthServerInterceptor(jwt_manager), ConcurrencyInterceptor(max_streams)],
+        # Outermost first: unexpected errors anywhere become INTERNAL; the auth interceptor logs every
+        # call and refuses a bad token before a stream slot is taken.
+        interceptors=[ErrorInterceptor(), AuthServerInterceptor(jwt_manager), ConcurrencyInterceptor(max_streams)],
         maximum_concurrent_rpcs=MAX_CALLS,
         # gRPC sets SO_REUSEPORT by default, which would let a second server share a busy port
         # silently (and split the calls); turn it off so that a busy port is an error.
@@ -234,7 +235,10 @@ def _deregister(registration: Registration, pcbook: PcbookServer, drain: float) 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     log(f"start server on port {args.port}, TLS = {str(args.tls).lower()}")
-    secret, is_default = auth.secret_from_env()
+    try:
+        secret, is_default = auth.secret_from_env()
+    except auth.WeakSecretError as e:
+        fatal(str(e))
     if not is_default:
         log(f"using the JWT secret from {auth.SECRET_ENV}")
     elif not os.environ.get(auth.DEV_SECRET_NOTED_ENV):

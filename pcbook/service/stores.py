@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pcbook import paths
 from pcbook.pb import filter_message_pb2, laptop_message_pb2, memory_message_pb2
 
 if TYPE_CHECKING:
@@ -148,6 +149,20 @@ class UserStore:
             return self._data.get(username)
 
 
+def _remove_stale(parent: Path) -> None:
+    """Delete the image folders of servers that are no longer running (killed: no atexit ran)."""
+    for folder in parent.glob("server-*-*"):
+        try:
+            pid = int(folder.name.split("-")[1])
+            os.kill(pid, 0)
+            continue  # still running (or a pid we may not signal: someone else's, leave it)
+        except (ValueError, ProcessLookupError):
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @dataclass(frozen=True)
 class ImageInfo:
     laptop_id: str
@@ -159,12 +174,16 @@ class ImageStore:
     """Images as files named ``<uuid><type>`` in a folder outside the source tree.
 
     Two servers can share one folder: names are fresh UUIDs and files are created exclusively.
-    Without a folder, each process gets its own temp folder, removed at exit.
+    Without a folder, each process gets its own, RUN_DIR/images/server-<pid>-..., removed at exit;
+    a server that was killed cannot remove its own, so each start removes those of dead servers.
     """
 
     def __init__(self, folder: str | os.PathLike[str] | None = None) -> None:
         if folder is None:
-            self.folder = Path(tempfile.mkdtemp(prefix="pcbook-images-"))
+            parent = paths.RUN_DIR / "images"
+            parent.mkdir(parents=True, exist_ok=True)
+            _remove_stale(parent)
+            self.folder = Path(tempfile.mkdtemp(prefix=f"server-{os.getpid()}-", dir=parent))
             atexit.register(shutil.rmtree, self.folder, ignore_errors=True)
         else:
             self.folder = Path(folder)

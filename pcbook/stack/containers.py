@@ -31,6 +31,7 @@ from typing import Any
 
 from pcbook import paths
 from pcbook.workbook import manifest as lessons
+from pcbook.workbook.model import Client, Step
 
 # The nginx runner and the certificates are imported where they are used: the compose health check
 # (`ready`) runs every second in each container and must stay a light import.
@@ -65,6 +66,16 @@ class Plan:
     conf: Path
 
     @property
+    def nginx_port(self) -> int:
+        assert self.step.nginx is not None  # plan() keeps only steps with nginx
+        return self.step.nginx.port
+
+    @property
+    def client(self) -> Client:
+        assert isinstance(self.step.client, Client)  # plan() keeps only steps of the tutorial's client
+        return self.step.client
+
+    @property
     def servers(self) -> tuple[lessons.Server, ...]:
         return self.step.servers
 
@@ -80,7 +91,7 @@ class Plan:
 
     def client_args(self, host: str = NGINX_SERVICE) -> list[str]:
         """The lesson's client flags, dialling `host` instead of the lecture's 0.0.0.0."""
-        args = self.step.client.args()
+        args = self.client.args()
         i = args.index("--address") + 1
         _, port = _split_address(args[i])
         args[i] = f"{host}:{port}"
@@ -93,19 +104,24 @@ def plan(number: int) -> Plan:
         lesson = lessons.get(number)
     except (KeyError, ValueError, LookupError):
         raise ContainerError(f"there is no lesson {number}") from None
-    steps = [s for s in lesson.checkpoint_steps if s.nginx and len(s.servers) >= 2]
+    steps = [s for s in lesson.checkpoint_steps if _runs_in_containers(s)]
     if not steps:
         usable = ", ".join(str(n) for n in usable_lessons())
         raise ContainerError(f"lesson {number} has no nginx-and-servers checkpoint to run in containers"
                              f" (lessons {usable} have)")
     step = steps[-1]
-    return Plan(lesson, step, paths.NGINX_DIR / step.nginx)
+    return Plan(lesson, step, step.nginx.path)
+
+
+def _runs_in_containers(step: Step) -> bool:
+    """A step of the tutorial's kind: nginx in front of two or more servers, the tutorial's client."""
+    return step.nginx is not None and len(step.servers) >= 2 and isinstance(step.client, Client)
 
 
 def usable_lessons() -> list[int]:
     found = []
     for lesson in lessons.LESSONS:
-        if any(s.nginx and len(s.servers) >= 2 for s in lesson.checkpoint_steps):
+        if any(_runs_in_containers(s) for s in lesson.checkpoint_steps):
             found.append(lesson.number)
     return found
 
@@ -221,7 +237,7 @@ def run_role(role: str, p: Plan, *, conf: Path | None = None) -> None:
 
 
 def role_port(role: str, p: Plan) -> int:
-    return lessons.NGINX_PORT if role == NGINX_SERVICE else p.server(role).port
+    return p.nginx_port if role == NGINX_SERVICE else p.server(role).port
 
 
 def ready(port: int, timeout: float = 1.0) -> bool:
@@ -326,9 +342,9 @@ def k8s_documents(number: int = DEFAULT_LESSON, replicas: int = K8S_REPLICAS) ->
         "imagePullPolicy": "IfNotPresent",
         "args": ["wait-dns", K8S_SERVERS],
     }
-    nginx_container = _container(NGINX_SERVICE, nginx_args, lessons.NGINX_PORT)
+    nginx_container = _container(NGINX_SERVICE, nginx_args, p.nginx_port)
     nginx_container["volumeMounts"].append({"name": "nginx-conf", "mountPath": K8S_CONF_DIR, "readOnly": True})
-    tls = p.step.client.tls
+    tls = p.client.tls
     # Six laptops, so that the calls have room to spread over the pods.
     client = ["run", "client", *lesson_flag, "--", "--laptops", "6"] + (["--tls"] if tls else [])
     return {
@@ -341,10 +357,10 @@ def k8s_documents(number: int = DEFAULT_LESSON, replicas: int = K8S_REPLICAS) ->
              "data": {"nginx.conf": header + conf}},
             _deployment(K8S_NGINX, 1, [nginx_container],
                         [_certs_volume(), {"name": "nginx-conf", "configMap": {"name": K8S_NGINX}}], [wait_dns]),
-            _service(K8S_NGINX, lessons.NGINX_PORT, headless=False),
+            _service(K8S_NGINX, p.nginx_port, headless=False),
         ],
         "clients/via-nginx.yaml": [
-            _job("pcbook-client-via-nginx", [*client, "--address", f"{K8S_NGINX}:{lessons.NGINX_PORT}"]),
+            _job("pcbook-client-via-nginx", [*client, "--address", f"{K8S_NGINX}:{p.nginx_port}"]),
         ],
         "clients/round-robin.yaml": [
             _job("pcbook-client-round-robin",
@@ -466,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     k8s.add_argument("--out", type=Path, default=K8S_DIR, help="folder to write into")
     k8s.add_argument("--replicas", type=int, default=K8S_REPLICAS, help=f"server pods (default {K8S_REPLICAS})")
     sub.add_parser("k8s-secret", help="print the Secret with the certificates of certs/ (for kubectl apply -f -)")
+    sub.add_parser("wheels", help="download the image's wheels into deploy/wheels/ (for PCBOOK_WHEELS=local)")
     for p in (run, health, render, k8s):
         p.add_argument("--lesson", type=int, default=None,
                        help=f"lesson number (default ${LESSON_ENV}, else {DEFAULT_LESSON})")
@@ -502,6 +519,15 @@ def main(argv: list[str] | None = None) -> int:
                 raise ContainerError("--replicas must be at least 1")
             for path in write_k8s(args.out, number, args.replicas):
                 print(f"wrote {paths.shown(path)}")
+        elif args.command == "wheels":
+            from pcbook.stack import dockerd
+
+            dest = paths.ROOT / "deploy" / "wheels"
+            try:
+                dockerd.fill_wheelhouse(dockerd.image_requirements(), dest)
+            except dockerd.DockerUnavailable as e:
+                raise ContainerError(str(e)) from None
+            print(f"{len(list(dest.glob('*.whl')))} wheels in {paths.shown(dest)}; build with PCBOOK_WHEELS=local")
         elif args.command == "k8s-secret":
             print(to_yaml([secret_document()]), end="")
         if args.command != "run":

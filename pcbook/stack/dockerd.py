@@ -59,6 +59,7 @@ class Daemon:
     sock: Path
     state: Path  # exec-root, pidfile, socket
     log: Path
+    data: Path
     created_run_dirs: list[Path] = field(default_factory=list)
 
     @property
@@ -86,12 +87,25 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+        # A daemon that had to be killed leaves its mounts (its network namespace file under the
+        # exec-root, containers' overlays under the data root): nothing may stay mounted.
+        for mount_point in [*_mounts_under(self.state), *_mounts_under(self.data)]:
+            subprocess.run(["umount", "-l", mount_point], capture_output=True, timeout=30)
         shutil.rmtree(self.state, ignore_errors=True)
         for d in self.created_run_dirs:
             try:
                 d.rmdir()  # only if empty
             except OSError:
                 pass
+
+
+def _mounts_under(folder: Path) -> list[str]:
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return []
+    inside = [line.split()[1] for line in lines if len(line.split()) > 1]
+    return sorted((m for m in inside if m == str(folder) or m.startswith(f"{folder}/")), reverse=True)
 
 
 def start(data_root: Path | None = None, timeout: float = 60) -> Daemon:
@@ -112,7 +126,7 @@ def start(data_root: Path | None = None, timeout: float = 60) -> Daemon:
     with log.open("wb") as out:
         proc = subprocess.Popen(["unshare", "--net", "--", "sh", "-c", script], stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
-    daemon = Daemon(proc, sock, state, log, before)
+    daemon = Daemon(proc, sock, state, log, data, before)
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:

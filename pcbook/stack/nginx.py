@@ -173,17 +173,64 @@ def _statements(text: str) -> Iterator[_Statement]:
                 j = i
                 while j < n and not text[j].isspace() and text[j] not in ";{}":
                     if text[j] == "$" and text[j + 1:j + 2] == "{":  # ${var} is part of the word
-                        j = text.find("}", j)
-                        j = n if j < 0 else j
+                        close = text.find("}", j)
+                        if close < 0:  # an unclosed ${: the rest is one word; `nginx -t` says what is wrong
+                            j = n
+                            break
+                        j = close
                     j += 2 if text[j] == "\\" else 1
                 words.append(text[i:j])
                 i = j
     return
 
 
+def statements(text: str) -> list[_Statement]:
+    """Every directive of a config in order, simple ones and block openers, with their offsets."""
+    return list(_statements(text))
+
+
 def main_directives(text: str) -> set[str]:
     """Names of the directives of the main context (outside any block)."""
     return {s.words[0] for s in _statements(text) if s.words and not s.parents}
+
+
+def _line(text: str, offset: int) -> int:
+    return text.count("\n", 0, offset) + 1
+
+
+def listen_ports(text: str) -> list[int]:
+    """The TCP ports a config's `listen` directives name (`8080`, `127.0.0.1:8091 ssl`, `[::]:8080`)."""
+    ports = []
+    for s in _statements(text):
+        if len(s.words) > 1 and s.words[0] == "listen" and s.parents[-1:] == ("server",):
+            match = re.search(r"(?:^|:)(\d+)$", s.words[1])
+            if match:
+                ports.append(int(match.group(1)))
+    return ports
+
+
+def access_log_targets(text: str) -> list[str]:
+    """Where a config's `access_log` directives write (`off` included), in order."""
+    return [s.words[1] for s in _statements(text) if len(s.words) > 1 and s.words[0] == "access_log"]
+
+
+def check_runnable(text: str, conf: Path, port: int | None) -> None:
+    """Refuse, with one line, what `nginx -t` accepts but the runner cannot run: `daemon on;` (nginx
+    would leave the runner, which could then not stop it), and a config that does not listen on
+    the port the lesson's clients use."""
+    for s in _statements(text):
+        if s.words[:2] == ["daemon", "on"] and not s.parents:
+            raise NginxConfigError(
+                f"{conf}:{_line(text, s.start)}: `daemon on;` would send nginx to the background, out of the"
+                " runner's reach: remove it (the runner keeps nginx in the foreground and stops it)")
+    if port is None:
+        return
+    ports = listen_ports(text)
+    if port not in ports:
+        said = f"listens on {', '.join(map(str, sorted(set(ports))))}" if ports else "has no listen directive"
+        raise NginxConfigError(
+            f"{conf} {said}, not on {port}, where this lesson's clients connect: use `listen {port} ...;`"
+            " (or run the lesson this config was written for)")
 
 
 def dynamic_modules(binary: Path | str) -> dict[str, Path]:
@@ -285,11 +332,33 @@ def render_config(conf_path: Path, prefix_dir: Path, *, version: tuple[int, int,
     certs = Path(certs_dir) if certs_dir is not None else paths.CERTS_DIR
     for name in CERT_FILES:
         if (certs / name).is_file():
-            shutil.copyfile(certs / name, prefix_dir / "cert" / name)
-            (prefix_dir / "cert" / name).chmod(0o600 if name.endswith("-key.pem") else 0o644)
+            _copy_file(certs / name, prefix_dir / "cert" / name, 0o600 if name.endswith("-key.pem") else 0o644)
     rendered = prefix_dir / "nginx.conf"
-    rendered.write_text(render_text(Path(conf_path).read_text(), version, modules))
+    rendered.write_text(render_text(read_config(conf_path), version, modules), encoding=CONF_ENCODING,
+                        errors="surrogateescape")
     return rendered
+
+
+# nginx reads its config as bytes: a Latin-1 byte in a comment is fine for it, so it must be for us.
+# surrogateescape keeps every byte that is not UTF-8 as it is, through rendering and back.
+CONF_ENCODING = "utf-8"
+
+
+def read_config(path: Path | str) -> str:
+    """A config's text, any bytes kept (see CONF_ENCODING); NginxConfigError if it cannot be read."""
+    try:
+        return Path(path).read_text(encoding=CONF_ENCODING, errors="surrogateescape")
+    except OSError as exc:
+        raise NginxConfigError(f"cannot read the nginx config {path}: {exc.strerror}") from None
+
+
+def _copy_file(src: Path, dst: Path, mode: int) -> None:
+    """Copy `src` to a new file `dst` that has `mode` from its creation on: a key is never readable by
+    others, not even for the moment between a copy and a chmod."""
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as out, open(src, "rb") as data:
+        shutil.copyfileobj(data, out)
+    os.chmod(dst, mode)  # the umask may have removed bits of `mode`: the copy has exactly `mode`
 
 
 def new_prefix(run_dir: Path, keep: int = KEEP_RUNS) -> Path:
@@ -385,7 +454,7 @@ _LOG_STAMP = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d (\[\w+\] )\d+#\d+: ")
 def check_config(binary: Path, prefix: Path, conf: Path, version: tuple[int, int, int]) -> None:
     """`nginx -t` on the rendered config; a rejection becomes NginxConfigError with nginx's words."""
     rendered = prefix / "nginx.conf"
-    argv = nginx_argv(binary, prefix, rendered.read_text()) + ["-t"]
+    argv = nginx_argv(binary, prefix, read_config(rendered)) + ["-t"]
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=child_env(NGINX_ENV))
     except subprocess.TimeoutExpired:
@@ -421,12 +490,13 @@ def start_nginx(stack: Stack, conf_path: Path, *, name: str = "nginx", port: int
     version = nginx_version(binary)
     if port is not None:
         check_port_free(port)
+    check_runnable(read_config(conf_path), conf_path, port)
     prefix = new_prefix(stack.run_dir)
     rendered = render_config(conf_path, prefix, version=version, modules=dynamic_modules(binary))
     for file_name, text in (files or {}).items():
         (prefix / file_name).write_text(text)
     check_config(binary, prefix, conf_path, version)
-    proc = stack.start(name, nginx_argv(binary, prefix, rendered.read_text()), cwd=prefix, env=NGINX_ENV)
+    proc = stack.start(name, nginx_argv(binary, prefix, read_config(rendered)), cwd=prefix, env=NGINX_ENV)
     nginx = NginxProcess(stack, name, proc, prefix, conf_path, rendered, binary, version, port)
     stack.follow(name, nginx.access_log, source="access.log")
     stack.follow(name, nginx.error_log, source="error.log")

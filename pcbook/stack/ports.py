@@ -9,7 +9,9 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -124,3 +126,51 @@ def tcp_sockets() -> Iterator[TcpSocket]:
 
 def _listening_inodes(port: int) -> set[str]:
     return {s.inode for s in tcp_sockets() if s.state == _LISTEN and s.local_port == port}
+
+
+BIND_TIMEOUT = 65.0  # a connection that holds a port as its local end frees it within a minute (TIME_WAIT)
+
+
+def wait_bindable(port: int, say: Callable[[str], None], timeout: float = BIND_TIMEOUT) -> None:
+    """Wait until `port` can be bound. A live listener is an error at once (PortBusyError); a port
+    held only by a closing connection (TIME_WAIT, e.g. another program's client that happened to
+    get this port as its local port) frees itself within a minute."""
+    deadline = time.monotonic() + timeout
+    told = False
+    while True:
+        try:
+            check_port_free(port)
+            return
+        except PortBusyError as err:
+            if err.pid is not None or find_listener(port) is not None or time.monotonic() > deadline:
+                raise
+            if not told:
+                say(f"   (port {port} is held by a closing connection; waiting up to {timeout:g} s for it)")
+                told = True
+        time.sleep(0.2)  # the kernel frees the port; nothing to wake up on
+
+
+@contextmanager
+def hold_ports(ports: Sequence[int], host: str = "127.0.0.1") -> Iterator[None]:
+    """Keep `ports` bound (not listening) while the block runs.
+
+    Server ports such as 50101-50104 lie in Linux's ephemeral range: a connection opened while one of
+    them is free may get it as its local port, and once closed that connection holds it in TIME_WAIT for
+    a minute, so the next server could not listen on it. The kernel never picks a bound port for a
+    connection. A connect() to a bound port that does not listen is refused, as to a free one.
+    """
+    held: list[socket.socket] = []
+    try:
+        for port in ports:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.bind((host, port))
+            except OSError:
+                sock.close()
+                continue  # someone else's, or in TIME_WAIT: nothing to hold
+            held.append(sock)
+        yield
+    finally:
+        for sock in held:
+            sock.close()
+

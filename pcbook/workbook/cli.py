@@ -50,32 +50,33 @@ def cmd_check(args: argparse.Namespace) -> int:
     lesson = _lesson(args.number)
     conf = _config(args.conf)
     if conf is not None and lesson.checkpoint_config is None:
-        raise SystemExit(f"lesson {lesson.number} uses no nginx, so it takes no CONF")
+        raise SystemExit(f"lesson {lesson.number}'s checkpoint uses no nginx, so it takes no CONF")
     result = run_lesson(lesson, conf=conf, checkpoint_only=True, echo=None if args.quiet else print)
     print(result.checkpoint_line())
     return 0 if result.checkpoint_passed else 1
 
 
 def cmd_nginx(args: argparse.Namespace) -> int:
+    """nginx with the config of the lesson's checkpoint stack (or the learner's), and what to run next to it."""
     lesson = _lesson(args.number)
-    if lesson.scenario is not None:
-        raise SystemExit(
-            f"lesson {lesson.number} starts its own stack: run `make lesson-{lesson.number} KEEP=1` to explore it"
-        )
-    conf = _config(args.conf) or lesson.checkpoint_config
-    if conf is None:
-        raise SystemExit(f"lesson {lesson.number} uses no nginx")
-    step = lesson.checkpoint_steps[-1]
+    step = lesson.nginx_step
+    if step is None or step.nginx is None:
+        raise SystemExit(f"lesson {lesson.number} uses no nginx: run `make {lesson.target}` to see it")
+    conf = _config(args.conf) or step.nginx.path
     with procs.Stack() as stack:
         try:
-            nginx.start_nginx(stack, conf, port=manifest.NGINX_PORT)
-        except (procs.PortBusyError, nginx.NginxError) as err:
+            for port in step.nginx.more_ports:
+                procs.check_port_free(port)
+            nginx.start_nginx(stack, conf, port=step.nginx.port)
+        except (procs.PortBusyError, procs.NotReadyError, nginx.NginxError) as err:
             print(err, file=sys.stderr)
             return 1
-        print(f"nginx is up on {manifest.NGINX_PORT} with {shown(conf)}. In other terminals, as in the tutorial:")
+        ports = " and ".join(map(str, step.nginx.ports))
+        print(f"nginx is up on {ports} with {shown(conf)}, as in step '{step.title}'. In other terminals:")
         for server in step.servers:
-            print(f"  make {_make_target(server)}")
-        print(f"  make {step.client.make_target()}")
+            print(f"  {server.command()}")
+        if step.client is not None:
+            print(f"  {step.client.command()}")
         print("Ctrl-C stops nginx.")
         try:
             stack.wait_forever()
@@ -84,17 +85,11 @@ def cmd_nginx(args: argparse.Namespace) -> int:
     return 0
 
 
-def _make_target(server: manifest.Server) -> str:
-    base = server.name if server.port != manifest.NGINX_PORT else "server"
-    if not server.tls:
-        return base
-    return f"{base}-tls" + (" CLIENT_AUTH=none" if server.client_auth == "none" else "")
-
-
 def cmd_list(_args: argparse.Namespace) -> int:
     for lesson in manifest.LESSONS:
         configs = ", ".join(p.name for p in lesson.nginx_configs) or "no nginx"
-        print(f"  make {lesson.target:<10} {lesson.title}  ({configs})")
+        beyond = "" if lesson.tutorial else "  [beyond the tutorial]"
+        print(f"  make {lesson.target:<10} {lesson.title}  ({configs}){beyond}")
     return 0
 
 
@@ -104,20 +99,20 @@ def cmd_progress(_args: argparse.Namespace) -> int:
     rows = []
     for lesson in manifest.LESSONS:
         exercise = lesson.exercise
-        if lesson.checkpoint_config is not None and exercise is None:
+        if exercise is None:
+            print(f"  [    ] lesson {lesson.number:<2} {lesson.title:<45} no exercise: make {lesson.target} replays it",
+                  flush=True)
             continue
-        result = run_lesson(lesson, conf=exercise, checkpoint_only=True, echo=None)
+        result = run_lesson(lesson, conf=exercise, checkpoint_only=True, stop_at_failure=True, echo=None)
         rows.append((lesson, exercise, result.checkpoint_passed, result.checkpoint_line()))
         mark = "done" if result.checkpoint_passed else "todo"
-        where = shown(exercise) if exercise else "(no config: the TLS flag)"
-        print(f"  [{mark}] lesson {lesson.number}  {lesson.title:<45} {where}", flush=True)
+        print(f"  [{mark}] lesson {lesson.number:<2} {lesson.title:<45} {shown(exercise)}", flush=True)
     done = sum(1 for row in rows if row[2])
-    print(f"{done}/{len(rows)} lessons done")
+    print(f"{done}/{len(rows)} exercises done")
     for lesson, exercise, passed, line in rows:
         if not passed:
             print(f"next: lesson {lesson.number} — {line.split(': ', 2)[-1]}")
-            if exercise is not None:
-                print(f"      edit {shown(exercise)} and run: make check-{lesson.number} CONF={shown(exercise)}")
+            print(f"      edit {shown(exercise)} and run: make check-{lesson.number} CONF={shown(exercise)}")
             break
     return 0
 
@@ -182,11 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conf", help="your nginx.conf instead of the lesson's")
     p.add_argument("--quiet", action="store_true", help="print only the checkpoint line")
     p.set_defaults(func=cmd_check)
-    p = sub.add_parser("nginx", help="start only nginx with lesson N's config, until Ctrl-C")
+    p = sub.add_parser("nginx", help="start only nginx with lesson N's checkpoint config, until Ctrl-C")
     p.add_argument("number", type=int)
     p.add_argument("--conf", help="your nginx.conf instead of the lesson's")
     p.set_defaults(func=cmd_nginx)
-    sub.add_parser("list", help="list the lessons").set_defaults(func=cmd_list)
+    sub.add_parser("list", help="list the lessons (7-10 go beyond the tutorial)").set_defaults(func=cmd_list)
     sub.add_parser("progress", help="check your exercises in nginx/exercises/").set_defaults(func=cmd_progress)
     sub.add_parser("stop", help="stop what a crashed run left behind").set_defaults(func=cmd_stop)
     return parser
@@ -197,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:
+        # A second Ctrl-C (while the stack is stopping) must not cut the stopping short, and the
+        # message comes only once everything has really stopped.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        procs.close_all()
         print("interrupted; everything was stopped", file=sys.stderr)
         return 130
 

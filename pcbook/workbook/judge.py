@@ -10,10 +10,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from pcbook.workbook.manifest import Expect
+from pcbook.workbook.model import Expect
 
-# The server's interceptors log every call: `--> unary interceptor:  /pkg.Service/Method`.
-_CALL = re.compile(r"--> (?:unary|stream) interceptor:\s+(/\S+)")
+# The server's interceptors log every call: `2021/05/12 19:48:13 --> unary interceptor:  /pkg.Service/Method`.
+# Anchored to the whole line: the server escapes control characters in what clients send, so no client
+# value can start a line, and a value that contains this text in the middle of a line does not match.
+_CALL = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d --> (?:unary|stream) interceptor:\s+(/[\w./]+)$")
 _ACCESS_POST = re.compile(r'"POST (/\S+) HTTP/2\.0" (\d{3})')
 
 
@@ -27,6 +29,7 @@ class Observation:
     nginx_errors: list[str] = field(default_factory=list)
     server_lines: list[str] = field(default_factory=list)  # every server's output, for server_says
     access_lines: list[str] = field(default_factory=list)
+    access_log: str = ""  # which file access_lines came from, and where the config logs if elsewhere
 
     @property
     def posts(self) -> list[tuple[str, int]]:
@@ -59,12 +62,12 @@ def differences(expect: Expect, seen: Observation) -> list[str]:
         diffs.append(f"the client should succeed but failed: {last}")
     if not expect.ok and seen.client_ok:
         diffs.append("the client should fail but succeeded")
-    if expect.client_says and not re.search(expect.client_says, client_text):
-        diffs.append(f"the client's output has no match for /{expect.client_says}/")
-    if expect.nginx_error and not any(re.search(expect.nginx_error, line) for line in seen.nginx_errors):
-        diffs.append(f"nginx's error log has no line matching /{expect.nginx_error}/")
-    if expect.server_says and not any(re.search(expect.server_says, line) for line in seen.server_lines):
-        diffs.append(f"no server logged a line matching /{expect.server_says}/")
+    if expect.client_says and not re.search(expect.client_says.regex, client_text):
+        diffs.append(f"the client's output has no match for /{expect.client_says.regex}/")
+    if expect.nginx_error and not any(re.search(expect.nginx_error.regex, line) for line in seen.nginx_errors):
+        diffs.append(f"nginx's error log has no line matching /{expect.nginx_error.regex}/")
+    if expect.server_says and not any(re.search(expect.server_says.regex, line) for line in seen.server_lines):
+        diffs.append(f"no server logged a line matching /{expect.server_says.regex}/")
     served_by = {server for server, _ in seen.calls}
     missing = [s for s in expect.spread if s not in served_by]
     if missing:
@@ -77,8 +80,11 @@ def differences(expect: Expect, seen: Observation) -> list[str]:
             diffs.append(
                 f"{method} should reach only {' or '.join(allowed)} but reached {', '.join(sorted(servers))}"
             )
+    if expect.no_calls and seen.calls:
+        diffs.append(f"nginx should refuse the call, but a server got it (calls seen: {_describe(seen)})")
     if expect.access_posts is not None and len(seen.posts) < expect.access_posts:
-        diffs.append(f"nginx's access log shows {len(seen.posts)} POST lines, expected {expect.access_posts}")
+        where = f" ({seen.access_log})" if seen.access_log else ""
+        diffs.append(f"nginx's access log{where} shows {len(seen.posts)} POST lines, expected {expect.access_posts}")
     return diffs
 
 
@@ -98,8 +104,8 @@ def settled(expect: Expect, seen: Observation, runs: int = 1) -> bool:
     calls = max(len(expect.spread), len(expect.routes)) * runs
     if len(seen.calls) < calls or len(seen.posts) < (expect.access_posts or 0):
         return False
-    if expect.server_says and not any(re.search(expect.server_says, line) for line in seen.server_lines):
+    if expect.server_says and not any(re.search(expect.server_says.regex, line) for line in seen.server_lines):
         return False
     if expect.nginx_error:
-        return any(re.search(expect.nginx_error, line) for line in seen.nginx_errors)
+        return any(re.search(expect.nginx_error.regex, line) for line in seen.nginx_errors)
     return True

@@ -3,13 +3,14 @@
     from pcbook.workbook.notebook import Session, show_config, plot_calls
     session = Session(2)             # a fresh stack; closes whatever an earlier run left up
     show_config("lesson-2.conf")     # read from nginx/, never pasted
-    step1 = session.step(1)          # runs the step live: prefixed logs, then what it showed
-    plot_calls(step1)                # which backend served which call
+    step = session.step()            # runs the lesson's next step live: prefixed logs, then what it showed
+    plot_calls(step)                 # which backend served which call
     session.checkpoint()             # ends with `checkpoint lesson-2: passed`
     session.close()                  # every process this notebook started is stopped
 
-Lessons 7-10 tell their story in pcbook/lessons/; `session.run()` plays it once and the charts read
-each step's `Outcome.data`.
+Each notebook runs its lesson's steps in order, one `session.step()` per step, under a heading that
+is the step's title in the manifest (tests/notebooks checks both). The charts read each step's
+typed result (pcbook/workbook/results.py).
 
 Stopping, in every way a notebook can end:
 - last cell: `session.close()`;
@@ -24,16 +25,27 @@ from __future__ import annotations
 import contextlib
 import difflib
 import re
-from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pcbook.paths import NGINX_DIR, ROOT
 from pcbook.stack import procs
-from pcbook.workbook import judge, manifest
-from pcbook.workbook.manifest import NGINX_PORT, Lesson, Step
-from pcbook.workbook.runner import LessonResult, LessonRunner, Outcome, run_lesson
+from pcbook.workbook import manifest
+from pcbook.workbook.model import Lesson, Step
+from pcbook.workbook.results import (
+    Calls,
+    Connections,
+    Counts,
+    Discovered,
+    HopRun,
+    Latency,
+    NginxRun,
+    Phases,
+    ProbeRun,
+    ScaleRun,
+)
+from pcbook.workbook.runner import STACK_ERRORS, LessonResult, LessonRunner, Outcome, describe
 
 # `rpc error: code = Unavailable desc = ...`, as the tutorial's client prints a failed call.
 _RPC_ERROR = re.compile(r"rpc error: code = (?P<code>\w+) desc = (?P<details>.*)$")
@@ -176,20 +188,16 @@ def prepare() -> None:
 
 class Session:
     """One notebook's run of a lesson: one Stack kept across cells, stopped in every way a notebook
-    can end (see the module's docstring)."""
+    can end (see the module's docstring). Each `step()` runs the lesson's next step."""
 
     def __init__(self, lesson: Lesson | int) -> None:
         self.lesson = lesson if isinstance(lesson, Lesson) else manifest.get(lesson)
         stop_everything("an earlier run was still up")  # re-running from the top never hits a busy port
         prepare()  # a notebook opened outside `make lab` has no generated code or certificates yet
         _hook_cells()
-        self.outcomes: dict[int, Outcome] = {}
-        self.result: LessonResult | None = None
-        self.stack: procs.Stack | None = None
-        self.runner: LessonRunner | None = None
-        if self.lesson.scenario is None:
-            self.stack = procs.Stack(echo=_print)
-            self.runner = LessonRunner(self.stack, _print)
+        self.outcomes: list[Outcome] = []
+        self.stack = procs.Stack(echo=_print)
+        self.runner = LessonRunner(self.stack, self.lesson, _print)
         _print(f"lesson {self.lesson.number}: {self.lesson.title}. In a terminal: make {self.lesson.target}")
 
     @contextlib.contextmanager
@@ -201,61 +209,31 @@ class Session:
             self.close()
             raise
 
-    # lessons 1-6: one step per cell ----------------------------------------------------------------------
-
-    def step(self, number: int) -> Outcome:
-        """Run step `number` (from 1) on the live stack, show it as it happens, and judge it."""
-        if self.runner is None or self.stack is None:
-            raise RuntimeError(f"lesson {self.lesson.number} tells its story in one go: use session.run()")
+    def step(self) -> Outcome:
+        """Run the lesson's next step on the live stack, show it as it happens, and judge it."""
         if self.stack not in procs.live_stacks():
             raise RuntimeError("this session is closed: run the notebook from the top (Session(...)) again")
+        number = len(self.outcomes) + 1
+        if number > len(self.lesson.steps):
+            raise RuntimeError(f"lesson {self.lesson.number} has {len(self.lesson.steps)} steps, all run already")
         step = self.lesson.steps[number - 1]
-        conf = NGINX_DIR / step.nginx if step.nginx else None
+        conf = step.nginx.path if step.nginx else None
         _display(_step_heading(number, len(self.lesson.steps), step, conf))
         with self._guard():
-            mark = self.stack.mark()
-            outcome = self.runner.run_step(step, conf)
-            # The runner's Observation groups calls by server; the records keep the order they came in.
-            outcome.data["calls_in_order"] = [
-                call for rec in self.stack.records(since=mark) if rec.name in self.runner.running
-                for call in judge.calls_in(rec.name, [rec.text])
-            ]
-        self.outcomes[number] = outcome
+            try:
+                outcome = self.runner.run_step(step, conf)
+            except STACK_ERRORS as err:  # "Run All" stops here with the reason, not in a chart cell later
+                raise LessonStopped(f"step {number} could not run: {err}") from None
+        if (policy := _policy_of(step)) is not None:
+            _POLICIES[outcome.title] = policy
+        self.outcomes.append(outcome)
         _show_outcome(step, outcome)
         return outcome
 
-    # lessons 7-10: the story in one go ---------------------------------------------------------------
-
-    def run(self) -> LessonResult:
-        """Play a scenario lesson's whole story once, live; the steps' Outcomes stay in .result."""
-        with self._guard():
-            self.result = run_lesson(self.lesson, echo=_print)
-        if self.result.error:  # the cells after this one would only find no measurements
-            raise LessonStopped(f"the lesson could not run: {self.result.error}")
-        return self.result
-
-    def outcome(self, number: int) -> Outcome:
-        """Step `number` (from 1) of the story `run()` played; displays its title and verdict."""
-        if self.result is None:
-            raise LessonStopped("run the lesson first: session.run()")
-        if not 1 <= number <= len(self.result.steps):
-            raise LessonStopped(f"step {number} did not run: the story ran {len(self.result.steps)} steps")
-        outcome = self.result.steps[number - 1]
-        if not outcome.passed and not outcome.data:  # nothing to chart: say why here, not in a chart
-            raise LessonStopped(f"step {number} ({outcome.title}) measured nothing: {'; '.join(outcome.diffs)}")
-        verdict = "as expected" if outcome.passed else "**differs**: " + "; ".join(outcome.diffs)
-        mark = " (checkpoint)" if outcome.checkpoint else ""
-        _display(f"**Step {number}: {outcome.title}**{mark} — {verdict}\n\n{outcome.why}")
-        return outcome
-
-    # the end ---------------------------------------------------------------------------------------------
-
     def lesson_result(self) -> LessonResult:
-        if self.lesson.scenario is not None:
-            return self.result or LessonResult(self.lesson, error="the lesson has not run: session.run()")
-        missing = [i for i, s in enumerate(self.lesson.steps, 1) if s.checkpoint and i not in self.outcomes]
-        error = f"run step {', '.join(map(str, missing))} first" if missing else None
-        return LessonResult(self.lesson, [self.outcomes[i] for i in sorted(self.outcomes)], error)
+        missing = len(self.lesson.steps) - len(self.outcomes)
+        error = f"{missing} step(s) not run yet: run every cell from the top" if missing else None
+        return LessonResult(self.lesson, list(self.outcomes), error)
 
     def checkpoint(self) -> None:
         """Print any step that differed from the lesson's story, then the checkpoint line (last).
@@ -274,16 +252,13 @@ class Session:
 
 def _step_heading(number: int, total: int, step: Step, conf: Path | None) -> str:
     lines = [f"**Step {number}/{total}: {step.title}**" + (" (checkpoint)" if step.checkpoint else "")]
-    if not step.expect.ok:
+    if step.expect is not None and not step.expect.ok:
         lines.append("\n*This step is expected to fail: the client exits with an error and the output below "
                      "shows which.*")
     lines.append("")
-    lines.append(f"- servers: {', '.join(s.describe() for s in step.servers)}")
-    if conf is not None:
-        lines.append(f"- nginx: `{_shown(conf)}` on {NGINX_PORT}")
-    runs = f" (x{step.client.runs})" if step.client.runs > 1 else ""
-    lines.append(f"- client: `make {step.client.make_target()}`{runs}")
-    lines.append(f"- expect: {'; '.join(step.expect.describe())}")
+    for line in describe(step, conf):
+        label, _, text = line.partition(":")
+        lines.append(f"- {label}: {text.strip()}")
     return "\n".join(lines)
 
 
@@ -306,7 +281,7 @@ def _show_outcome(step: Step, outcome: Outcome) -> None:
         if worth:
             parts.append("nginx error log:\n\n" + _fence("\n".join(worth[-SHOWN_LOG_LINES:])))
     if outcome.passed:
-        expected = "expected failure" if not step.expect.ok else "as expected"
+        expected = "expected failure" if step.expect is not None and not step.expect.ok else "as expected"
         parts.append(f"**{expected}**: {outcome.why}")
     else:
         parts.append("**differs from the lesson**: " + "; ".join(outcome.diffs))
@@ -331,8 +306,20 @@ def _legend_outside(ax: Any) -> None:
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
 
 
-def _with_policy(title: str, source: Outcome | Mapping[str, Any]) -> str:
-    policy = _data(source).get("policy")
+# Outcome title -> the client's balancing policy of that step, as Session.step() ran it.
+_POLICIES: dict[str, str] = {}
+
+
+def _policy_of(step: Step) -> str | None:
+    """The client-side balancing policy of a load-driver step (lesson 7), for chart titles."""
+    policy = getattr(step.client, "lb_policy", None)
+    if not policy:
+        return None
+    return policy + (" with health checking" if getattr(step.client, "health_check", False) else "")
+
+
+def _with_policy(title: str, source: object) -> str:
+    policy = _POLICIES.get(source.title) if isinstance(source, Outcome) else None
     return f"{title} ({policy})" if policy else title
 
 
@@ -343,30 +330,40 @@ def _finish(fig: Any) -> None:
     plt.close(fig)
 
 
-def _data(source: Outcome | Mapping[str, Any]) -> Mapping[str, Any]:
-    return source.data if isinstance(source, Outcome) else source
+def _calls_of(source: Outcome | Calls) -> Calls:
+    """The driver run a step measured (lessons 7 and 8)."""
+    result = source.result if isinstance(source, Outcome) else source
+    if isinstance(result, Calls):
+        return result
+    if isinstance(result, Phases | NginxRun | Discovered):
+        return result.run
+    raise ValueError("this step recorded no per-call run")
 
 
-def _counts(source: Outcome | Mapping[str, Any]) -> dict[str, Any]:
-    """Server -> calls (or phase -> server -> calls) from whatever the source carries."""
-    if isinstance(source, Outcome):
-        data = source.data
-        for key in ("calls_per_server", "per_server"):
-            if key in data:
-                return dict(data[key])
-        if data.get("calls_in_order"):
-            return dict(Counter(server for server, _ in data["calls_in_order"]))
-        if source.seen is not None:
-            return {srv: len(m) for srv, m in source.seen.split().items()}
-        return {}
-    return dict(source)
+def _counts(source: Outcome | Counts | Mapping[str, Any]) -> dict[str, Any]:
+    """Server -> calls (or phase -> server -> calls) from what the source carries."""
+    if isinstance(source, Counts):
+        return dict(source.per_server)
+    if not isinstance(source, Outcome):
+        return {k: (v.per_server if isinstance(v, Counts) else v) for k, v in source.items()}
+    result = source.result
+    if isinstance(result, Phases | Discovered):
+        return {phase: dict(c.per_server) for phase, c in result.phases.items()}
+    if isinstance(result, Calls | ProbeRun):
+        return dict(result.counts().per_server)
+    if isinstance(result, NginxRun):
+        return dict(result.run.counts().per_server)
+    if source.seen is not None:
+        return {srv: len(m) for srv, m in source.seen.split().items()}
+    return {}
 
 
-def plot_calls(source: Outcome | Mapping[str, Any], title: str | None = None) -> None:
-    """Which backend served which call: a call-by-call strip (when the order is known) and a bar of
-    calls per server. `source` is a step's Outcome or a {server: calls} (or {phase: {server: calls}})."""
+def plot_calls(source: Outcome | Counts | Mapping[str, Any], title: str | None = None) -> None:
+    """Which backend served which call: a call-by-call strip (for the tutorial's client, whose calls
+    the servers logged in order) and a bar of calls per server. `source` is a step's Outcome, a Counts,
+    or {group: Counts | {server: calls}}."""
     plt = _pyplot()
-    order = _data(source).get("calls_in_order") if isinstance(source, Outcome) else None
+    order = source.seen.calls if isinstance(source, Outcome) and source.seen is not None else None
     counts = _counts(source)
     nested = bool(counts) and all(isinstance(v, Mapping) for v in counts.values())
     panels = 2 if order else 1
@@ -413,38 +410,25 @@ def plot_calls(source: Outcome | Mapping[str, Any], title: str | None = None) ->
     _finish(fig)
 
 
-def plot_timeline(source: Outcome | Mapping[str, Any], title: str | None = None) -> None:
+def plot_timeline(source: Outcome | Calls, title: str | None = None) -> None:
     """Each call of a run at its start time: which server ran it (if known) and its gRPC code."""
     plt = _pyplot()
-    data = _data(source)
-    calls = data.get("calls") or data.get("timeline") or []
-    if not calls:
-        raise LessonStopped("this step recorded no per-call timeline (see the step's output above)")
-    time_key = "t_ms" if "t_ms" in calls[0] else "t"
-
-    def where(call: Mapping[str, Any]) -> str:
-        ran = call.get("server") or call.get("ran_on")
-        if isinstance(ran, list):
-            ran = ran[0] if ran else None
-        return ran or "none"
-
-    rows = sorted({where(c) for c in calls})
-    codes = sorted({c.get("code", "OK") for c in calls}, key=lambda c: (c != "OK", c))
+    run = _calls_of(source)
+    if not run.calls:
+        raise LessonStopped("this step recorded no call (see the step's output above)")
+    in_ms = run.origin == "the kill"  # the moments around a kill are tens of milliseconds apart
+    scale = 1000 if in_ms else 1
+    rows = sorted({c.server for c in run.calls})
+    codes = sorted({c.code for c in run.calls}, key=lambda c: (c != "OK", c))
     fig, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * len(rows)))
     for i, code in enumerate(codes):
-        mine = [c for c in calls if c.get("code", "OK") == code]
-        ax.scatter([c[time_key] for c in mine], [rows.index(where(c)) for c in mine], label=code,
+        mine = [c for c in run.calls if c.code == code]
+        ax.scatter([c.start * scale for c in mine], [rows.index(c.server) for c in mine], label=code,
                    color="C2" if code == "OK" else f"C{3 + i}", marker="o" if code == "OK" else "x")
-    for key, label in (("killed_at", "killed"), ("not_serving_at", "NOT_SERVING"), ("serving_at", "SERVING"),
-                       ("back_at", "back")):
-        if key in data:
-            ax.axvline(data[key], color="grey", linestyle="--")
-            ax.annotate(label, (data[key], len(rows) - 0.5), fontsize="small", color="grey")
-    if time_key == "t_ms":
-        ax.axvline(0, color="grey", linestyle="--")
-        ax.set_xlabel("ms since the kill")
-    else:
-        ax.set_xlabel("s since the first call")
+    for mark in run.marks:
+        ax.axvline(mark.at * scale, color="grey", linestyle="--")
+        ax.annotate(mark.label, (mark.at * scale, len(rows) - 0.5), fontsize="small", color="grey")
+    ax.set_xlabel(f"{'ms' if in_ms else 's'} since {run.origin}")
     ax.set_yticks(range(len(rows)), ["all calls"] if rows == ["none"] else rows)
     ax.set_ylim(-0.6, len(rows) - 0.2)
     _legend_outside(ax)
@@ -452,10 +436,10 @@ def plot_timeline(source: Outcome | Mapping[str, Any], title: str | None = None)
     _finish(fig)
 
 
-def plot_codes(*sources: Outcome | Mapping[str, Any], labels: Sequence[str] = ()) -> None:
+def plot_codes(*sources: Outcome | Calls, labels: Sequence[str] = ()) -> None:
     """gRPC codes the client saw, one group of bars per step."""
     plt = _pyplot()
-    groups = [dict(_data(s).get("codes", {})) for s in sources]
+    groups = [dict(_calls_of(s).codes()) for s in sources]
     names = list(labels) or [s.title if isinstance(s, Outcome) else f"run {i}" for i, s in enumerate(sources, 1)]
     codes = sorted({c for g in groups for c in g}, key=lambda c: (c != "OK", c))
     fig, ax = plt.subplots(figsize=(7, 2.4 + 0.3 * len(groups)))
@@ -478,11 +462,13 @@ def _wrap(text: str, width: int = 34) -> str:
     return "\n".join(textwrap.wrap(text, width)[:3])
 
 
-def plot_latency(source: Outcome | Mapping[str, Any]) -> None:
+def plot_latency(source: Outcome | Latency) -> None:
     """Lesson 7's last step: median and p90 latency of the same call on each path, and a table."""
     plt = _pyplot()
-    data = _data(source)
-    median, p90 = data["latency_ms"], data.get("p90_ms", {})
+    result = source.result if isinstance(source, Outcome) else source
+    if not isinstance(result, Latency):
+        raise ValueError("this step measured no latency")
+    median, p90 = result.median_ms, result.p90_ms
     paths = list(median)
     base = median.get("direct")
     table([(p, f"{median[p]:.3f}", f"{p90.get(p, float('nan')):.3f}",
@@ -491,8 +477,7 @@ def plot_latency(source: Outcome | Mapping[str, Any]) -> None:
     fig, ax = plt.subplots(figsize=(6, 2.6))
     xs = range(len(paths))
     ax.bar([x - 0.2 for x in xs], [median[p] for p in paths], 0.4, label="median")
-    if p90:
-        ax.bar([x + 0.2 for x in xs], [p90.get(p, 0) for p in paths], 0.4, label="p90")
+    ax.bar([x + 0.2 for x in xs], [p90.get(p, 0) for p in paths], 0.4, label="p90")
     ax.set_xticks(list(xs), paths)
     ax.set_ylabel("ms per call")
     _legend_outside(ax)
@@ -500,36 +485,33 @@ def plot_latency(source: Outcome | Mapping[str, Any]) -> None:
     _finish(fig)
 
 
-def plot_l4_vs_l7(source: Outcome | Mapping[str, Any]) -> None:
-    """Lesson 9's last step: calls per backend for one client through L7 and L4, and several via L4."""
-    data = _data(source)
-    groups = {"1 client, L7": data["l7"], "1 client, L4": data["l4"]}
-    if "l4_clients" in data:
-        groups["several clients, L4"] = data["l4_clients"]
+def plot_l4_vs_l7(*steps: Outcome) -> None:
+    """Lesson 9's last steps: calls per backend through L7 and L4, each step one group."""
+    groups = {o.title: o.result.counts() for o in steps if isinstance(o.result, ProbeRun)}
     plot_calls(groups, title="calls per backend: per call (L7) vs per connection (L4)")
 
 
-def bench_table(result: LessonResult | Sequence[Outcome]) -> None:
-    """Lesson 10's numbers per repetition, one column per path and unit: p50 in ms, throughput in calls/s."""
-    steps = result.steps if isinstance(result, LessonResult) else list(result)
-    hop = next((s.data["p50_ms"] for s in steps if "p50_ms" in s.data), {})
-    scale = next((s.data["calls_per_s"] for s in steps if "calls_per_s" in s.data), {})
-    columns = ([(f"{name}: p50 ms", [f"{v:.3f}" for v in values]) for name, values in hop.items()]
-               + [(f"{name}: calls/s", [f"{v:.0f}" for v in values]) for name, values in scale.items()])
+def bench_table(*steps: Outcome) -> None:
+    """Lesson 10's numbers per round, one column per path and unit (p50 in ms, throughput in calls/s)."""
+    rounds = [o.result.rounds for o in steps if isinstance(o.result, HopRun | ScaleRun)]
+    columns = [(f"{name}: {r.unit}", [f"{v:.3f}" if r.unit == "ms" else f"{v:.0f}" for v in values])
+               for r in rounds for name, values in r.per_path.items()]
     if not columns:
         raise LessonStopped("no measurements: the lesson's steps did not measure (see their output above)")
     reps = max(len(values) for _, values in columns)
     rows = [(i + 1, *(values[i] if i < len(values) else "" for _, values in columns)) for i in range(reps)]
-    table(rows, ["repetition", *(head for head, _ in columns)])
+    table(rows, ["round", *(head for head, _ in columns)])
 
 
-def plot_bench(result: LessonResult | Sequence[Outcome]) -> None:
+def plot_bench(steps: LessonResult | Sequence[Outcome]) -> None:
     """Lesson 10: p50 per repetition (direct vs nginx), backend connections, calls/s of scale-out."""
     plt = _pyplot()
-    steps = result.steps if isinstance(result, LessonResult) else list(result)
-    hop = next((s.data for s in steps if "p50_ms" in s.data), None)
-    conns = next((s.data["connections"] for s in steps if s.data.get("connections")), None)
-    scale = next((s.data for s in steps if "calls_per_s" in s.data), None)
+    outcomes = steps.steps if isinstance(steps, LessonResult) else list(steps)
+    results = [o.result for o in outcomes]
+    hop_run = next((r for r in results if isinstance(r, HopRun)), None)
+    hop = hop_run.rounds if hop_run is not None else None
+    conns = next((r for r in results if isinstance(r, Connections) and r.opened), None)
+    scale = next((r.rounds for r in results if isinstance(r, ScaleRun)), None)
     panels = [p for p in (hop, conns, scale) if p is not None]
     if not panels:
         raise LessonStopped("no measurements: the lesson's steps did not measure (see their output above)")
@@ -537,34 +519,35 @@ def plot_bench(result: LessonResult | Sequence[Outcome]) -> None:
     axes_iter = iter(axes[0])
     if hop is not None:
         ax = next(axes_iter)
-        for name, values in hop["p50_ms"].items():
+        for name, values in hop.per_path.items():
             ax.plot(range(1, len(values) + 1), values, marker="o", label=name)
-        ax.set_xticks(range(1, 1 + max(len(v) for v in hop["p50_ms"].values())))
+        ax.set_xticks(range(1, 1 + max(len(v) for v in hop.per_path.values())))
         ax.set_xlabel("repetition")
         ax.set_ylabel("p50 ms")
         ax.set_ylim(bottom=0)
-        added = hop.get("added_us")
-        ax.set_title(f"the hop: {added['median']:+.0f} us" + ("" if added["resolved"] else " (not resolved)")
-                     if added else f"the hop: nginx = {hop['ratio_p50']:.2f}x direct")
+        added = hop_run.evidence.added if hop_run is not None else None
+        ax.set_title(f"the hop: {added.interval.median:+.0f} us" + ("" if added.resolved else " (not resolved)")
+                     if added else f"the hop: nginx = {hop.ratio:.2f}x direct")
         ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)  # below the data
     if conns is not None:
         ax = next(axes_iter)
-        names = list(conns)
-        ax.bar(range(len(names)), [conns[n]["opened"] for n in names], color=["C0", "C3"][:len(names)])
-        ax.set_xticks(range(len(names)), [n.replace("nginx-mtls-", "") + f"\n({conns[n]['calls']} calls)"
+        names = list(conns.opened)
+        ax.bar(range(len(names)), [conns.opened[n] for n in names], color=["C0", "C3"][:len(names)])
+        ax.set_xticks(range(len(names)), [n.replace("nginx-mtls-", "") + f"\n({conns.calls[n]} calls)"
                                           for n in names])
         ax.set_ylabel("backend connections opened")
         _whole_numbers(ax.yaxis)
         ax.set_title("upstream keepalive")
     if scale is not None:
         ax = next(axes_iter)
-        names = list(scale["calls_per_s"])
+        names = list(scale.per_path)
         for i, name in enumerate(names):
-            values = scale["calls_per_s"][name]
+            values = scale.per_path[name]
             ax.scatter([i] * len(values), values, color=f"C{i}")
             ax.bar(i, sum(values) / len(values), alpha=0.4, color=f"C{i}")
-        ax.axhline(scale["capacity_per_server"], color="grey", linestyle="--")
+        if scale.capacity:
+            ax.axhline(scale.capacity, color="grey", linestyle="--")
         ax.set_xticks(range(len(names)), [n.replace(", ", "\n") for n in names])
         ax.set_ylabel("calls/s")
-        ax.set_title(f"scale-out: {scale['ratio']:.2f}x one server")
+        ax.set_title(f"scale-out: {scale.ratio:.2f}x one server")
     _finish(fig)

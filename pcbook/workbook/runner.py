@@ -1,33 +1,69 @@
 """Replay a lesson's steps on real processes and judge each step.
 
-Between steps only what changed is restarted: servers whose flags differ, and nginx (always, as in the
-tutorial, which also clears nginx's memory of failed backends). Every process's output is streamed
-with its name as a prefix by the Stack.
+The runner owns what every lesson shares: numbering the steps and picking the checkpoint ones,
+putting a learner's `CONF=` in place of the checkpoint's config, announcing each step, bringing the
+stack to the step's state (servers started, restarted or stopped, nginx started afresh), waiting for
+evidence (one `settle` helper), judging, stopping, and the summary lines. Between steps only what
+changed is restarted: servers whose flags differ (or that a step killed), and nginx (always, as in the
+tutorial). Every process's output is streamed with its name as a prefix by the Stack.
+
+A step with an `act` gets a StepContext: the only way a lesson module touches the stack.
 """
 
 from __future__ import annotations
 
-import importlib
+import itertools
+import os
+import re
+import shlex
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 
-from pcbook.paths import NGINX_DIR, shown
-from pcbook.service import tls
+from pcbook.measure import driver as load_driver
+from pcbook.measure.loadgen import LoadGenerator
+from pcbook.measure.placement import LOADGEN, NGINX, SERVERS, Placement, available, pinned, plan
+from pcbook.paths import shown
+from pcbook.service import certs, tls
 from pcbook.stack import nginx, procs
+from pcbook.stack.ports import hold_ports, wait_bindable
 from pcbook.workbook import judge
-from pcbook.workbook.manifest import NGINX_PORT, Lesson, Server, Step
+from pcbook.workbook.model import Client, Driver, Lesson, Probe, Server, Step
+from pcbook.workbook.results import Call, Calls, Latency, Mark, ProbeRun
 
 CLIENT_TIMEOUT = 30.0  # seconds for one client run; the client itself gives up on a dead server after 5 s
-SETTLE_TIMEOUT = 3.0  # how long to wait for log lines that follow a client run (pipes and log tailing)
-SETTLE_AFTER_SURPRISE = 0.5
-READY_TIMEOUT = 15.0
+SETTLE_TIMEOUT = 3.0  # how long to wait for evidence that follows a run (pipes and log tailing)
+SETTLE_AFTER_SURPRISE = 0.5  # the same when the run already contradicts the step: only explaining lines
+READY_TIMEOUT = 20.0
+# The laptop service logs `receive a create-laptop request with id: <uuid>` for every CreateLaptop.
+# Anchored to the whole line (the server escapes control characters of client values: none can start a line).
+_RECEIVED = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d receive a create-laptop request with id: ([0-9a-f-]{36})$")
+# Errors that mean the stack could not be brought up: the lesson stops with one line, no traceback.
+STACK_ERRORS = (procs.PortBusyError, procs.NotReadyError, nginx.NginxError, tls.CertificateFileError)
 
 Echo = Callable[[str], None]
+_runs = itertools.count(1)
+
+
+def settle(ready: Callable[[], bool], timeout: float, wait: Callable[[float], Any] = time.sleep) -> bool:
+    """Wait until `ready()` is true or `timeout` seconds pass; returns the last `ready()`.
+
+    Evidence (a server's line, nginx's log files) reaches the runner a moment after the client has its
+    answer. `wait(s)` blocks between looks: a Stack's wait_for_output wakes up on any new line.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if ready():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        wait(0.05)
 
 
 @dataclass
@@ -38,35 +74,12 @@ class Outcome:
     why: str  # the cause of what the learner sees, printed when the step passes
     checkpoint: bool
     diffs: list[str]  # empty: the step showed what it should
-    seen: judge.Observation | None = None
-    data: dict[str, object] = field(default_factory=dict)  # measurements a scenario wants to show
+    seen: judge.Observation | None = None  # an Expect step's evidence
+    result: Any = None  # an act step's measurement: a pcbook.workbook.results type
 
     @property
     def passed(self) -> bool:
         return not self.diffs
-
-
-@dataclass
-class ScenarioContext:
-    """What a lesson beyond the tutorial gets to tell its own story (`Lesson.scenario`)."""
-
-    stack: procs.Stack
-    say: Echo
-    checkpoint_only: bool
-    conf: Path | None  # a learner's nginx config, for `make check-N CONF=...`
-    outcomes: list[Outcome] = field(default_factory=list)
-
-    def step(self, index: int, total: int, title: str, details: list[str] | None = None) -> None:
-        """Announce a step the way the tutorial's lessons do."""
-        self.say("")
-        self.say(f"-- step {index}/{total}: {title}")
-        for line in details or []:
-            self.say(f"   {line}")
-
-    def record(self, outcome: Outcome) -> Outcome:
-        self.outcomes.append(outcome)
-        _report(self.say, outcome)
-        return outcome
 
 
 @dataclass
@@ -84,6 +97,9 @@ class LessonResult:
     def story_passed(self) -> bool:
         return self.error is None and all(r.passed for r in self.steps)
 
+    def step(self, title: str) -> Outcome:
+        return next(s for s in self.steps if s.title == title)
+
     def checkpoint_line(self) -> str:
         name = f"checkpoint {self.lesson.target}"
         if self.checkpoint_passed:
@@ -98,8 +114,12 @@ def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-u", "-m", module, *args]
 
 
-def server_argv(server: Server) -> list[str]:
-    return python_module("pcbook.server", *server.args())
+def server_argv(server: Server, log_dir: Path | None = None) -> list[str]:
+    argv = python_module("pcbook.server", *server.args())
+    if server.log_file and log_dir is not None:
+        log = shlex.quote(str(log_dir / f"{server.name}.log"))
+        return ["/bin/sh", "-c", f'exec "$@" >> {log}', "sh", *argv]
+    return argv
 
 
 def readiness_credentials(server: Server) -> grpc.ChannelCredentials | None:
@@ -107,75 +127,398 @@ def readiness_credentials(server: Server) -> grpc.ChannelCredentials | None:
     return tls.client_credentials() if server.tls else None
 
 
+def conf_for(lesson: Lesson, step: Step, learner_conf: Path | None) -> Path | None:
+    """The config nginx runs with in `step`: the learner's in place of the checkpoint's config."""
+    if step.nginx is None:
+        return None
+    if learner_conf is not None and step.checkpoint and step.nginx.path == lesson.checkpoint_config:
+        return learner_conf
+    return step.nginx.path
+
+
 class LessonRunner:
     """Brings a Stack from one step's state to the next and judges each step."""
 
-    def __init__(self, stack: procs.Stack, echo: Echo | None = print) -> None:
+    def __init__(self, stack: procs.Stack, lesson: Lesson, echo: Echo | None = print) -> None:
         self.stack = stack
+        self.lesson = lesson
         self.echo = echo or (lambda _line: None)
         self.running: dict[str, list[str]] = {}  # server name -> argv it runs with
+        self.servers: dict[str, Server] = {}
         self.nginx: nginx.NginxProcess | None = None
+        self.log_dir = stack.run_dir / lesson.target
+        self.quiet: set[str] = set()  # names whose lines are captured, not shown
+        self.hidden = 0  # lines kept out of the terminal by lesson.hide
+        self.quieted = 0
+        # Lessons that measure pin the servers, nginx and the load generators on separate cores.
+        self.placement = plan(available()) if lesson.pinned else Placement()
+        if stack.echo is not None:
+            stack.echo = self._filter(stack.echo)
+
+    def _filter(self, echo: Echo) -> Echo:
+        def filtered(line: str) -> None:
+            name = line.split(" | ", 1)[0].rstrip()
+            if name in self.quiet:
+                self.quieted += 1
+            elif self.lesson.hide and any(text in line for text in self.lesson.hide):
+                self.hidden += 1
+            else:
+                echo(line)
+        return filtered
+
+    def say(self, line: str) -> None:
+        self.echo(line)
 
     # -- bringing the stack to a step's state ------------------------------------------------------------
-    def apply(self, servers: tuple[Server, ...], conf: Path | None) -> None:
+    def apply(self, servers: Sequence[Server], conf: Path | None, step: Step | None = None) -> None:
         wanted = {s.name: s for s in servers}
         if self.nginx is not None:
-            self.stack.stop(self.nginx.name)
+            if self.nginx.proc.running:
+                self.stack.stop(self.nginx.name)
             self.nginx = None
         for name in list(self.running):
-            if name not in wanted or self.running[name] != server_argv(wanted[name]):
+            if (name not in wanted or self.running[name] != server_argv(wanted[name], self.log_dir)
+                    or not self.stack.proc(name).running):
                 self.stack.stop(name)
                 del self.running[name]
-        for name, server in wanted.items():
-            if name in self.running:
-                continue
-            argv = server_argv(server)
-            procs.check_port_free(server.port)
-            self.stack.start(name, argv)
-            self.running[name] = argv
-            self.stack.wait_ready(
-                name,
-                port=server.port,
-                health=f"127.0.0.1:{server.port}",
-                credentials=readiness_credentials(server),
-                timeout=READY_TIMEOUT,
-            )
-        if conf is not None:
-            self.nginx = nginx.start_nginx(self.stack, conf, port=NGINX_PORT)
+        fresh = [s for name, s in wanted.items() if name not in self.running]
+        if any(s.log_file for s in fresh):
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        for server in fresh:
+            wait_bindable(server.port, self.say)
+        for server in fresh:  # all start at once (their imports overlap), then each is waited for
+            self.start_server(server, wait=False)
+        for server in fresh:
+            self.wait_server(server)
+        if conf is not None and step is not None and step.nginx is not None:
+            for port in step.nginx.more_ports:
+                procs.check_port_free(port)
+            with pinned(self.placement, NGINX):
+                self.nginx = nginx.start_nginx(self.stack, conf, port=step.nginx.port, timeout=READY_TIMEOUT)
+
+    def start_server(self, server: Server, wait: bool = True) -> None:
+        argv = server_argv(server, self.log_dir)
+        procs.check_port_free(server.port)
+        with pinned(self.placement, SERVERS):
+            self.stack.start(server.name, argv)
+        self.running[server.name] = argv
+        self.servers[server.name] = server
+        if wait:
+            self.wait_server(server)
+
+    def wait_server(self, server: Server) -> None:
+        self.stack.wait_ready(server.name, port=server.port, health=f"127.0.0.1:{server.port}",
+                              credentials=readiness_credentials(server), timeout=READY_TIMEOUT)
+
+    def wait_output(self, timeout: float) -> None:
+        self.stack.wait_for_output(timeout)  # pipes wake us up; nginx's log files are polled
 
     # -- one step ------------------------------------------------------------------------------------------
     def run_step(self, step: Step, conf: Path | None) -> Outcome:
-        self.apply(step.servers, conf)
+        if step.quiet:
+            self.quiet = {s.name for s in step.servers} | {"nginx"}
+            self.quieted = 0
+        try:
+            self.apply(step.servers, conf, step)
+            # The lesson's servers this step keeps down hold their ports (bound, not listening): no
+            # connection of the step can take one as its local port and leave it in TIME_WAIT.
+            running = {s.port for s in step.servers}
+            down = sorted({s.port for other in self.lesson.steps for s in other.servers} - running)
+            with hold_ports(down):
+                if step.act is not None:
+                    return self._act(step, conf)
+                return self._client(step)
+        finally:
+            if step.quiet:
+                self.quiet = set()
+                self.say(f"   (servers and nginx ran quietly: {self.quieted} lines captured, not shown)")
+
+    def _client(self, step: Step) -> Outcome:
+        assert isinstance(step.client, Client) and step.expect is not None
         mark = self.stack.mark()
         client_ok = True
         client_lines: list[str] = []
+        argv = python_module(step.client.module, *step.client.args())
+        if step.client.cert == "foreign":
+            argv += ["--certs-dir", str(certs.foreign_client_dir())]
         for _ in range(step.client.runs):
-            result = self.stack.run("client", python_module("pcbook.client", *step.client.args()),
-                                    timeout=CLIENT_TIMEOUT)
+            result = self.stack.run("client", argv, timeout=CLIENT_TIMEOUT)
             client_ok = client_ok and result.returncode == 0
             client_lines += result.lines
-        seen = self._observe(mark, step, client_ok, client_lines)
-        return Outcome(step.title, step.why, step.checkpoint, judge.differences(step.expect, seen), seen)
+        seen = judge.Observation(client_ok=client_ok, client_lines=client_lines)
 
-    def _observe(
-        self, mark: object, step: Step, client_ok: bool, client_lines: list[str]
-    ) -> judge.Observation:
-        # A client that did not do what the step expects has decided the verdict already: wait only
-        # briefly for the log lines that explain it, not for calls that will never come.
-        settle = SETTLE_TIMEOUT if client_ok == step.expect.ok else SETTLE_AFTER_SURPRISE
-        deadline = time.monotonic() + settle
-        while True:
-            seen = judge.Observation(client_ok=client_ok, client_lines=client_lines)
-            for name in self.running:
-                lines = self.stack.lines_since(mark, name)
-                seen.calls += judge.calls_in(name, lines)
-                seen.server_lines += lines
+        def arrived() -> bool:
+            records = [r for r in self.stack.records(since=mark) if r.name in self.running and r.source != "note"]
+            seen.calls = [call for r in records for call in judge.calls_in(r.name, [r.text])]
+            seen.server_lines = [r.text for r in records]
             if self.nginx is not None:
                 seen.access_lines = self.nginx.access_log_lines()
                 seen.nginx_errors = self.nginx.error_log_lines()
-            if judge.settled(step.expect, seen, step.client.runs) or time.monotonic() > deadline:
-                return seen
-            self.stack.wait_for_output(0.05)  # nginx's log files are polled, pipes wake us up
+                seen.access_log = access_note(self.nginx.access_log, self.nginx.conf)
+            return judge.settled(step.expect, seen, step.client.runs)
+
+        # A client that did not do what the step expects has decided the verdict already: wait only
+        # briefly for the log lines that explain it, not for calls that will never come.
+        timeout = SETTLE_TIMEOUT if client_ok == step.expect.ok else SETTLE_AFTER_SURPRISE
+        settle(arrived, timeout, self.wait_output)
+        return Outcome(step.title, step.why, step.checkpoint, judge.differences(step.expect, seen), seen)
+
+    def _act(self, step: Step, conf: Path | None) -> Outcome:
+        assert step.act is not None and step.judge is not None
+        ctx = StepContext(self, step, conf)
+        try:
+            result = step.act(ctx)
+        except STACK_ERRORS:
+            raise
+        except RuntimeError as err:  # a measurement that could not run (a load generator's error)
+            return Outcome(step.title, step.why, step.checkpoint, [f"the measurement could not run: {err}"])
+        finally:
+            ctx.cleanup()
+        return Outcome(step.title, step.why, step.checkpoint, step.judge(result), result=result)
+
+
+@dataclass
+class DriverRun:
+    """A load driver started in the background by StepContext.start_driver()."""
+
+    name: str
+    path: Path
+    mark: int
+    driver: Driver
+
+
+class StepContext:
+    """What an act function of a lesson module gets: the step, the running stack, and the runner's
+    helpers to drive it (start a load, wait for a line, kill or restart a server, read nginx's logs)."""
+
+    def __init__(self, runner: LessonRunner, step: Step, conf: Path | None) -> None:
+        self.runner = runner
+        self.step = step
+        self.conf = conf  # the config nginx runs with (a learner's for `make check-N CONF=...`)
+        self.stack = runner.stack
+        self.mark = runner.stack.mark()
+        self._started: list[str] = []
+        self._loads: list[LoadGenerator] = []
+
+    # -- what is running ---------------------------------------------------------------------------------
+    @property
+    def nginx(self) -> nginx.NginxProcess:
+        if self.runner.nginx is None:
+            raise RuntimeError(f"step {self.step.title!r} runs no nginx")
+        return self.runner.nginx
+
+    @property
+    def server_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.step.servers)
+
+    @property
+    def log_dir(self) -> Path:
+        """Where servers declared with log_file write their output."""
+        return self.runner.log_dir
+
+    def lines(self, name: str) -> list[str]:
+        """What `name` printed since the step began."""
+        return self.stack.lines_since(self.mark, name)
+
+    @property
+    def lesson_ports(self) -> dict[str, int]:
+        """Server name -> port, for every server of the lesson (also those this step keeps down)."""
+        return {s.name: s.port for step in reversed(self.runner.lesson.steps) for s in step.servers}
+
+    @property
+    def driver(self) -> Driver:
+        if not isinstance(self.step.client, Driver):
+            raise TypeError(f"step {self.step.title!r} declares no Driver")
+        return self.step.client
+
+    @property
+    def probe(self) -> Probe:
+        if not isinstance(self.step.client, Probe):
+            raise TypeError(f"step {self.step.title!r} declares no Probe")
+        return self.step.client
+
+    def say(self, line: str) -> None:
+        """A line of the step's report, indented under its announcement."""
+        self.runner.say(f"   {line}")
+
+    def settle(self, ready: Callable[[], bool], timeout: float = SETTLE_TIMEOUT) -> bool:
+        return settle(ready, timeout, self.runner.wait_output)
+
+    def await_line(self, name: str, text: str, timeout: float = 15.0) -> procs.Line:
+        """The first line of `name` since the step began that contains `text`, once it is printed."""
+        self.stack.wait_for_line(name, text, timeout, since=self.mark)
+        return next(r for r in self.stack.records(name, since=self.mark) if text in r.text and r.source != "note")
+
+    # -- acting on the servers ---------------------------------------------------------------------------
+    def signal(self, name: str, sig: int) -> None:
+        self.stack.signal(name, sig)
+
+    def kill(self, name: str) -> float:
+        """SIGKILL a server now; returns when (time.time())."""
+        at = time.time()
+        self.stack.kill(name)
+        return at
+
+    def restart(self, name: str) -> float:
+        """Start a server of this step again (after a kill) and wait until it serves; returns when."""
+        server = next(s for s in self.step.servers if s.name == name)
+        wait_bindable(server.port, self.runner.say)
+        self.runner.start_server(server)
+        return time.time()
+
+    # -- the load driver -----------------------------------------------------------------------------------
+    def start_driver(self, driver: Driver | None = None, name: str = "client") -> DriverRun:
+        driver = driver or self.driver
+        self.stack.run_dir.mkdir(parents=True, exist_ok=True)
+        path = self.stack.run_dir / f"load-{os.getpid()}-{next(_runs)}.json"
+        run = DriverRun(name, path, self.stack.mark(), driver)
+        self.stack.start(name, python_module(driver.module, *driver.args(), "--json", str(path)))
+        self._started.append(name)
+        return run
+
+    def finish_driver(self, run: DriverRun, *, origin: float | None = None, marks: Sequence[tuple[str, float]] = (),
+                      origin_label: str = "the first call", timeout: float = CLIENT_TIMEOUT) -> Calls:
+        """Wait for a driver to end, then for the servers' lines of its calls; every time is made
+        relative to `origin` (time.time(); default: the first call's start)."""
+        report = self._collect(run, timeout)
+        wanted = {c.laptop_id for c in report.calls if c.ok}
+        received: dict[str, list[str]] = {}
+
+        def arrived() -> bool:
+            received.clear()
+            received.update(self._received(run.mark))
+            return wanted <= received.keys()
+
+        self.settle(arrived)
+        start = origin if origin is not None else (report.calls[0].t0 if report.calls else time.time())
+        calls = tuple(Call(c.number, c.code, c.details, round(c.t0 - start, 4), tuple(received.get(c.laptop_id, ())))
+                      for c in report.calls)
+        return Calls(calls, self.server_names, report.login_error,
+                     tuple(Mark(label, round(at - start, 4)) for label, at in marks), origin_label)
+
+    def run_driver(self, driver: Driver | None = None) -> Calls:
+        """Run the load driver in the foreground (its lines echoed with the `client` prefix)."""
+        return self.finish_driver(self.start_driver(driver))
+
+    def kill_mid_run(self, victim: str, driver: Driver | None = None, after: int = 10) -> Calls:
+        """Start the driver; once `after` calls are done and `victim` is working on a call (its
+        create-laptop line: that call has surely been sent), SIGKILL `victim`. Times are relative to
+        the kill."""
+        run = self.start_driver(driver)
+        self.await_line(run.name, f"{after} calls done")
+        since = self.stack.mark()
+        self.stack.wait_for_line(victim, "receive a create-laptop request", 5, since=since)
+        killed_at = self.kill(victim)
+        return self.finish_driver(run, origin=killed_at, marks=[("killed", killed_at)], origin_label="the kill")
+
+    def measure_latency(self, driver: Driver | None = None, timeout: float = 90.0) -> Latency:
+        """The driver's --compare mode: the same call on each path, median and p90."""
+        driver = driver or self.driver
+        self.stack.run_dir.mkdir(parents=True, exist_ok=True)
+        path = self.stack.run_dir / f"load-{os.getpid()}-{next(_runs)}.json"
+        result = self.stack.run("client", python_module(driver.module, *driver.args(), "--json", str(path)),
+                                timeout=timeout)
+        try:
+            report = load_driver.read_report(path) if result.ok and path.exists() else load_driver.Report()
+        finally:
+            path.unlink(missing_ok=True)
+        error = "" if result.ok else (result.lines[-1] if result.lines else "no output")
+        return Latency({n: round(s["median"], 3) for n, s in report.latency_ms.items()},
+                       {n: round(s["p90"], 3) for n, s in report.latency_ms.items()}, driver.calls, error,
+                       report.samples_ms)
+
+    def _collect(self, run: DriverRun, timeout: float) -> load_driver.Report:
+        proc = self.stack.proc(run.name)
+        if not settle(proc.done, timeout, self.runner.wait_output):
+            self.stack.stop(run.name)
+            raise procs.NotReadyError(f"{run.name} did not finish within {timeout:g} s", name=run.name,
+                                      tail=proc.tail(15))
+        if not run.path.exists():  # exit code 2 with a report: the Login failed, the report says how
+            raise procs.NotReadyError(f"{run.name} failed ({proc.returncode})", name=run.name, tail=proc.tail(15))
+        try:
+            return load_driver.read_report(run.path)
+        finally:
+            run.path.unlink(missing_ok=True)
+
+    def _received(self, since: int) -> dict[str, list[str]]:
+        """Laptop id -> the servers that received that CreateLaptop (more than one: it ran twice)."""
+        out: dict[str, list[str]] = {}
+        names = set(self.server_names)
+        for rec in self.stack.records(since=since):
+            if rec.name in names and (m := _RECEIVED.search(rec.text)):
+                out.setdefault(m.group(1), []).append(rec.name)
+        return out
+
+    # -- nginx's logs ------------------------------------------------------------------------------------
+    def nginx_errors(self, pattern: str, settle_first: bool = True) -> list[str]:
+        """nginx's error-log lines matching `pattern`, waiting a moment for the first one."""
+        def found() -> list[str]:
+            return [line for line in self.nginx.error_log_lines() if re.search(pattern, line)]
+        if settle_first:
+            self.settle(lambda: bool(found()))
+        return found()
+
+    # -- the stream probe (lesson 9) ---------------------------------------------------------------------
+    def run_probe(self, probe: Probe | None = None, *, calls: int = 0, posts: int = 0,
+                  nginx_line: re.Pattern[str] | None = None) -> ProbeRun:
+        """Run the probe, then wait for `calls` interceptor lines, `posts` POST lines in nginx's access
+        log and `nginx_line` in its error log (briefly, if the probe failed: it made fewer calls)."""
+        probe = probe or self.probe
+        logs = self.runner.nginx
+        mark = self.stack.mark()
+        access_from = len(logs.access_log_lines()) if logs else 0
+        errors_from = len(logs.error_log_lines()) if logs else 0
+        # The probe dumps its threads shortly before the runner would kill it: a hang explains itself.
+        argv = python_module(probe.module, *probe.args(dump_after=CLIENT_TIMEOUT - 3))
+        result = self.stack.run("probe", argv, timeout=CLIENT_TIMEOUT)
+        seen: dict[str, Any] = {}
+
+        def arrived() -> bool:
+            names = set(self.server_names)
+            seen["calls"] = tuple(call for r in self.stack.records(since=mark) if r.name in names
+                                  for call in judge.calls_in(r.name, [r.text]))
+            seen["access"] = tuple(logs.access_log_lines()[access_from:]) if logs else ()
+            seen["errors"] = tuple(logs.error_log_lines()[errors_from:]) if logs else ()
+            posts_seen = len(judge.Observation(access_lines=list(seen["access"])).posts)
+            found = nginx_line is None or any(nginx_line.search(line) for line in seen["errors"])
+            return len(seen["calls"]) >= calls and posts_seen >= posts and found
+
+        self.settle(arrived, SETTLE_TIMEOUT if result.ok else SETTLE_AFTER_SURPRISE)
+        port = int(probe.address.rsplit(":", 1)[1])
+        return ProbeRun(result.ok, result.returncode, tuple(result.lines), seen["calls"], seen["access"],
+                        seen["errors"], port, self.server_names)
+
+    # -- the load generator (lesson 10) ------------------------------------------------------------------
+    def load_generator(self, processes: int = 1) -> LoadGenerator:
+        """Worker processes that drive calls on command; stopped when the step ends."""
+        with pinned(self.runner.placement, LOADGEN):
+            load = LoadGenerator(self.stack, processes)
+        self._loads.append(load)
+        self._started += load.names
+        return load
+
+    def cleanup(self) -> None:
+        for load in self._loads:
+            try:
+                load.close()
+            except Exception:  # noqa: BLE001  a worker that died already: it is stopped below anyway
+                pass
+        for name in reversed(self._started):
+            if name in self.stack and self.stack.proc(name).running:
+                self.stack.stop(name)
+
+
+def access_note(read: Path, conf: Path) -> str:
+    """Which access log the checkpoint read and, when the config writes elsewhere, where."""
+    note = f"read from {shown(read)}"
+    try:
+        targets = nginx.access_log_targets(nginx.read_config(conf))
+    except nginx.NginxError:
+        return note
+    elsewhere = [t for t in targets if t != "logs/access.log"]
+    if elsewhere and "logs/access.log" not in targets:
+        note += f"; your config writes its access log to {', '.join(elsewhere)}, the checkpoint reads logs/access.log"
+    return note
 
 
 def run_lesson(
@@ -184,62 +527,78 @@ def run_lesson(
     conf: Path | None = None,
     checkpoint_only: bool = False,
     keep: bool = False,
+    stop_at_failure: bool = False,
     echo: Echo | None = print,
 ) -> LessonResult:
     """Replay a lesson (or only its checkpoint steps) and return what each step showed.
 
-    ``conf`` replaces the nginx config of the checkpoint steps (a learner's own file).
+    ``conf`` replaces the checkpoint steps' nginx config (a learner's own file).
     ``keep`` leaves the last step's stack running until Ctrl-C.
+    ``stop_at_failure`` ends the run at the first checkpoint step that fails (a quick "no").
     """
+    echo = _one_writer(echo) if echo is not None else None
     say = echo or (lambda _line: None)
     result = LessonResult(lesson)
     steps = lesson.checkpoint_steps if checkpoint_only else lesson.steps
     say(f"== lesson {lesson.number}: {lesson.title}")
     with procs.Stack(echo=echo) as stack:
-        runner = LessonRunner(stack, echo)
+        runner = LessonRunner(stack, lesson, echo)
+        if lesson.pinned:
+            say(f"placement: {runner.placement.describe()}")
         try:
-            if lesson.scenario is not None:
-                context = ScenarioContext(stack, say, checkpoint_only, conf, result.steps)
-                _load(lesson.scenario)(context)
+            # A module a config needs and this nginx lacks (stream, on a distribution's nginx) fails
+            # the lesson here, before step 1, not at the step that first uses it.
+            nginx.require_modules([c for s in steps if (c := conf_for(lesson, s, conf)) is not None])
             for index, step in enumerate(steps, 1):
-                step_conf = _conf_for(step, conf)
-                _announce(say, index, len(steps), step, step_conf)
+                step_conf = conf_for(lesson, step, conf)
+                announce(say, index, len(steps), step, step_conf)
                 outcome = runner.run_step(step, step_conf)
                 result.steps.append(outcome)
-                _report(say, outcome)
+                report(say, outcome)
+                if stop_at_failure and outcome.checkpoint and not outcome.passed:
+                    break
+            if runner.hidden:
+                say("")
+                say(f"({runner.hidden} lines of the servers' output were not shown: {', '.join(lesson.hide)})")
             if keep:
                 _hold(say, runner)
-        except (procs.PortBusyError, procs.NotReadyError, nginx.NginxError, tls.CertificateFileError) as err:
+        except STACK_ERRORS as err:
             result.error = str(err)
             say(f"!! {err}")
     return result
 
 
-def _load(dotted: str) -> Callable[[ScenarioContext], None]:
-    module, _, function = dotted.partition(":")
-    return getattr(importlib.import_module(module), function)
+def _one_writer(echo: Echo) -> Echo:
+    """`echo` behind a lock: the runner's lines and the processes' (echoed by reader threads) never
+    interleave mid-line."""
+    lock = threading.Lock()
+
+    def locked(line: str) -> None:
+        with lock:
+            echo(line)
+    return locked
 
 
-def _conf_for(step: Step, learner_conf: Path | None) -> Path | None:
-    if step.nginx is None:
-        return None
-    if learner_conf is not None and step.checkpoint:
-        return learner_conf
-    return NGINX_DIR / step.nginx
-
-
-def _announce(say: Echo, index: int, total: int, step: Step, conf: Path | None) -> None:
+def announce(say: Echo, index: int, total: int, step: Step, conf: Path | None) -> None:
     say("")
     say(f"-- step {index}/{total}: {step.title}")
-    say(f"   servers: {', '.join(s.describe() for s in step.servers)}")
-    if conf is not None:
-        say(f"   nginx:   {shown(conf)} on {NGINX_PORT}")
-    runs = f" (x{step.client.runs})" if step.client.runs > 1 else ""
-    say(f"   client:  make {step.client.make_target()}{runs}")
-    say(f"   expect:  {'; '.join(step.expect.describe())}")
+    for line in describe(step, conf):
+        say(f"   {line}")
 
 
-def _report(say: Echo, outcome: Outcome) -> None:
+def describe(step: Step, conf: Path | None) -> list[str]:
+    """The step's stack and what it must show, one `label: text` line each."""
+    lines = [f"servers: {', '.join(s.describe() for s in step.servers) or 'none running'}"]
+    if conf is not None and step.nginx is not None:
+        lines.append(f"nginx:   {shown(conf)} on {step.nginx.port}")
+    if step.client is not None:
+        lines.append(f"client:  {step.client.command()}")
+    lines += [f"then:    {line}" for line in step.then]
+    lines.append(f"expect:  {'; '.join(step.must_show())}")
+    return lines
+
+
+def report(say: Echo, outcome: Outcome) -> None:
     split = outcome.seen.split() if outcome.seen else {}
     if split:
         say("   calls:   " + "; ".join(f"{srv}: {', '.join(m)}" for srv, m in sorted(split.items())))
@@ -258,4 +617,3 @@ def _hold(say: Echo, runner: LessonRunner) -> None:
         runner.stack.wait_forever()
     except KeyboardInterrupt:
         say("stopping ...")
-

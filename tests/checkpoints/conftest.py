@@ -11,8 +11,9 @@ import pytest
 from pcbook.service import certs
 from pcbook.stack.ports import find_listener
 from pcbook.workbook.cli import leftovers
+from pcbook.workbook.model import TUTORIAL_PORTS
 
-PORTS = (8080, 50051, 50052)
+PORTS = TUTORIAL_PORTS  # lessons beyond the tutorial check their own (support.lesson_ports_fixture)
 
 
 def _ours(pid: int) -> bool:

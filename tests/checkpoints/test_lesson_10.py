@@ -10,37 +10,38 @@ from pathlib import Path
 
 from pcbook.lessons import benchmark
 from pcbook.measure import bench
+from pcbook.workbook.results import Connections, HopRun, ScaleRun
 
-from .support import checkpoint, explain, story
+from .support import checkpoint, conf_variant, explain, lesson_ports_fixture, story
+
+_ports = lesson_ports_fixture(10)
 
 
 def test_story_passes_and_keeps_the_numbers() -> None:
     result = story(10)
     assert result.story_passed, explain(result)
-    hop, keepalive, scale = result.steps
+    hop, keepalive, scale = (s.result for s in result.steps)
+    assert isinstance(hop, HopRun) and isinstance(keepalive, Connections) and isinstance(scale, ScaleRun)
     assert all(step.checkpoint for step in result.steps)
-    assert set(hop.data["p50_ms"]) == {bench.DIRECT, bench.NGINX_PLAIN}
-    assert all(len(v) == benchmark.SETTINGS.reps for v in hop.data["p50_ms"].values())
-    calls = hop.data["calls"]
-    assert calls["through_nginx"] == calls["in_nginx_log"] > 0 and calls["direct"] > 0
-    added = hop.data["added_us"]
-    assert added["low"] <= added["median"] <= added["high"] and added["coverage"] >= 0.95
-    conns = keepalive.data["connections"]
-    assert conns[bench.NGINX_KEEPALIVE]["opened"] <= 1 < conns[bench.NGINX_KEEPALIVE]["calls"]
-    assert conns[bench.NGINX_NO_KEEPALIVE]["opened"] >= 0.9 * conns[bench.NGINX_NO_KEEPALIVE]["calls"]
-    assert set(scale.data["calls_per_s"]) == {bench.ONE, bench.NGINX_TWO, bench.RR_TWO}
-    assert scale.data["ratio"] >= benchmark.SCALE_MIN
-    assert all(n > 0 for n in scale.data["served"][bench.NGINX_TWO].values())
-    assert scale.data["served"][bench.ONE]["server2"] == 0  # "1 server" is server1 alone
+    assert set(hop.rounds.per_path) == {bench.DIRECT, bench.NGINX_PLAIN}
+    assert all(len(v) == benchmark.SETTINGS.reps for v in hop.rounds.per_path.values())
+    e = hop.evidence
+    assert e.nginx_calls == e.logged_calls > 0 and e.direct_calls > 0
+    added = e.added.interval
+    assert added.low <= added.median <= added.high and added.coverage >= 0.95
+    keep, no_keep = bench.NGINX_KEEPALIVE, bench.NGINX_NO_KEEPALIVE
+    assert keepalive.opened[keep] <= 1 < keepalive.calls[keep]
+    assert keepalive.opened[no_keep] >= 0.9 * keepalive.calls[no_keep]
+    assert set(scale.rounds.per_path) == {bench.ONE, bench.NGINX_TWO, bench.RR_TWO}
+    assert scale.rounds.ratio >= benchmark.SCALE_MIN
+    assert all(n > 0 for n in scale.served[bench.NGINX_TWO].values())
+    assert scale.served[bench.ONE]["server2"] == 0  # "1 server" is server1 alone
 
 
 def test_checkpoint_fails_when_two_servers_are_one(tmp_path: Path) -> None:
     # The wrong setup: the "two servers" upstream lists server1 twice, so nginx balances over one.
-    text = bench.SCALE_CONF.read_text()
-    wrong = text.replace("server 127.0.0.1:50102;", "server 127.0.0.1:50101;")
-    assert wrong != text
-    conf = tmp_path / "one-server-twice.conf"
-    conf.write_text(wrong)
+    conf = conf_variant(tmp_path, bench.SCALE_CONF, "one-server-twice.conf", "server 127.0.0.1:50102;",
+                        "server 127.0.0.1:50101;")
     result = checkpoint(10, conf)
     assert not result.checkpoint_passed
     line = result.checkpoint_line()

@@ -12,7 +12,7 @@ from .support import checkpoint, explain, story
 def test_502_then_bad_certificate_then_success() -> None:
     result = story(4)
     assert result.story_passed, explain(result)
-    grpc_to_tls, no_client_cert, server_side_tls, tls12 = result.steps
+    grpc_to_tls, no_client_cert, server_side_tls, no_cert, foreign_cert, tls12 = result.steps
     assert any("502" in line for line in grpc_to_tls.seen.client_lines)
     # The backend drops nginx's plaintext connection; nginx notices reading or still writing.
     assert any(re.search(UPSTREAM_DROPPED, line) for line in grpc_to_tls.seen.nginx_errors)

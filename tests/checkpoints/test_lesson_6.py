@@ -10,7 +10,7 @@ from .support import checkpoint, explain, story
 def test_auth_on_server1_laptops_on_server2_over_two_runs() -> None:
     result = story(6)
     assert result.checkpoint_passed, explain(result)
-    seen = result.steps[-1].seen
+    seen = result.steps[0].seen
     assert seen.servers_of(AUTH_LOGIN) == {"server1"}
     assert seen.servers_of(CREATE_LAPTOP) == {"server2"}
     assert len([c for c in seen.calls if c[1] == CREATE_LAPTOP]) == 6  # two runs of three

@@ -13,7 +13,7 @@ from pcbook.stack import dockerd
 from .support import IMAGE, compose
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def daemon() -> Iterator[dockerd.Daemon]:
     reason = dockerd.why_unavailable()
     if reason:
@@ -28,7 +28,7 @@ def daemon() -> Iterator[dockerd.Daemon]:
         d.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def image(daemon: dockerd.Daemon) -> str:
     """The workbook's image, built from deploy/Dockerfile on the locally made base, offline."""
     # The wheels download while debootstrap runs: the two are the slow part of a first run.

@@ -78,9 +78,9 @@ def test_the_container_plan_follows_the_manifest() -> None:
     assert p.conf.name == "lesson-5.conf"
     assert p.client_args() == ["--address", f"nginx:{manifest.NGINX_PORT}", "--tls"]
     plain = containers.plan(2)
-    # Lesson 2's client stays up for one token refresh (the lecture's fifth access-log line).
-    assert plain.client_args() == ["--address", "nginx:8080", "--stay", "3", "--refresh-seconds", "2"]
-    assert not plain.servers[0].tls
+    lesson_args = plain.step.client.args()
+    assert lesson_args[:2] == ["--address", "0.0.0.0:8080"]
+    assert plain.client_args() == ["--address", "nginx:8080", *lesson_args[2:]] and not plain.servers[0].tls
 
 
 @pytest.mark.parametrize("argv, said", [
@@ -211,7 +211,8 @@ def test_manifests_run_the_lessons_roles() -> None:
 def test_the_docs_show_what_the_renderer_writes() -> None:
     """docs/deploy.md quotes rendered upstream blocks (output, not configs): they must stay true."""
     page = (paths.ROOT / "docs" / "deploy.md").read_text()
-    blocks = [b for b in re.findall(r"```text\n(.*?)```", page, re.S) if "upstream pcbook_services" in b]
+    blocks = [b for b in re.findall(r"```text\n(.*?)```", page, re.S)
+              if "upstream pcbook_services" in b and "resolve;" not in b]  # not the `resolve` experiment
     p = containers.plan(5)
     rendered = {
         "compose": containers.render_upstreams(p.conf.read_text(), containers.compose_names(p)),

@@ -10,7 +10,7 @@ import pytest
 from pcbook.discovery.lab import Lab
 from pcbook.stack.procs import Stack
 
-ECHO = False  # True: see every process's lines while debugging a test
+ECHO = True  # every process's lines, which pytest shows when a test fails
 
 
 @pytest.fixture

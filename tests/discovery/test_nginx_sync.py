@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from pcbook.discovery.lab import Lab, story
+from pcbook.discovery.lab import Lab, spread, story
 from pcbook.discovery.nginx_sync import EMPTY, render_upstream
-
-from .test_thick import spread
 
 
 def test_render_upstream() -> None:

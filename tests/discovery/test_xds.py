@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
+from collections.abc import Callable
 
 import pytest
 
-from pcbook.discovery.lab import Lab, story
+from pcbook.discovery.lab import Lab, restart_control_plane, share_after, spread, story
 from pcbook.discovery.xds import EDS, Backend, ControlPlane, backends_from, bootstrap
-
-from .test_thick import spread
 
 CALLS = 200  # per measured phase: the 3:1 split's standard deviation is then about 3 points
 
@@ -56,21 +54,10 @@ def test_xds_clients_follow_the_registry(lab: Lab) -> None:
     assert sum("ACK EDS" in line for line in acks) >= 4, acks  # first list, +server3, -server1, -server2
 
 
-def _share_after(lab: Lab, change: callable, ack_version: str, calls: int = CALLS) -> dict[str, float]:  # type: ignore[valid-type]
-    """Apply `change`, wait for the client's ACK of the new EDS version, then measure `calls` calls."""
-    run = lab.driver("xds:///pcbook", calls=100_000, rate=100, concurrency=2, progress_every=10)
-    run.wait_done(10)
-    mark = lab.stack.mark()
-    changed = time.time()
-    change()
-    acked = lab.wait_line("xds", f"ACK EDS {ack_version} ", 10, since=mark)
-    print(f"\nchange -> client ACK: {acked - changed:.3f} s")
-    run.wait_more(calls + 10)
-    report = run.finish()
-    counts = lab.per_server(report, acked + 0.05)
-    total = sum(counts.values())
-    assert "failed" not in counts, counts
-    return {name: n / total for name, n in counts.items()}
+def _share_after(lab: Lab, change: Callable[[], object], ack_version: str) -> dict[str, float]:
+    share, acked, report = share_after(lab, change, ack_version, CALLS, say=print)
+    assert report.failed() == []
+    return share
 
 
 def test_locality_weights_shift_traffic_and_endpoint_weights_do_not(lab: Lab) -> None:
@@ -95,28 +82,20 @@ def test_draining_a_backend_loses_no_call(lab: Lab) -> None:
 
 def test_clients_keep_the_last_config_when_the_control_plane_dies(lab: Lab) -> None:
     _xds_lab(lab)
-    run = lab.driver("xds:///pcbook", calls=100_000, rate=50, concurrency=2, progress_every=10)
-    run.wait_done(20)
-    killed = time.time()
-    lab.stack.kill("xds")
-    run.wait_more(60)  # the client goes on with the endpoints it had
-    registered = lab.server("server3")  # unknown to the clients while no control plane runs
-    run.wait_more(60)
-    assert lab.first_call("server3", registered) == float("inf")
-    mark = lab.stack.mark()
-    restarted = time.time()
-    lab.control_plane()
-    lab.wait_line("xds", "ACK EDS", 30, since=mark)  # the client reconnected (with backoff) and resynced
-    first = lab.stack.wait_for_line("server3", "receive a create-laptop request", 15, since=mark)
-    resynced = lab.time_of("server3", first, mark) - restarted
-    run.wait_more(30)
-    report = run.finish()
-    print(f"\ncontrol plane down {restarted - killed:.2f} s: {len(report.failed())} failed calls;"
-          f" restart -> server3's first call {resynced:.2f} s")
-    assert report.failed() == []
-    assert spread(lab.per_server(report, killed, registered), {"server1", "server2"})
+    r = restart_control_plane(lab)
+    print(f"\ncontrol plane down {r.down_s:.2f} s: {r.failed} failed calls; restart -> server3's first call "
+          f"{r.restart_to_first_call:.2f} s")
+    assert r.failed == 0 and not r.reached_new_server_while_down and r.spread_while_down
 
 
 @pytest.fixture(autouse=True)
 def _quiet_grpc(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GRPC_VERBOSITY", "ERROR")
+
+
+def test_a_control_plane_that_never_pushes_fails_the_story(lab: Lab) -> None:
+    """The wrong setup test_xds_clients_follow_the_registry must catch: endpoints read once, never updated."""
+    _xds_lab(lab, "--no-follow")
+    result = story(lab, "xds:///pcbook")
+    assert result.register_to_first_call == float("inf")
+    assert not spread(result.phases["joined"], {"server1", "server2", "server3"})

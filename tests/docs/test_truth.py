@@ -50,14 +50,15 @@ def test_lesson_3_plaintext_step_says_what_is_seen() -> None:
     # nginx answers the plaintext preface with an HTTP 400 page; grpcio names it. The step must say so
     # (and checks it: the client's line must match).
     step = manifest.get(3).steps[0]
-    assert "HTTP status 400" in (step.expect.client_says or "")
+    assert step.expect is not None and step.expect.client_says is not None
+    assert "HTTP status 400" in step.expect.client_says.regex
     assert "Trying to connect an http1.x server (HTTP status 400)" in step.why and "400" in step.why
     assert "connection is closed" not in step.why
 
 
 def test_lesson_4_teaches_that_the_tls_version_decides_nginxs_line() -> None:
     lesson = manifest.get(4)
-    aside = [s for s in lesson.steps if s.nginx == "lesson-4-tls12.conf"]
+    aside = [s for s in lesson.steps if s.nginx is not None and s.nginx.name == "lesson-4-tls12.conf"]
     assert aside and not aside[0].checkpoint and not aside[0].expect.ok
     assert "grpc_ssl_protocols TLSv1.2;" in _directives_text(NGINX / "lesson-4-tls12.conf")
     refused = lesson.steps[1]

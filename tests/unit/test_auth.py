@@ -37,8 +37,9 @@ def test_check_login(users: UserStore) -> None:
 def test_secret_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(auth.SECRET_ENV, raising=False)
     assert auth.secret_from_env() == (auth.DEV_SECRET, True)
-    monkeypatch.setenv(auth.SECRET_ENV, "mine")
-    assert auth.secret_from_env() == ("mine", False)
+    mine = "m" * auth.MIN_SECRET_BYTES
+    monkeypatch.setenv(auth.SECRET_ENV, mine)
+    assert auth.secret_from_env() == (mine, False)
 
 
 def test_token_round_trip_and_claims() -> None:

@@ -1,16 +1,18 @@
-"""The notebooks' charts read right: whole-number ticks for counts, titles that name the policy,
+"""The notebooks' charts read right: whole-number ticks for counts, titles that name the client's policy,
 legends beside (not over) the data, and tables with one unit per column."""
 
 from __future__ import annotations
 
 from typing import Any
+from unittest import mock
 
 import matplotlib
 import pytest
 
 matplotlib.use("Agg")
 
-from pcbook.workbook import notebook  # noqa: E402
+from pcbook.workbook import manifest, notebook  # noqa: E402
+from pcbook.workbook.results import Call, Calls, Counts, HopRun, Phases, Rounds, ScaleRun  # noqa: E402
 from pcbook.workbook.runner import Outcome  # noqa: E402
 
 
@@ -27,8 +29,13 @@ def figures(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return shown
 
 
-def _outcome(**data: Any) -> Outcome:
-    return Outcome("a step", "why", False, [], data=data)
+def _outcome(title: str, result: object) -> Outcome:
+    return Outcome(title, "why", False, [], result=result)
+
+
+def _calls(codes: list[str], servers: tuple[str, ...] = ("server1", "server2")) -> Calls:
+    return Calls(tuple(Call(i, code, start=0.1 * i, servers=(servers[i % len(servers)],))
+                       for i, code in enumerate(codes, 1)), servers)
 
 
 def _integers(ticks: list[float]) -> bool:
@@ -45,31 +52,41 @@ def _legends_clear_of_the_axes(fig: Any) -> None:
         assert box.x0 >= area.x1 or box.y1 <= area.y0, "the legend sits on the data"
 
 
+def _ran(step_number: int, outcome: Outcome) -> Outcome:
+    """What Session.step() records for lesson 7's step: the policy its client ran with."""
+    step = manifest.get(7).steps[step_number - 1]
+    if (policy := notebook._policy_of(step)) is not None:
+        notebook._POLICIES[outcome.title] = policy
+    return outcome
+
+
 def test_calls_per_server_names_the_policy_and_counts_in_whole_calls(figures: list[Any]) -> None:
-    notebook.plot_calls(_outcome(policy="pick_first", calls_per_server={"server1": 3, "server2": 0}))
+    step1 = _ran(1, _outcome("pick_first step", _calls(["OK"] * 3, ("server1",))))
+    notebook.plot_calls(step1)
     ax = figures[-1].axes[-1]
     assert ax.get_title() == "calls per server (pick_first)"
     assert _integers(list(ax.get_yticks()))
 
 
-def test_phases_chart_has_its_legend_beside_the_bars(figures: list[Any]) -> None:
-    counts = {"serving": {"server1": 5, "server2": 5}, "not serving": {"server1": 4, "server2": 0},
-              "serving again": {"server1": 3, "server2": 2}}
-    notebook.plot_calls(_outcome(policy="round_robin with health checking", calls_per_server=counts))
+def test_phases_chart_names_health_checking_and_keeps_its_legend_beside_the_bars(figures: list[Any]) -> None:
+    phases = {"serving": Counts({"server1": 5, "server2": 5}), "not serving": Counts({"server1": 4, "server2": 0}),
+              "serving again": Counts({"server1": 3, "server2": 2})}
+    step3 = _ran(3, _outcome("health step", Phases(_calls(["OK"] * 19), phases, {})))
+    notebook.plot_calls(step3)
     ax = figures[-1].axes[-1]
-    assert "round_robin with health checking" in ax.get_title()
+    assert ax.get_title() == "calls per server (round_robin with health checking)"
     assert _integers(list(ax.get_yticks()))
     _legends_clear_of_the_axes(figures[-1])
 
 
 def test_codes_and_timeline_keep_legends_off_the_data(figures: list[Any]) -> None:
-    notebook.plot_codes(_outcome(codes={"OK": 5, "UNKNOWN": 31, "UNAVAILABLE": 12}),
-                        _outcome(codes={"OK": 48}), labels=["10 connections", "1024 connections"])
+    ten = _outcome("10 connections", _calls(["OK"] * 5 + ["UNKNOWN"] * 31 + ["UNAVAILABLE"] * 12))
+    enough = _outcome("1024 connections", _calls(["OK"] * 48))
+    notebook.plot_codes(ten, enough)
     assert _integers(list(figures[-1].axes[0].get_xticks()))
     _legends_clear_of_the_axes(figures[-1])
-    calls = [{"call": i, "t_ms": 10.0 * i, "code": "OK" if i % 3 else "UNAVAILABLE", "server": "server1"}
-             for i in range(12)]
-    notebook.plot_timeline(_outcome(policy="round_robin", calls=calls))
+    step4 = _ran(4, _outcome("kill step", _calls(["OK", "UNAVAILABLE", "OK", "OK"] * 3)))
+    notebook.plot_timeline(step4)
     assert figures[-1].axes[0].get_title().endswith("(round_robin)")
     _legends_clear_of_the_axes(figures[-1])
 
@@ -77,11 +94,10 @@ def test_codes_and_timeline_keep_legends_off_the_data(figures: list[Any]) -> Non
 def test_bench_table_has_one_unit_per_column(monkeypatch: pytest.MonkeyPatch) -> None:
     shown: list[str] = []
     monkeypatch.setattr(notebook, "_display", shown.append)
-    hop = _outcome(p50_ms={"direct": [0.41, 0.40], "nginx": [0.52, 0.50]})
-    scale = _outcome(calls_per_s={"1 server": [190.0, 195.0], "2 servers": [380.0, 379.0]})
-    notebook.bench_table([hop, scale])
+    hop = HopRun(Rounds("ms", {"direct": [0.41, 0.40], "nginx": [0.52, 0.50]}, 1.27), mock.sentinel.evidence)
+    scale = ScaleRun(Rounds("calls/s", {"1 server": [190.0, 195.0], "2 servers": [380.0, 379.0]}, 1.97),
+                     mock.sentinel.evidence, {}, {})
+    notebook.bench_table(_outcome("hop", hop), _outcome("scale", scale))
     header = shown[-1].splitlines()[0].strip("| ").split(" | ")
-    assert header[0] == "repetition"
-    for head in header[1:]:
-        assert head.endswith((": p50 ms", ": calls/s")), head
-        assert not ("ms" in head and "calls/s" in head)
+    assert header == ["round", "direct: ms", "nginx: ms", "1 server: calls/s", "2 servers: calls/s"]
+    assert shown[-1].splitlines()[2].strip("| ").split(" | ") == ["1", "0.410", "0.520", "190", "380"]

@@ -1,11 +1,15 @@
-"""The lesson manifest agrees with the files it names: configs, exercises, scenarios, docs, notebooks."""
+"""The lesson manifest agrees with the files it names: configs, exercises, lesson modules, docs, notebooks."""
 
 from __future__ import annotations
 
-import importlib
+from pathlib import Path
+
+import pytest
 
 from pcbook.paths import NGINX_DIR, ROOT
 from pcbook.workbook import manifest
+from pcbook.workbook.model import Client, Driver, Expect, Nginx, Server, Step
+from pcbook.workbook.runner import conf_for
 
 # Wrong setups that only the checkpoint tests use, to show a checkpoint failing.
 TEST_ONLY_CONFIGS = {"lesson-9-l4-only.conf"}
@@ -29,14 +33,55 @@ def test_lessons_are_numbered_in_order_with_unique_slugs() -> None:
     assert len({lesson.slug for lesson in manifest.LESSONS}) == len(numbers)
 
 
-def test_each_lesson_has_steps_or_a_scenario_and_a_checkpoint() -> None:
+def test_each_lesson_has_a_checkpoint_and_unique_step_titles() -> None:
     for lesson in manifest.LESSONS:
-        if lesson.scenario is None:
-            assert lesson.checkpoint_steps, f"lesson {lesson.number} has no checkpoint step"
-        else:
-            module, _, function = lesson.scenario.partition(":")
-            assert callable(getattr(importlib.import_module(module), function))
-            assert lesson.claims, f"lesson {lesson.number} does not say what its checkpoint proves"
+        assert lesson.checkpoint_steps, f"lesson {lesson.number} has no checkpoint step"
+        titles = [s.title for s in lesson.steps]
+        assert len(set(titles)) == len(titles), f"lesson {lesson.number} repeats a step title"
+
+
+def test_act_and_judge_functions_live_in_lesson_modules() -> None:
+    for lesson in manifest.LESSONS:
+        for step in lesson.steps:
+            if step.act is not None:
+                assert step.act.__module__.startswith("pcbook.lessons."), step.title
+                assert step.judge is not None and step.judge.__module__ == step.act.__module__, step.title
+            assert step.must_show(), f"lesson {lesson.number}, {step.title!r} says nothing it must show"
+
+
+def test_lessons_beyond_the_tutorial_are_marked() -> None:
+    assert [lesson.number for lesson in manifest.LESSONS if not lesson.tutorial] == [7, 8, 9, 10, 11, 12]
+
+
+def test_conf_replaces_exactly_the_checkpoint_config() -> None:
+    learner = Path("/tmp/learner.conf")
+    for lesson in manifest.LESSONS:
+        replaced = [s for s in lesson.steps if conf_for(lesson, s, learner) == learner]
+        if lesson.checkpoint_config is None:
+            assert replaced == [], lesson.number
+            continue
+        assert replaced and all(s.checkpoint for s in replaced), lesson.number
+        assert all(s.nginx is not None and s.nginx.path == lesson.checkpoint_config for s in replaced)
+    # Lessons 1-9: the checkpoint steps use one config at most, so CONF replaces all of them.
+    for lesson in manifest.LESSONS[:9]:
+        assert len({s.nginx.path for s in lesson.checkpoint_steps if s.nginx}) <= 1, lesson.number
+
+
+def test_a_step_is_judged_one_way() -> None:
+    with pytest.raises(ValueError, match="either expect or judge"):
+        Step("no verdict", "why", client=Client())
+    with pytest.raises(ValueError, match="needs an act"):
+        Step("no act", "why", client=Driver("x"), judge=lambda _r: [])
+    with pytest.raises(ValueError, match="tutorial's client"):
+        Step("expect a driver", "why", client=Driver("x"), expect=Expect())
+
+
+def test_a_server_describes_what_to_type() -> None:
+    assert Server("server1", 50051).command() == "make server1"
+    assert Server("server1", 50051, tls=True, client_auth="none").command() == "make server1-tls CLIENT_AUTH=none"
+    assert Server("server1", 50071, flags=("--work-ms", "20")).command() == \
+        "python -m pcbook.server --port 50071 --work-ms 20"
+    assert Nginx("lesson-2.conf").path == NGINX_DIR / "lesson-2.conf"
 
 
 def test_each_lesson_has_its_page_and_notebook() -> None:
@@ -58,3 +103,9 @@ def test_unknown_lesson_names_the_known_ones() -> None:
         assert "1, 2, 3" in str(err)
     else:
         raise AssertionError("lessons.get(42) should fail")
+
+
+def test_progress_checks_exactly_the_lessons_with_an_exercise() -> None:
+    # `make progress` runs these; the others (lesson 1: no nginx; 7-10: beyond the tutorial) it lists
+    # as having no exercise, never as done.
+    assert [lesson.number for lesson in manifest.LESSONS if lesson.exercise] == [2, 3, 4, 5, 6]

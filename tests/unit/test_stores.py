@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 
@@ -125,9 +126,20 @@ def test_image_store_ignores_unsafe_types(tmp_path) -> None:  # type: ignore[no-
     assert store.find(image_id).path == tmp_path / image_id
 
 
-def test_image_store_default_is_a_temp_dir_outside_the_tree() -> None:
-    from pcbook.paths import ROOT
+def test_image_store_default_is_in_the_run_folder_and_killed_servers_folders_go(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
 
+    from pcbook import paths
+
+    monkeypatch.setattr(paths, "RUN_DIR", tmp_path / "run")
+    # A server that was killed (SIGKILL: no atexit) left its folder behind.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / "run" / "images" / f"server-{int(dead.stdout)}-abc"
+    stale.mkdir(parents=True)
+    (stale / "img.jpg").write_bytes(b"x")
+    alive = tmp_path / "run" / "images" / f"server-{os.getppid()}-def"  # a server still running keeps its own
+    alive.mkdir()
     store = ImageStore()
-    assert store.folder.is_dir()
-    assert ROOT not in store.folder.parents
+    assert store.folder.is_dir() and store.folder.parent == tmp_path / "run" / "images"
+    assert not stale.exists() and alive.exists()

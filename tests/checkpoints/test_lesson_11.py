@@ -1,0 +1,70 @@
+"""Lesson 11: service discovery with etcd, on real etcd, servers, thick client and nginx (free ports, nginx 8080)."""
+
+from __future__ import annotations
+
+import math
+
+from pcbook.discovery import lab as discovery_lab
+from pcbook.discovery.lab import Lab
+from pcbook.lessons import discovery
+from pcbook.stack.ports import pick_free_port
+from pcbook.workbook.results import Discovered
+from pcbook.workbook.runner import StepContext
+
+from .support import explain, run_steps, story, variant
+
+THICK = "the thick client follows the registry"
+NGINX = "nginx fed by the registry"
+
+
+def test_story_shows_both_paths_following_the_registry() -> None:
+    result = story(11)
+    assert result.story_passed, explain(result)
+    thick, nginx = (s.result for s in result.steps)
+    assert isinstance(thick, Discovered) and isinstance(nginx, Discovered)
+    for run in (thick, nginx):
+        assert run.failed["join"] == 0 and run.failed["graceful stop"] == 0 and run.failed["kill"] <= 2
+        assert run.register_to_first_call is not None and run.register_to_first_call < 3
+        assert run.phases["killed"].used() == ["server3"]
+        assert [m.label for m in run.run.marks][:3] == ["server3 registered", "server1 SIGTERM", "server2 SIGKILL"]
+
+
+def _fixed_list(ctx: StepContext) -> Discovered:
+    """A wrong setup: lesson 7's client, a fixed address list that nobody updates."""
+    lab = Lab(ctx.stack)
+    try:
+        p1, p2 = pick_free_port(), pick_free_port()
+        lab.server("server1", port=p1)
+        lab.server("server2", port=p2)
+        return discovery._discovered("fixed list", discovery_lab.story(
+            lab, f"ipv4:127.0.0.1:{p1},127.0.0.1:{p2}"))
+    finally:
+        lab.close()
+
+
+def _nginx_without_sync(ctx: StepContext) -> Discovered:
+    """A wrong setup: nginx rendered once from the registry, then nobody reloads it."""
+    lab = Lab(ctx.stack)
+    try:
+        lab.server("server1")
+        lab.server("server2")
+        lab.nginx()
+        ctx.stack.stop("sync")
+        return discovery._discovered("static nginx", discovery_lab.story(lab, "127.0.0.1:8080"))
+    finally:
+        lab.close()
+
+
+def test_checkpoint_fails_for_a_client_that_does_not_watch() -> None:
+    result = run_steps(11, [variant(11, THICK, act=_fixed_list)])
+    assert not result.checkpoint_passed
+    (outcome,) = result.steps
+    assert any("is the client watching?" in d for d in outcome.diffs), outcome.diffs
+    assert math.isinf(outcome.result.register_to_first_call)
+
+
+def test_checkpoint_fails_for_nginx_that_is_never_reloaded() -> None:
+    result = run_steps(11, [variant(11, NGINX, act=_nginx_without_sync)])
+    assert not result.checkpoint_passed
+    (outcome,) = result.steps
+    assert any("server3 got no call" in d for d in outcome.diffs), outcome.diffs

@@ -1,0 +1,130 @@
+"""Every directive a lesson teaches is load-bearing: a checkpoint fails on each one-directive mutant.
+
+For each lesson's checkpoint config, every mutant deletes one directive that is not logging or
+boilerplate, or swaps grpc:// and grpcs:// in one grpc_pass. Each mutant runs the lesson's checkpoint
+steps only (stopping at the first step that differs), and the checkpoint must fail. A directive that
+really is optional for a checkpoint is listed in ALLOWED, and its config says why in a comment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pcbook.stack import nginx
+from pcbook.workbook import manifest
+from pcbook.workbook.runner import run_lesson
+
+# Logging and process boilerplate: what they change is not what a checkpoint proves.
+BOILERPLATE = frozenset({"worker_processes", "error_log", "access_log", "log_format"})
+# What a checkpoint cannot notice, by lesson: a directive (its first words) or a whole block (its header,
+# e.g. "location @grpc_internal"). Each config says why in a comment next to it.
+ALLOWED: dict[int, tuple[str, ...]] = {
+    # The tutorial's 10 are kept for lesson 8, which shows what they cost; a checkpoint's few calls fit.
+    **{n: ("worker_connections",) for n in (2, 3, 4, 5, 6)},
+    8: (
+        "worker_connections",  # the checkpoint's 24 calls fit in the default 512 too
+        "grpc_next_upstream error timeout",  # nginx's default, written out
+        "error_page 500", "error_page 504", "location @grpc_internal", "location @grpc_deadline_exceeded",
+        "default_type application/grpc",  # grpcio reads a trailers-only answer without it
+    ),
+    9: (
+        "worker_connections",
+        "grpc_read_timeout 1s",  # no checkpoint call is quiet outside RateLaptop's location
+        "grpc_send_timeout 1h", "client_body_timeout 1h",  # the quiet stream's 1.5 s is within the 60 s defaults
+    ),
+    10: (
+        "worker_connections",  # 32 calls in flight fit in the default 512
+        "keepalive_requests",  # the ratio holds with a reconnect every 1000 calls
+        "listen 127.0.0.1:8105", "grpc_pass grpc://one_server",  # `make bench`'s baseline, not the checkpoint's
+    ),
+}
+LESSONS = [lesson.number for lesson in manifest.LESSONS if lesson.checkpoint_config]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str  # what was changed, for the failure message
+    statement: str  # the directive's words, e.g. "grpc_pass grpcs://pcbook_services"
+    block: str  # the header of the block it is in, e.g. "location @grpc_internal" ("" at the top)
+    text: str
+
+    def allowed(self, lesson: int) -> bool:
+        return any(self.statement.startswith(a) or self.block == a for a in ALLOWED.get(lesson, ()))
+
+
+def mutants(text: str) -> Iterator[Mutant]:
+    """One-directive mutants of a config: each simple directive deleted, each grpc(s):// swapped."""
+    stmts = nginx.statements(text)
+    headers = [" ".join(s.words) for s in stmts if s.opens_block]  # block n (1, 2, ...) opens with headers[n-1]
+    for stmt in stmts:
+        if not stmt.words or stmt.opens_block:
+            continue
+        line = text.count("\n", 0, stmt.start) + 1
+        shown = " ".join(stmt.words)
+        block = headers[stmt.block_id - 1] if stmt.block_id else ""
+        if stmt.words[0] not in BOILERPLATE:
+            yield Mutant(f"line {line}: without `{shown};`", shown, block, text[:stmt.start] + text[stmt.end:])
+        if stmt.words[0] == "grpc_pass":
+            for old, new in (("grpcs://", "grpc://"), ("grpc://", "grpcs://")):
+                if stmt.words[1].startswith(old):
+                    swapped = text[:stmt.start] + text[stmt.start:stmt.end].replace(old, new, 1) + text[stmt.end:]
+                    yield Mutant(f"line {line}: {old} swapped for {new}", f"{shown} (swapped)", block, swapped)
+                    break
+
+
+def test_mutants_are_generated_from_every_kind_of_directive() -> None:
+    text = (manifest.get(5).checkpoint_config or Path()).read_text()
+    names = [m.name for m in mutants(text)]
+    assert any("without `ssl_verify_client on;`" in n for n in names)
+    assert any("without `server 0.0.0.0:50052;`" in n for n in names)
+    assert any("grpcs:// swapped for grpc://" in n for n in names)
+    assert not any("error_log" in n or "access_log" in n for n in names)
+
+
+@pytest.mark.timeout(1800)  # a lesson's mutants run one after the other; the print says how long each took
+@pytest.mark.parametrize("number", LESSONS)
+def test_every_mutant_of_the_checkpoint_config_fails_the_checkpoint(number: int, tmp_path: Path) -> None:
+    full = manifest.get(number)
+    conf = full.checkpoint_config
+    assert conf is not None
+    # Only the checkpoint steps that run this config can notice a change to it (lesson 10's other
+    # checkpoint steps measure bench-hop.conf): the others are left out, to keep the test fast.
+    steps = tuple(s for s in full.checkpoint_steps if s.nginx and s.nginx.path == conf)
+    lesson = dataclasses.replace(full, steps=steps)
+    text = conf.read_text()
+    survivors, killed, allowed = [], 0, 0
+    t0 = time.monotonic()
+    # The control: the lesson's own config passes in the same conditions, so a mutant's failure is
+    # its own and not, say, a busy port.
+    control = run_lesson(lesson, conf=conf, checkpoint_only=True, echo=None, stop_at_failure=True)
+    assert control.checkpoint_passed, control.checkpoint_line()
+    for i, mutant in enumerate(mutants(text)):
+        if mutant.allowed(number):
+            allowed += 1
+            continue
+        path = tmp_path / f"mutant-{i}.conf"
+        path.write_text(mutant.text)
+        result = run_lesson(lesson, conf=path, checkpoint_only=True, echo=None, stop_at_failure=True)
+        if result.checkpoint_passed:
+            survivors.append(mutant.name)
+        else:
+            killed += 1
+            assert "already in use" not in (result.error or ""), result.error
+            print(f"  {mutant.name}: {result.checkpoint_line()[:200]}")
+    elapsed = time.monotonic() - t0
+    print(f"lesson {number}: {killed} mutants killed, {allowed} allowed, {len(survivors)} survived, {elapsed:.1f} s")
+    assert killed > 0
+    # Each allowance is used (a stale one would hide a future directive) and explained in the config.
+    comments = "\n".join(line.split("#", 1)[1] for line in text.splitlines() if "#" in line)
+    for entry in ALLOWED.get(number, ()):
+        assert any(m.allowed(number) and (m.statement.startswith(entry) or m.block == entry) for m in mutants(text)), \
+            f"ALLOWED[{number}] lists {entry!r}, which {conf.name} does not have"
+        words = entry.split()
+        assert any(w in comments for w in (words[-1], words[0])), f"{conf.name} must say why {entry!r} is optional"
+    assert not survivors, f"{conf.name}: the checkpoint of lesson {number} passes with " + "; ".join(survivors)
