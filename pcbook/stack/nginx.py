@@ -265,7 +265,7 @@ def missing_modules(binary: Path | str, confs: Sequence[Path]) -> dict[str, list
     installed = None
     missing: dict[str, list[Path]] = {}
     for conf in confs:
-        for block in main_directives(Path(conf).read_text()) & OPTIONAL_MODULES.keys():
+        for block in main_directives(read_config(conf)) & OPTIONAL_MODULES.keys():
             if f"--with-{block}" in flags:  # built in
                 continue
             if installed is None:
