@@ -93,8 +93,10 @@ compose-down: ## stop and remove the compose stack's containers and network
 	@$(COMPOSE_RUN) down --volumes --remove-orphans
 
 ## Notebooks, docs, benchmarks
-lab: $(READY) ## open JupyterLab on lessons/
-	@$(VENV)/bin/jupyter lab --notebook-dir=lessons $(if $(filter 0,$(shell id -u)),--allow-root)
+# Lab's root is the repository, so that the notebooks' links to ../docs and ../nginx open; it starts in lessons/.
+lab: $(READY) ## open JupyterLab in lessons/
+	@$(VENV)/bin/jupyter lab --notebook-dir=. --LabApp.default_url=/lab/tree/lessons \
+	  $(if $(filter 0,$(shell id -u)),--allow-root)
 docs: $(GEN) $(MERMAID) ## serve the docs site on http://127.0.0.1:8000
 	@$(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8000
 bench: $(READY) ## measure the cost of the hop and the gain of scale-out; prints a table, writes a chart

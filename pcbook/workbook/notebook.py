@@ -45,7 +45,7 @@ from pcbook.workbook.results import (
     ProbeRun,
     ScaleRun,
 )
-from pcbook.workbook.runner import LessonResult, LessonRunner, Outcome, describe
+from pcbook.workbook.runner import STACK_ERRORS, LessonResult, LessonRunner, Outcome, describe
 
 # `rpc error: code = Unavailable desc = ...`, as the tutorial's client prints a failed call.
 _RPC_ERROR = re.compile(r"rpc error: code = (?P<code>\w+) desc = (?P<details>.*)$")
@@ -159,6 +159,33 @@ def _hook_cells() -> None:
         _hooked = True
 
 
+# --- what a notebook needs, made in its first cell ----------------------------------------------------
+
+class LessonStopped(RuntimeError):
+    """The lesson cannot go on; "Run All" stops at this cell, which shows only the reason."""
+
+    def _render_traceback_(self) -> list[str]:  # IPython prints these lines instead of a traceback
+        return [f"lesson stopped: {self}"]
+
+
+def prepare() -> None:
+    """Make what `make lab` would have made: the generated gRPC code and valid certificates."""
+    from pcbook import codegen, paths
+    from pcbook.service import certs
+
+    try:
+        if codegen.is_stale():
+            codegen.generate()
+            _print(f"generated the gRPC code from proto/ into {_shown(paths.PB_DIR)} (what `make gen` does)")
+        reason = certs.check_certs(paths.CERTS_DIR)
+        if reason is not None:
+            certs.ensure_certs()
+            _print(f"generated the certificates in {_shown(paths.CERTS_DIR)} ({reason}; what `make cert` does)")
+    except (Exception, SystemExit) as err:  # SystemExit: protoc failed
+        raise LessonStopped(f"cannot make the generated code and certificates ({err}); run `make cert` in a "
+                            "terminal at the repository's root, then run this notebook again") from None
+
+
 # --- the session -------------------------------------------------------------------------------------
 
 class Session:
@@ -168,6 +195,7 @@ class Session:
     def __init__(self, lesson: Lesson | int) -> None:
         self.lesson = lesson if isinstance(lesson, Lesson) else manifest.get(lesson)
         stop_everything("an earlier run was still up")  # re-running from the top never hits a busy port
+        prepare()  # a notebook opened outside `make lab` has no generated code or certificates yet
         _hook_cells()
         self.outcomes: list[Outcome] = []
         self.stack = procs.Stack(echo=_print)
@@ -194,7 +222,12 @@ class Session:
         conf = step.nginx.path if step.nginx else None
         _display(_step_heading(number, len(self.lesson.steps), step, conf))
         with self._guard():
-            outcome = self.runner.run_step(step, conf)
+            try:
+                outcome = self.runner.run_step(step, conf)
+            except STACK_ERRORS as err:  # "Run All" stops here with the reason, not in a chart cell later
+                raise LessonStopped(f"step {number} could not run: {err}") from None
+        if (policy := _policy_of(step)) is not None:
+            _POLICIES[outcome.title] = policy
         self.outcomes.append(outcome)
         _show_outcome(step, outcome)
         return outcome
@@ -264,6 +297,34 @@ def _pyplot() -> Any:
     return plt
 
 
+def _whole_numbers(axis: Any) -> None:
+    """Counts have whole-number ticks (no 2.5 calls)."""
+    from matplotlib.ticker import MaxNLocator
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _legend_outside(ax: Any) -> None:
+    """The legend to the right of the axes, never over the data."""
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+
+
+# Outcome title -> the client's balancing policy of that step, as Session.step() ran it.
+_POLICIES: dict[str, str] = {}
+
+
+def _policy_of(step: Step) -> str | None:
+    """The client-side balancing policy of a load-driver step (lesson 7), for chart titles."""
+    policy = getattr(step.client, "lb_policy", None)
+    if not policy:
+        return None
+    return policy + (" with health checking" if getattr(step.client, "health_check", False) else "")
+
+
+def _with_policy(title: str, source: object) -> str:
+    policy = _POLICIES.get(source.title) if isinstance(source, Outcome) else None
+    return f"{title} ({policy})" if policy else title
+
+
 def _finish(fig: Any) -> None:
     plt = _pyplot()
     fig.tight_layout()
@@ -323,7 +384,7 @@ def plot_calls(source: Outcome | Counts | Mapping[str, Any], title: str | None =
         ax.set_ylim(-0.6, len(servers) - 0.4)
         for m, c in colours.items():
             ax.scatter([], [], marker="s", color=c, label=m)
-        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1, 1))
+        _legend_outside(ax)
         ax.set_title("which server served each call")
     ax = axes[0][panels - 1]
     if order:  # stacked by method, in the strip's colours
@@ -341,12 +402,13 @@ def plot_calls(source: Outcome | Counts | Mapping[str, Any], title: str | None =
             xs = [i + j * width for i in range(len(phases))]
             ax.bar(xs, [counts[p].get(server, 0) for p in phases], width, label=server)
         ax.set_xticks([i + width * (len(servers) - 1) / 2 for i in range(len(phases))], phases)
-        ax.legend(fontsize="small")
+        _legend_outside(ax)
     else:
         servers = sorted(counts)
         ax.bar(servers, [counts[s] for s in servers], color="C7")
     ax.set_ylabel("calls")
-    ax.set_title(title or "calls per server")
+    _whole_numbers(ax.yaxis)
+    ax.set_title(title or _with_policy("calls per server", source))
     _finish(fig)
 
 
@@ -355,7 +417,7 @@ def plot_timeline(source: Outcome | Calls, title: str | None = None) -> None:
     plt = _pyplot()
     run = _calls_of(source)
     if not run.calls:
-        raise ValueError("this step recorded no call")
+        raise LessonStopped("this step recorded no call (see the step's output above)")
     in_ms = run.origin == "the kill"  # the moments around a kill are tens of milliseconds apart
     scale = 1000 if in_ms else 1
     rows = sorted({c.server for c in run.calls})
@@ -371,8 +433,8 @@ def plot_timeline(source: Outcome | Calls, title: str | None = None) -> None:
     ax.set_xlabel(f"{'ms' if in_ms else 's'} since {run.origin}")
     ax.set_yticks(range(len(rows)), ["all calls"] if rows == ["none"] else rows)
     ax.set_ylim(-0.6, len(rows) - 0.2)
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1, 1))
-    ax.set_title(title or "every call: when it started, where it ran, how it ended")
+    _legend_outside(ax)
+    ax.set_title(title or _with_policy("every call: when it started, where it ran, how it ended", source))
     _finish(fig)
 
 
@@ -391,7 +453,8 @@ def plot_codes(*sources: Outcome | Calls, labels: Sequence[str] = ()) -> None:
     ax.set_yticks(range(len(groups)), [_wrap(n) for n in names])
     ax.invert_yaxis()
     ax.set_xlabel("calls")
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1, 1))
+    _whole_numbers(ax.xaxis)
+    _legend_outside(ax)
     ax.set_title("how the calls ended")
     _finish(fig)
 
@@ -419,7 +482,7 @@ def plot_latency(source: Outcome | Latency) -> None:
     ax.bar([x + 0.2 for x in xs], [p90.get(p, 0) for p in paths], 0.4, label="p90")
     ax.set_xticks(list(xs), paths)
     ax.set_ylabel("ms per call")
-    ax.legend(fontsize="small")
+    _legend_outside(ax)
     ax.set_title("one call, three paths")
     _finish(fig)
 
@@ -428,6 +491,18 @@ def plot_l4_vs_l7(*steps: Outcome) -> None:
     """Lesson 9's last steps: calls per backend through L7 and L4, each step one group."""
     groups = {o.title: o.result.counts() for o in steps if isinstance(o.result, ProbeRun)}
     plot_calls(groups, title="calls per backend: per call (L7) vs per connection (L4)")
+
+
+def bench_table(*steps: Outcome) -> None:
+    """Lesson 10's numbers per round, one column per path and unit (p50 in ms, throughput in calls/s)."""
+    rounds = [o.result.rounds for o in steps if isinstance(o.result, HopRun | ScaleRun)]
+    columns = [(f"{name}: {r.unit}", [f"{v:.3f}" if r.unit == "ms" else f"{v:.0f}" for v in values])
+               for r in rounds for name, values in r.per_path.items()]
+    if not columns:
+        raise LessonStopped("no measurements: the lesson's steps did not measure (see their output above)")
+    reps = max(len(values) for _, values in columns)
+    rows = [(i + 1, *(values[i] if i < len(values) else "" for _, values in columns)) for i in range(reps)]
+    table(rows, ["round", *(head for head, _ in columns)])
 
 
 def plot_bench(steps: LessonResult | Sequence[Outcome]) -> None:
@@ -441,7 +516,7 @@ def plot_bench(steps: LessonResult | Sequence[Outcome]) -> None:
     scale = next((r.rounds for r in results if isinstance(r, ScaleRun)), None)
     panels = [p for p in (hop, conns, scale) if p is not None]
     if not panels:
-        raise ValueError("no measurements: did the steps run?")
+        raise LessonStopped("no measurements: the lesson's steps did not measure (see their output above)")
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3), squeeze=False)
     axes_iter = iter(axes[0])
     if hop is not None:
@@ -455,7 +530,7 @@ def plot_bench(steps: LessonResult | Sequence[Outcome]) -> None:
         added = hop_run.evidence.added if hop_run is not None else None
         ax.set_title(f"the hop: {added.interval.median:+.0f} us" + ("" if added.resolved else " (not resolved)")
                      if added else f"the hop: nginx = {hop.ratio:.2f}x direct")
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)  # below the data
     if conns is not None:
         ax = next(axes_iter)
         names = list(conns.opened)
@@ -463,6 +538,7 @@ def plot_bench(steps: LessonResult | Sequence[Outcome]) -> None:
         ax.set_xticks(range(len(names)), [n.replace("nginx-mtls-", "") + f"\n({conns.calls[n]} calls)"
                                           for n in names])
         ax.set_ylabel("backend connections opened")
+        _whole_numbers(ax.yaxis)
         ax.set_title("upstream keepalive")
     if scale is not None:
         ax = next(axes_iter)

@@ -552,6 +552,9 @@ def run_lesson(
         if lesson.pinned:
             say(f"placement: {runner.placement.describe()}")
         try:
+            # A module a config needs and this nginx lacks (stream, on a distribution's nginx) fails
+            # the lesson here, before step 1, not at the step that first uses it.
+            nginx.require_modules([c for s in steps if (c := conf_for(lesson, s, conf)) is not None])
             for index, step in enumerate(steps, 1):
                 step_conf = conf_for(lesson, step, conf)
                 announce(say, index, len(steps), step, step_conf)

