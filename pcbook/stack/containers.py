@@ -104,7 +104,9 @@ def plan(number: int) -> Plan:
         lesson = lessons.get(number)
     except (KeyError, ValueError, LookupError):
         raise ContainerError(f"there is no lesson {number}") from None
-    steps = [s for s in lesson.checkpoint_steps if _runs_in_containers(s)]
+    # The lecture's own setup: lessons beyond the tutorial run stacks (an L4 port, load drivers) that
+    # the compose file does not model.
+    steps = [s for s in lesson.checkpoint_steps if _runs_in_containers(s)] if lesson.tutorial else []
     if not steps:
         usable = ", ".join(str(n) for n in usable_lessons())
         raise ContainerError(f"lesson {number} has no nginx-and-servers checkpoint to run in containers"
@@ -121,7 +123,7 @@ def _runs_in_containers(step: Step) -> bool:
 def usable_lessons() -> list[int]:
     found = []
     for lesson in lessons.LESSONS:
-        if any(_runs_in_containers(s) for s in lesson.checkpoint_steps):
+        if lesson.tutorial and any(_runs_in_containers(s) for s in lesson.checkpoint_steps):
             found.append(lesson.number)
     return found
 
