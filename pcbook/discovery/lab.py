@@ -21,7 +21,6 @@ import math
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -56,21 +55,8 @@ def driver_argv(target: str, json_path: Path, *, calls: int, rate: float, concur
     return [sys.executable, "-u", "-m", "pcbook.measure.driver", *args, "--json", str(json_path)]
 
 
-def collect(stack: procs.Stack, name: str, path: Path, timeout: float) -> load.Report:
-    """Wait for a driver to finish and read its report."""
-    proc = stack.proc(name)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        stack.stop(name)
-        raise procs.NotReadyError(f"{name} did not finish within {timeout:g} s", name=name,
-                                  tail=proc.tail(15)) from None
-    if not path.exists():
-        raise procs.NotReadyError(f"{name} failed ({proc.returncode})", name=name, tail=proc.tail(15))
-    try:
-        return load.read_report(path)
-    finally:
-        path.unlink(missing_ok=True)
+# Waiting for a driver and reading its report is the driver module's own.
+collect = load.collect
 
 
 @dataclass
