@@ -176,6 +176,39 @@ class LessonRunner:
     def say(self, line: str) -> None:
         self.echo(line)
 
+    # -- a whole lesson ------------------------------------------------------------------------------------
+    def replay(self, *, conf: Path | None = None, checkpoint_only: bool = False, keep: bool = False,
+               stop_at_failure: bool = False) -> LessonResult:
+        """Announce, run and report each step (see run_lesson); a stack error ends the replay with one line."""
+        lesson, say = self.lesson, self.say
+        result = LessonResult(lesson)
+        steps = lesson.checkpoint_steps if checkpoint_only else lesson.steps
+        say(f"== lesson {lesson.number}: {lesson.title}")
+        if lesson.pinned:
+            say(f"placement: {self.placement.describe()}")
+        self.hidden = 0
+        try:
+            # A module a config needs and this nginx lacks (stream, on a distribution's nginx) fails
+            # the lesson here, before step 1, not at the step that first uses it.
+            nginx.require_modules([c for s in steps if (c := conf_for(lesson, s, conf)) is not None])
+            for index, step in enumerate(steps, 1):
+                step_conf = conf_for(lesson, step, conf)
+                announce(say, index, len(steps), step, step_conf)
+                outcome = self.run_step(step, step_conf)
+                result.steps.append(outcome)
+                report(say, outcome)
+                if stop_at_failure and outcome.checkpoint and not outcome.passed:
+                    break
+            if self.hidden:
+                say("")
+                say(f"({self.hidden} lines of the servers' output were not shown: {', '.join(lesson.hide)})")
+            if keep:
+                _hold(say, self)
+        except STACK_ERRORS as err:
+            result.error = str(err)
+            say(f"!! {err}")
+        return result
+
     # -- bringing the stack to a step's state ------------------------------------------------------------
     def apply(self, servers: Sequence[Server], conf: Path | None, step: Step | None = None) -> None:
         wanted = {s.name: s for s in servers}
@@ -543,35 +576,19 @@ def run_lesson(
     ``keep`` leaves the last step's stack running until Ctrl-C.
     ``stop_at_failure`` ends the run at the first checkpoint step that fails (a quick "no").
     """
-    say = echo or (lambda _line: None)
-    result = LessonResult(lesson)
-    steps = lesson.checkpoint_steps if checkpoint_only else lesson.steps
-    say(f"== lesson {lesson.number}: {lesson.title}")
     with procs.Stack(echo=echo) as stack:
         runner = LessonRunner(stack, lesson, echo)
-        if lesson.pinned:
-            say(f"placement: {runner.placement.describe()}")
-        try:
-            # A module a config needs and this nginx lacks (stream, on a distribution's nginx) fails
-            # the lesson here, before step 1, not at the step that first uses it.
-            nginx.require_modules([c for s in steps if (c := conf_for(lesson, s, conf)) is not None])
-            for index, step in enumerate(steps, 1):
-                step_conf = conf_for(lesson, step, conf)
-                announce(say, index, len(steps), step, step_conf)
-                outcome = runner.run_step(step, step_conf)
-                result.steps.append(outcome)
-                report(say, outcome)
-                if stop_at_failure and outcome.checkpoint and not outcome.passed:
-                    break
-            if runner.hidden:
-                say("")
-                say(f"({runner.hidden} lines of the servers' output were not shown: {', '.join(lesson.hide)})")
-            if keep:
-                _hold(say, runner)
-        except STACK_ERRORS as err:
-            result.error = str(err)
-            say(f"!! {err}")
-    return result
+        return runner.replay(conf=conf, checkpoint_only=checkpoint_only, keep=keep, stop_at_failure=stop_at_failure)
+
+
+def run_checkpoints(lesson: Lesson, confs: Sequence[Path], *, echo: Echo | None = None) -> list[LessonResult]:
+    """The lesson's checkpoint once for each config, one after the other on one stack, each stopping at
+    its first failing checkpoint step. The servers start once (a step restarts only those whose flags
+    differ or that died) and nginx once per step, as in run_lesson: judging many configs (the mutant
+    test) costs one nginx start per config, not a whole stack."""
+    with procs.Stack(echo=echo) as stack:
+        runner = LessonRunner(stack, lesson, echo)
+        return [runner.replay(conf=c, checkpoint_only=True, stop_at_failure=True) for c in confs]
 
 
 def announce(say: Echo, index: int, total: int, step: Step, conf: Path | None) -> None:
