@@ -107,6 +107,10 @@ class TcpSocket(NamedTuple):
     remote_port: int
     state: str  # kernel code: "0A" listening, "01" established, "06" TIME_WAIT, ...
     inode: str
+    time_wait_left: float = 0.0  # seconds until a TIME_WAIT socket is gone (0 in other states)
+
+
+_CLOCK_TICKS = 100  # /proc/net/tcp gives timers in USER_HZ, 100 on Linux
 
 
 def tcp_sockets() -> Iterator[TcpSocket]:
@@ -121,7 +125,9 @@ def tcp_sockets() -> Iterator[TcpSocket]:
             if len(fields) < 10:
                 continue
             local, remote = (int(addr.rsplit(":", 1)[1], 16) for addr in fields[1:3])
-            yield TcpSocket(local, remote, fields[3], fields[9])
+            timer, _, left = fields[5].partition(":")  # "03:0000175c": timer 3 (TIME_WAIT), ticks left
+            wait = int(left, 16) / _CLOCK_TICKS if timer == "03" and left else 0.0
+            yield TcpSocket(local, remote, fields[3], fields[9], wait)
 
 
 def _listening_inodes(port: int) -> set[str]:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from ownership import ours  # tests/ownership.py (tests/ is on sys.path)
 
 from pcbook.service import certs
 from pcbook.stack.ports import find_listener
@@ -14,19 +13,6 @@ from pcbook.workbook.cli import leftovers
 from pcbook.workbook.model import TUTORIAL_PORTS
 
 PORTS = TUTORIAL_PORTS  # lessons beyond the tutorial check their own (support.lesson_ports_fixture)
-
-
-def _ours(pid: int) -> bool:
-    """Started by this test run: still our child, or orphaned (re-parented to init) by a leak.
-
-    Other developers' runs on the same machine have their own parents and are not counted.
-    """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    ppid = int(stat.rsplit(")", 1)[1].split()[1])
-    return ppid in (os.getpid(), 1)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -44,7 +30,7 @@ def noleftovers() -> Iterator[None]:
     before = {pid for pid, _ in leftovers()}
     free_before = [port for port in PORTS if find_listener(port) is None]
     yield
-    left = [(pid, cmd) for pid, cmd in leftovers() if pid not in before and _ours(pid)]
+    left = [(pid, cmd) for pid, cmd in leftovers() if pid not in before and ours(pid)]
     assert left == [], f"a lesson left processes running: {left}"
     busy = {port: owner for port in free_before if (owner := find_listener(port))}
     assert not busy, f"a lesson left ports listening: {busy}"

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ownership import ours  # tests/ is on sys.path
 
 from pcbook.lessons.streams import BIG_IMAGE
 from pcbook.stack.ports import find_listener
@@ -34,7 +35,8 @@ def noleftovers() -> Iterator[None]:
     yield
     busy = {port: find_listener(port) for port in MY_PORTS}
     assert not any(busy.values()), f"lesson 9 left ports listening: {busy}"
-    probes = [p for p in Path("/proc").glob("[0-9]*/cmdline") if b"pcbook.measure.stream_probe" in _read(p)]
+    probes = [p for p in Path("/proc").glob("[0-9]*/cmdline")
+              if b"pcbook.measure.stream_probe" in _read(p) and ours(int(p.parent.name))]
     assert not probes, f"lesson 9 left probes running: {probes}"
 
 

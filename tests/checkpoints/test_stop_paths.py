@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from ownership import ours  # tests/ is on sys.path
 
 from pcbook.paths import ROOT
 from pcbook.stack.ports import find_listener
@@ -40,7 +41,7 @@ def _start_kept_lesson(tmp_path: Path) -> tuple[subprocess.Popen[str], list[str]
 
 
 def _children_of_lesson() -> list[tuple[int, str]]:
-    return [(pid, cmd) for pid, cmd in leftovers() if "--port 5005" in cmd or "nginx" in cmd]
+    return [(pid, cmd) for pid, cmd in leftovers() if ("--port 5005" in cmd or "nginx" in cmd) and ours(pid)]
 
 
 def _wait_until_clean(timeout: float = 10) -> None:

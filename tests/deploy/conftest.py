@@ -6,6 +6,7 @@ import concurrent.futures
 from collections.abc import Iterator
 
 import pytest
+from isolation import machine_network  # tests/ is on sys.path
 
 from pcbook import paths
 from pcbook.stack import dockerd
@@ -19,7 +20,7 @@ def daemon() -> Iterator[dockerd.Daemon]:
     if reason:
         pytest.skip(reason)
     try:
-        d = dockerd.start()
+        d = dockerd.start(data_root=paths.ROOT / ".run" / "docker" / "data")  # kept across runs
     except dockerd.DockerUnavailable as e:
         pytest.skip(str(e))
     try:
@@ -31,8 +32,9 @@ def daemon() -> Iterator[dockerd.Daemon]:
 @pytest.fixture(scope="package")
 def image(daemon: dockerd.Daemon) -> str:
     """The workbook's image, built from deploy/Dockerfile on the locally made base, offline."""
-    # The wheels download while debootstrap runs: the two are the slow part of a first run.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+    # The wheels download while debootstrap runs: the two are the slow part of a first run, and the only
+    # part that needs the machine's network (a test worker has its own namespace: tests/isolation.py).
+    with machine_network(), concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         wheels = pool.submit(dockerd.fill_wheelhouse, dockerd.image_requirements(), paths.ROOT / "deploy" / "wheels")
         try:
             base = dockerd.base_image(daemon)

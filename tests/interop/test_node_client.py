@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from isolation import machine_network  # tests/isolation.py (tests/ is on sys.path)
 from service.conftest import ServerProcess  # tests/service's server subprocess helper (tests/ is on sys.path)
 
 from pcbook.service import certs
@@ -88,7 +89,8 @@ def node() -> str:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             if _needs_install():
-                _npm_ci(npm)
+                with machine_network():  # a test worker's own namespace has no route to the registry
+                    _npm_ci(npm)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return node

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ownership import ours  # tests/ is on sys.path
 
 from pcbook.paths import NGINX_DIR, ROOT
 from pcbook.stack import nginx
@@ -141,4 +142,4 @@ _BEFORE: set[int] = set()
 
 
 def _new_leftovers() -> list[tuple[int, str]]:
-    return [(pid, cmd) for pid, cmd in leftovers() if pid not in _BEFORE and "<defunct>" not in cmd]
+    return [(pid, cmd) for pid, cmd in leftovers() if pid not in _BEFORE and "<defunct>" not in cmd and ours(pid)]

@@ -115,3 +115,35 @@ def test_server_argv_keeps_stdout_out_of_the_pipe(tmp_path) -> None:  # type: ig
     assert argv[argv.index("--port") + 1] == "50103"
     assert ["--tls", "--client-auth", "require"] == argv[argv.index("--tls"):argv.index("--tls") + 3]
     assert argv[argv.index("--work-ms") + 1] == "20"
+
+
+def test_opened_connections_count_a_reused_time_wait_port() -> None:
+    # Port 40001: the keepalive connection, open throughout. 40002: in TIME_WAIT before, its timer ran
+    # down with the clock (not reused). 40003: in TIME_WAIT before, and again in a fresh TIME_WAIT after
+    # (Linux reused it for a new connection). 40004: in TIME_WAIT before, in use again now. 40005: new.
+    before = {40001: 0.0, 40002: 30.0, 40003: 30.0, 40004: 12.0}
+    after = {40001: 0.0, 40002: 29.5, 40003: 59.8, 40004: 0.0, 40005: 59.9}
+    assert bench.opened_between(before, after, elapsed=0.5) == 3
+    # A set of ports alone would see one.
+    assert len(after.keys() - before.keys()) == 1
+
+
+def test_time_wait_timers_are_read_from_the_kernel_table() -> None:
+    import socket
+    import time
+
+    from pcbook.stack.ports import tcp_sockets
+
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        port = srv.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        conn, _ = srv.accept()
+        client.close()  # the side that closes first holds TIME_WAIT
+        conn.close()
+        deadline = time.monotonic() + 5  # loopback delivers the FINs at once; the deadline is a backstop
+        while not any((waits := bench.peer_ports(port)).values()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert len(waits) == 1 and 50 < next(iter(waits.values())) <= 60, waits
+    assert any(s.time_wait_left > 50 for s in tcp_sockets() if s.remote_port == port)
