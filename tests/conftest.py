@@ -22,8 +22,10 @@ import isolation  # noqa: E402  (tests/ is on sys.path)
 from pcbook import codegen  # noqa: E402
 
 
+@pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """`-n auto`: one worker per core where each can have its own network namespace, else none."""
+    """`-n auto`: one worker per core (two at least: most tests wait on their processes more than they
+    compute) where each can have its own network namespace; else none."""
     reason = isolation.why_serial()
     if reason:
         print(f"tests run in one process: {reason}", file=sys.stderr)
@@ -39,19 +41,28 @@ def pytest_configure(config: pytest.Config) -> None:
         codegen.generate()
 
 
-def _group(item: pytest.Item) -> str | None:
-    """Tests that share an expensive fixture run on one worker (`--dist loadgroup`)."""
-    path = Path(item.fspath)
-    if path.parent.name == "checkpoints" and path.stem.startswith("test_lesson_"):
-        return f"story-{path.stem.removeprefix('test_lesson_')}"  # one play of the story, as below
-    if item.name.startswith("test_notebook_runs_top_to_bottom[lesson-"):
-        return f"story-{item.name.split('lesson-')[1].rstrip(']')}"  # notebooks.play: played once per process
-    if path.parent.name == "deploy" and path.name != "test_render.py":
+def group_of(nodeid: str) -> str | None:
+    """Tests that share an expensive fixture run on one worker, one after the other (None: any worker)."""
+    path, _, name = nodeid.partition("::")
+    folder, _, module = path.rpartition("/")
+    if folder.endswith("checkpoints") and module.startswith("test_lesson_"):
+        return f"story-{module.removeprefix('test_lesson_').removesuffix('.py')}"  # notebooks.play: once per process
+    if name.startswith("test_notebook_runs_top_to_bottom[lesson-"):
+        return f"story-{name.split('lesson-')[1].rstrip(']')}"  # the same play as the checkpoint tests'
+    if folder.endswith("deploy") and module != "test_render.py":
         return "docker"  # one private Docker daemon and one image build
     return None
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if group := _group(item):
-            item.add_marker(pytest.mark.xdist_group(group))
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):  # type: ignore[no-untyped-def]
+    """Load balancing by test, except that each group of group_of() is one unit of work.
+
+    (xdist's own `--dist loadgroup` marks tests by rewriting their node ids, which pytest 9 ignores.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Grouped(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid) or nodeid
+
+    return Grouped(config, log)

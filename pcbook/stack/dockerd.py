@@ -132,12 +132,19 @@ def start(data_root: Path | None = None, timeout: float = 60) -> Daemon:
         if proc.poll() is not None:
             daemon.stop()
             raise DockerUnavailable(f"dockerd exited with code {proc.returncode}: {_tail(log)}")
-        if sock.exists() and daemon.docker("version", timeout=10, check=False).returncode == 0:
+        if sock.exists() and _answers(daemon):
             return daemon
         if time.monotonic() > deadline:
             daemon.stop()
             raise DockerUnavailable(f"dockerd did not answer within {timeout:.0f} s: {_tail(log)}")
         time.sleep(0.2)
+
+
+def _answers(daemon: Daemon) -> bool:
+    try:  # a daemon still starting (or an old one on the same data root still stopping) may not answer
+        return daemon.docker("version", timeout=10, check=False).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
 
 
 def _tail(path: Path, n: int = 5) -> str:
