@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 from google.protobuf import descriptor, message, text_format
@@ -28,6 +29,18 @@ def context_error(context: grpc.ServicerContext) -> tuple[grpc.StatusCode, str] 
     if not context.is_active():
         return grpc.StatusCode.CANCELLED, "request is canceled"
     return None
+
+
+def _receive(request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
+    """The stream's next request, None at its end (Go's stream.Recv).
+
+    A client that cancels while the server waits makes grpcio's request iterator raise a bare RpcError:
+    the same end as the check before the read, logged the same way (not an unexpected error)."""
+    try:
+        return next(request_iterator, None)
+    except grpc.RpcError:
+        _abort_if_done(context)
+        raise
 
 
 def _abort_if_done(context: grpc.ServicerContext) -> None:
@@ -135,7 +148,7 @@ class LaptopServicer(pb_grpc.LaptopServiceServicer):
     def UploadImage(
         self, request_iterator: Iterator[pb.UploadImageRequest], context: grpc.ServicerContext
     ) -> pb.UploadImageResponse:
-        first = next(request_iterator, None)
+        first = _receive(request_iterator, context)
         if first is None:
             _fail(context, grpc.StatusCode.UNKNOWN, "cannot receive image info")
         if first.WhichOneof("data") != "info":
@@ -149,7 +162,7 @@ class LaptopServicer(pb_grpc.LaptopServiceServicer):
         while True:
             _abort_if_done(context)
             log("waiting to receive more data")
-            req = next(request_iterator, None)
+            req = _receive(request_iterator, context)
             if req is None:
                 log("no more data")
                 break
@@ -171,7 +184,7 @@ class LaptopServicer(pb_grpc.LaptopServiceServicer):
     ) -> Iterator[pb.RateLaptopResponse]:
         while True:
             _abort_if_done(context)
-            req = next(request_iterator, None)
+            req = _receive(request_iterator, context)
             if req is None:
                 log("no more data")
                 return

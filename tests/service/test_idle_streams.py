@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pcbook.pb import auth_service_pb2, auth_service_pb2_grpc, filter_message_pb2, laptop_service_pb2_grpc
 from pcbook.pb import laptop_service_pb2 as pb
-from pcbook.service import laptop_client
+from pcbook.service import laptop_client, sample
 
 IDLE = 24  # of each kind: far more than the old 10-thread pool
 # Enough search results to fill HTTP/2 flow-control windows, so an unread search blocks its handler.
@@ -106,3 +106,33 @@ def test_streams_beyond_the_cap_are_refused_clearly(start_server) -> None:  # ty
             except grpc.RpcError as e:
                 assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and time.monotonic() < deadline
                 srv.wait_for_line(r"no more data|request is canceled", timeout=1)
+
+
+@pytest.mark.parametrize("method", ["RateLaptop", "UploadImage"])
+def test_a_stream_cancelled_while_the_server_waits_is_logged_as_cancelled(start_server, method: str) -> None:  # type: ignore[no-untyped-def]
+    """The server waits in the request iterator; the client cancels: grpcio's iterator raises a bare
+    RpcError there, which is the client's cancel, not an unexpected error (seen under load in the suite)."""
+    srv = start_server()
+    with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
+        token = auth_service_pb2_grpc.AuthServiceStub(ch).Login(
+            auth_service_pb2.LoginRequest(username="admin1", password="secret")).access_token
+        stub = laptop_service_pb2_grpc.LaptopServiceStub(ch)
+        laptop = None
+        if method == "UploadImage":
+            laptop = stub.CreateLaptop(pb.CreateLaptopRequest(laptop=sample.new_laptop()),
+                                       metadata=(("authorization", token),)).id
+        stop = threading.Event()
+
+        def requests() -> Iterator[object]:
+            if laptop is not None:  # the image info first, then nothing: the server waits for a chunk
+                yield pb.UploadImageRequest(info=pb.ImageInfo(laptop_id=laptop, image_type=".jpg"))
+            stop.wait(30)
+
+        meta = (("authorization", token),)
+        call = (stub.RateLaptop(requests(), metadata=meta) if laptop is None
+                else stub.UploadImage.future(requests(), metadata=meta))
+        srv.wait_for_line("waiting to receive more data" if laptop else "stream interceptor: .*/RateLaptop")
+        call.cancel()
+        stop.set()
+        srv.wait_for_line(r"request is canceled")
+    assert not any("unexpected error" in line for line in srv.lines), srv.lines
