@@ -87,11 +87,12 @@ class Repeats:
         self.kinds.add(key)
         return True
 
-    def summary(self) -> str | None:
+    def summary(self, transcript: Path) -> str | None:
         if not self.hidden:
             return None
         counts = ", ".join(f"{name} {n}" for name, n in self.hidden.items())
-        return f"(repeated lines captured, not shown: {counts}; the first line of each kind is above)"
+        return (f"(repeated lines captured, not shown: {counts}; the first line of each kind is above, "
+                f"every line is in {shown(transcript)})")
 
 
 def write_line(line: str) -> None:
@@ -204,13 +205,33 @@ class LessonRunner:
         # Beyond the tutorial, a step's repeated lines (bulk traffic) are counted, not shown. Kept
         # until the next step starts: what stopping the step's processes flushes is collapsed too.
         self.repeats: Repeats | None = None
+        # Every line the terminal gets or is spared, in order: what a summary leaves out can be read.
+        self.transcript = self.log_dir / "output.log"
         # Lessons that measure pin the servers, nginx and the load generators on separate cores.
         self.placement = plan(available()) if lesson.pinned else Placement()
         if stack.echo is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            self.transcript.write_text("")
+            self.echo = self._recorded(self.echo)
             stack.echo = self._filter(stack.echo)
+
+    def _recorded(self, echo: Echo) -> Echo:
+        def recorded(line: str) -> None:
+            self._record(line)
+            echo(line)
+        return recorded
+
+    def _record(self, line: str) -> None:
+        # One O_APPEND write per line: the runner's thread and the readers' never interleave mid-line.
+        fd = os.open(self.transcript, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (line + "\n").encode("utf-8", "replace"))
+        finally:
+            os.close(fd)
 
     def _filter(self, echo: Echo) -> Echo:
         def filtered(line: str) -> None:
+            self._record(line)
             name, _, body = line.partition(" | ")
             name = name.rstrip()
             if name in self.quiet:
@@ -327,8 +348,9 @@ class LessonRunner:
         finally:
             if step.quiet:
                 self.quiet = set()
-                self.say(f"   (servers and nginx ran quietly: {self.quieted} lines captured, not shown)")
-            if self.repeats is not None and (summary := self.repeats.summary()):
+                self.say(f"   (servers and nginx ran quietly: {self.quieted} lines captured, not shown; "
+                         f"every line is in {shown(self.transcript)})")
+            if self.repeats is not None and (summary := self.repeats.summary(self.transcript)):
                 self.say(f"   {summary}")
 
     def _client(self, step: Step) -> Outcome:

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from pathlib import Path
 
 from pcbook.workbook import manifest
 from pcbook.workbook.model import Lesson
 from pcbook.workbook.runner import line_kind, run_lesson
 
 RECEIVED = "receive a create-laptop request with id:"
-SUMMARY = re.compile(r"^   \(repeated lines captured, not shown: (.+); the first line of each kind is above\)$")
+SUMMARY = re.compile(r"^   \(repeated lines captured, not shown: (.+); the first line of each kind is above, "
+                     r"every line is in (\S+)\)$")
 
 
 def _two_steps() -> Lesson:
@@ -50,8 +52,12 @@ def test_bulk_lines_are_summarised_the_finding_is_last_and_stops_come_before_the
     for block in (first, second):
         for server in ("server1", "server2"):
             assert sum(1 for line in block if line.startswith(server) and RECEIVED in line) <= 1, block
-    summaries = [m.group(1) for line in first if (m := SUMMARY.match(line))]
-    assert len(summaries) == 1 and "server1" in summaries[0], first
+    summaries = [m for line in first if (m := SUMMARY.match(line))]
+    assert len(summaries) == 1 and "server1" in summaries[0].group(1), first
+    # What the terminal was spared is in the file the summary names, in the order it came.
+    transcript = Path(summaries[0].group(2)).read_text().splitlines()
+    assert sum(1 for line in transcript if RECEIVED in line) == 20
+    assert transcript[transcript.index(first[0]):][:len(first[:3])] == first[:3]
 
     # The step's own lines end with its finding; only the processes' stop lines may follow it.
     for block in (first, second):
