@@ -72,7 +72,7 @@ nginx-%: $(READY) ## start only nginx with lesson N's config (CONF=... for your 
 	@$(PY) -m pcbook.workbook nginx $* $(if $(CONF),--conf $(CONF))
 list: $(GEN) ## list the lessons
 	@$(PY) -m pcbook.workbook list
-progress: $(READY) ## run every checkpoint and show which lessons pass
+progress: $(READY) ## check your exercises (nginx/exercises/lesson-N.conf, lessons 2-6) and show which pass
 	@$(PY) -m pcbook.workbook progress
 stop: ## stop anything a lesson left running (servers, nginx) after a crash
 	@test -x $(PY) && $(PY) -m pcbook.workbook stop || true

@@ -220,6 +220,8 @@ class Session:
             raise RuntimeError(f"lesson {self.lesson.number} has {len(self.lesson.steps)} steps, all run already")
         step = self.lesson.steps[number - 1]
         conf = step.nginx.path if step.nginx else None
+        with self._guard():
+            self.runner.leave(step.servers)  # what stopping prints comes before this step's heading
         _display(_step_heading(number, len(self.lesson.steps), step, conf))
         with self._guard():
             try:

@@ -18,6 +18,7 @@ import re
 import shlex
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,50 @@ STACK_ERRORS = (procs.PortBusyError, procs.NotReadyError, nginx.NginxError, tls.
 
 Echo = Callable[[str], None]
 _runs = itertools.count(1)
+
+# What changes from one call's line to the next: times, ids, call numbers, durations, nginx's pid and
+# connection number. Two lines equal but for these are of one kind. Ports and status codes are kept:
+# a 502 is not a 200, and server1's upstream is not server2's.
+_VARYING = (
+    (re.compile(r"\d{4}/\d\d/\d\d \d\d:\d\d:\d\d"), "<time>"),
+    (re.compile(r"\[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\]"), "[<time>]"),
+    (re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}"), "<id>"),
+    (re.compile(r"\d+#\d+: \*\d+"), "<pid>: *<n>"),
+    (re.compile(r"\bcall[= ]\d+"), "call <n>"),
+    (re.compile(r"\d+(?:\.\d+)? ms\b"), "<ms>"),
+)
+
+
+def line_kind(text: str) -> str:
+    """`text` with what varies from call to call replaced: the same for every line of one kind."""
+    for pattern, replacement in _VARYING:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+@dataclass
+class Repeats:
+    """A step's lines beyond the tutorial: the first line of each kind of each process is shown, the
+    others are counted. Under load a server prints three lines per call and nginx one or two: shown
+    once, they still teach what a call looks like without burying the step's finding."""
+
+    kinds: set[tuple[str, str]] = field(default_factory=set)
+    hidden: Counter[str] = field(default_factory=Counter)
+
+    def show(self, name: str, text: str) -> bool:
+        key = (name, line_kind(text))
+        if key in self.kinds:
+            self.hidden[name] += 1
+            return False
+        self.kinds.add(key)
+        return True
+
+    def summary(self, transcript: Path) -> str | None:
+        if not self.hidden:
+            return None
+        counts = ", ".join(f"{name} {n}" for name, n in self.hidden.items())
+        return (f"(repeated lines captured, not shown: {counts}; the first line of each kind is above, "
+                f"every line is in {shown(transcript)})")
 
 
 def write_line(line: str) -> None:
@@ -157,19 +202,43 @@ class LessonRunner:
         self.quiet: set[str] = set()  # names whose lines are captured, not shown
         self.hidden = 0  # lines kept out of the terminal by lesson.hide
         self.quieted = 0
+        # Beyond the tutorial, a step's repeated lines (bulk traffic) are counted, not shown. Kept
+        # until the next step starts: what stopping the step's processes flushes is collapsed too.
+        self.repeats: Repeats | None = None
+        # Every line the terminal gets or is spared, in order: what a summary leaves out can be read.
+        self.transcript = self.log_dir / "output.log"
         # Lessons that measure pin the servers, nginx and the load generators on separate cores.
         self.placement = plan(available()) if lesson.pinned else Placement()
         if stack.echo is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            self.transcript.write_text("")
+            self.echo = self._recorded(self.echo)
             stack.echo = self._filter(stack.echo)
+
+    def _recorded(self, echo: Echo) -> Echo:
+        def recorded(line: str) -> None:
+            self._record(line)
+            echo(line)
+        return recorded
+
+    def _record(self, line: str) -> None:
+        # One O_APPEND write per line: the runner's thread and the readers' never interleave mid-line.
+        fd = os.open(self.transcript, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (line + "\n").encode("utf-8", "replace"))
+        finally:
+            os.close(fd)
 
     def _filter(self, echo: Echo) -> Echo:
         def filtered(line: str) -> None:
-            name = line.split(" | ", 1)[0].rstrip()
+            self._record(line)
+            name, _, body = line.partition(" | ")
+            name = name.rstrip()
             if name in self.quiet:
                 self.quieted += 1
             elif self.lesson.hide and any(text in line for text in self.lesson.hide):
                 self.hidden += 1
-            else:
+            elif self.repeats is None or self.repeats.show(name, body):
                 echo(line)
         return filtered
 
@@ -210,7 +279,10 @@ class LessonRunner:
         return result
 
     # -- bringing the stack to a step's state ------------------------------------------------------------
-    def apply(self, servers: Sequence[Server], conf: Path | None, step: Step | None = None) -> None:
+    def leave(self, servers: Sequence[Server]) -> None:
+        """Stop what the next state does not keep: nginx (started afresh for every step) and the
+        servers not in `servers`, or whose flags differ, or that died. Called before the next step
+        is announced, so that what stopping prints stays with the step that ran them."""
         wanted = {s.name: s for s in servers}
         if self.nginx is not None:
             if self.nginx.proc.running:
@@ -221,6 +293,10 @@ class LessonRunner:
                     or not self.stack.proc(name).running):
                 self.stack.stop(name)
                 del self.running[name]
+
+    def apply(self, servers: Sequence[Server], conf: Path | None, step: Step | None = None) -> None:
+        self.leave(servers)  # nothing left to stop when the step was announced by `announce`
+        wanted = {s.name: s for s in servers}
         fresh = [s for name, s in wanted.items() if name not in self.running]
         if any(s.log_file for s in fresh):
             self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -255,6 +331,7 @@ class LessonRunner:
 
     # -- one step ------------------------------------------------------------------------------------------
     def run_step(self, step: Step, conf: Path | None) -> Outcome:
+        self.repeats = None if self.lesson.tutorial else Repeats()
         if step.quiet:
             self.quiet = {s.name for s in step.servers} | {"nginx"}
             self.quieted = 0
@@ -271,7 +348,10 @@ class LessonRunner:
         finally:
             if step.quiet:
                 self.quiet = set()
-                self.say(f"   (servers and nginx ran quietly: {self.quieted} lines captured, not shown)")
+                self.say(f"   (servers and nginx ran quietly: {self.quieted} lines captured, not shown; "
+                         f"every line is in {shown(self.transcript)})")
+            if self.repeats is not None and (summary := self.repeats.summary(self.transcript)):
+                self.say(f"   {summary}")
 
     def _client(self, step: Step) -> Outcome:
         assert isinstance(step.client, Client) and step.expect is not None
@@ -592,6 +672,11 @@ def run_checkpoints(lesson: Lesson, confs: Sequence[Path], *, echo: Echo | None 
 
 
 def announce(say: Echo, index: int, total: int, step: Step, conf: Path | None) -> None:
+    # Said by a runner: it first leaves the previous step's state, so that what stopping prints
+    # (servers shutting down, nginx's last log lines) comes before this header, not under it.
+    runner = getattr(say, "__self__", None)
+    if isinstance(runner, LessonRunner):
+        runner.leave(step.servers)
     say("")
     say(f"-- step {index}/{total}: {step.title}")
     for line in describe(step, conf):

@@ -129,3 +129,24 @@ def test_go_interop_is_documented_where_a_learner_looks() -> None:
     service = "".join(p.read_text() for p in (ROOT / "pcbook" / "service").glob("*.py"))
     for said in ("authorization token is not provided", "access token is invalid: "):
         assert said in page and said in service
+
+
+def test_make_progress_and_list_say_what_they_do() -> None:
+    # `make progress` checks the exercises of lessons 2-6 (tests/unit: exactly those with one), not
+    # every checkpoint; `make list` marks exactly the lessons beyond the tutorial.
+    import contextlib
+    import io
+
+    from pcbook.workbook import cli
+
+    helps = [line for line in (ROOT / "Makefile").read_text().splitlines() if line.startswith("progress:")]
+    helps.append((DOCS / "index.md").read_text().split("`make progress`", 1)[1].split(".", 1)[0])
+    with_exercise = [lesson.number for lesson in manifest.LESSONS if lesson.exercise]
+    for text in helps:
+        assert "exercise" in text and "every checkpoint" not in text and "lessons pass" not in text, text
+    assert f"lessons {with_exercise[0]}-{with_exercise[-1]}" in helps[0]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        cli.cmd_list(None)  # type: ignore[arg-type]
+    marked = {int(m) for m in re.findall(r"make lesson-(\d+) .*\[beyond the tutorial\]$", out.getvalue(), re.M)}
+    assert marked == {lesson.number for lesson in manifest.LESSONS if not lesson.tutorial}
