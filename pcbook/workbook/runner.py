@@ -262,6 +262,8 @@ class LessonRunner:
             nginx.require_modules([c for s in steps if (c := conf_for(lesson, s, conf)) is not None])
             for index, step in enumerate(steps, 1):
                 step_conf = conf_for(lesson, step, conf)
+                # What stopping the previous step's processes prints comes before this header, not under it.
+                self.leave(step.servers)
                 announce(say, index, len(steps), step, step_conf)
                 outcome = self.run_step(step, step_conf)
                 result.steps.append(outcome)
@@ -295,7 +297,7 @@ class LessonRunner:
                 del self.running[name]
 
     def apply(self, servers: Sequence[Server], conf: Path | None, step: Step | None = None) -> None:
-        self.leave(servers)  # nothing left to stop when the step was announced by `announce`
+        self.leave(servers)  # a no-op when replay() left the previous state before the announcement
         wanted = {s.name: s for s in servers}
         fresh = [s for name, s in wanted.items() if name not in self.running]
         if any(s.log_file for s in fresh):
@@ -672,11 +674,6 @@ def run_checkpoints(lesson: Lesson, confs: Sequence[Path], *, echo: Echo | None 
 
 
 def announce(say: Echo, index: int, total: int, step: Step, conf: Path | None) -> None:
-    # Said by a runner: it first leaves the previous step's state, so that what stopping prints
-    # (servers shutting down, nginx's last log lines) comes before this header, not under it.
-    runner = getattr(say, "__self__", None)
-    if isinstance(runner, LessonRunner):
-        runner.leave(step.servers)
     say("")
     say(f"-- step {index}/{total}: {step.title}")
     for line in describe(step, conf):
