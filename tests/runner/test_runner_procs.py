@@ -143,7 +143,8 @@ HEALTH_SERVER = (
     "server.add_insecure_port('127.0.0.1:' + sys.argv[1])\n"
     "h.set('', health_pb2.HealthCheckResponse.NOT_SERVING)\n"
     "server.start(); print('started, not serving yet')\n"
-    "time.sleep(0.3); h.set('', health_pb2.HealthCheckResponse.SERVING); print('serving')\n"
+    "time.sleep(0.3); print('serving from', time.time(), flush=True)\n"
+    "h.set('', health_pb2.HealthCheckResponse.SERVING)\n"
     "server.wait_for_termination()\n"
 )
 
@@ -152,7 +153,11 @@ def test_wait_ready_on_grpc_health(stack: Stack) -> None:
     port = pick_free_port()
     stack.start("server1", [PY, "-c", HEALTH_SERVER, str(port)])
     stack.wait_ready("server1", port=port, health=True, timeout=10)
-    assert "serving" in stack.lines("server1")
+    ready_at = time.time()
+    # Not the line itself (the reader thread may get it a moment after wait_ready returns): its time,
+    # taken before the health status turned SERVING, which wait_ready must have waited for.
+    line = stack.wait_for_line("server1", "serving from", 5)
+    assert ready_at >= float(line.split()[-1]), (ready_at, line)
 
 
 def test_children_outlive_the_thread_that_started_them(stack: Stack) -> None:
