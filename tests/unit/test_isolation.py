@@ -1,0 +1,44 @@
+"""tests/isolation.py: each test worker in a network namespace of its own, or one process where it cannot."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import conftest  # tests/conftest.py (tests/ is on sys.path)
+import isolation
+import pytest
+
+TESTS = Path(__file__).resolve().parent.parent
+
+
+def test_without_root_the_suite_runs_in_one_process_and_says_why(monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert conftest.pytest_xdist_auto_num_workers(None) == 0  # type: ignore[arg-type]
+    assert capsys.readouterr().err == ("tests run in one process: a private network namespace per worker "
+                                       "needs root (CAP_SYS_ADMIN)\n")
+
+
+CHILD = """
+import os, socket, isolation
+machine = os.readlink("/proc/thread-self/ns/net")
+isolation.leave_machine_network()
+private = os.readlink("/proc/thread-self/ns/net")
+with socket.socket() as s:  # the new namespace's loopback is up: a lesson port binds
+    s.bind(("127.0.0.1", 8080)); s.listen()
+    with isolation.machine_network():
+        back = os.readlink("/proc/thread-self/ns/net")
+    again = os.readlink("/proc/thread-self/ns/net")
+print(machine != private, back == machine, again == private)
+"""
+
+
+@pytest.mark.skipif(isolation.why_serial() is not None, reason=str(isolation.why_serial()))
+def test_a_worker_leaves_the_machines_network_and_can_step_back() -> None:
+    out = subprocess.run([sys.executable, "-c", CHILD], cwd=TESTS, capture_output=True, text=True, timeout=30,
+                         env=dict(os.environ, PYTHONPATH=str(TESTS)))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True", "True"], out.stdout
