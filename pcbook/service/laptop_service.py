@@ -137,13 +137,17 @@ class LaptopServicer(pb_grpc.LaptopServiceServicer):
                 time.sleep(delay)
             return context_error(context) is not None
 
-        for laptop in self.laptop_store.search(flt, should_stop):
-            yield pb.SearchLaptopResponse(laptop=laptop)
-            # Reached once grpcio has sent the message and asks for the next one.
-            log(f"sent laptop with id: {laptop.id}")
-        err = context_error(context)
-        if err is not None:
-            log(f"search stopped: {err[1]}")
+        try:
+            for laptop in self.laptop_store.search(flt, should_stop):
+                yield pb.SearchLaptopResponse(laptop=laptop)
+                # Reached once grpcio has sent the message and asks for the next one.
+                log(f"sent laptop with id: {laptop.id}")
+        finally:
+            # Also when grpcio, told of a cancel before it asked for the next laptop, drops this generator
+            # (GeneratorExit at the yield): the search ends either way, and the log says why.
+            err = context_error(context)
+            if err is not None:
+                log(f"search stopped: {err[1]}")
 
     def UploadImage(
         self, request_iterator: Iterator[pb.UploadImageRequest], context: grpc.ServicerContext
