@@ -109,11 +109,12 @@ class Lab:
         self.nginx_proc: NginxProcess | None = None
         self.xds_port: int | None = None
         self.bootstrap: Path | None = None
+        self.clients: list[str] = []  # the drivers started, by name
 
     def close(self) -> None:
         """Stop everything this lab started, newest first (the Stack would at its end; a lesson step must now)."""
-        names = [n for n in ("client", "xds", "sync", "nginx", *reversed(self.servers), self.etcd.name)
-                 if n in self.stack]
+        names = [n for n in (*reversed(self.clients), "xds", "sync", "nginx", *reversed(self.servers),
+                             self.etcd.name) if n in self.stack]
         for name in names:
             if self.stack.proc(name).running:
                 self.stack.stop(name)
@@ -134,11 +135,12 @@ class Lab:
 
     # servers ----------------------------------------------------------------------------------------
 
-    def server(self, name: str, port: int | None = None, *, register: bool = True) -> float:
-        """Start a server that registers itself as <prefix>/<name>; returns when it registered."""
+    def server(self, name: str, port: int | None = None, *, register: bool = True, work_ms: int | None = None) -> float:
+        """Start a server that registers itself as <prefix>/<name>; returns when it registered.
+        `work_ms`: this server's work per call (default: the lab's)."""
         port = port or pick_free_port()
         argv = [sys.executable, "-u", "-m", "pcbook.server", "--port", str(port), "--host", "127.0.0.1",
-                "--work-ms", str(self.work_ms)]
+                "--work-ms", str(self.work_ms if work_ms is None else work_ms)]
         if register:
             argv += ["--register", self.url, "--name", name, "--register-ttl", str(self.ttl),
                      "--drain-seconds", f"{self.drain:g}"]
@@ -166,10 +168,10 @@ class Lab:
 
     # the three paths --------------------------------------------------------------------------------
 
-    def nginx(self) -> NginxProcess:
-        """nginx with the registry config, and nginx_sync keeping its upstream list; waits for the first reload."""
-        self.nginx_proc = start_nginx(self.stack, REGISTRY_CONF, port=NGINX_PORT,
-                                      files={"upstream.conf": render_upstream({})})
+    def nginx(self, conf: Path = REGISTRY_CONF, port: int = NGINX_PORT) -> NginxProcess:
+        """nginx with the registry config (`conf` listens on `port`), and nginx_sync keeping its upstream
+        list; waits for the first reload."""
+        self.nginx_proc = start_nginx(self.stack, conf, port=port, files={"upstream.conf": render_upstream({})})
         mark = self.stack.mark()
         self.stack.start("sync", [sys.executable, "-u", "-m", "pcbook.discovery.nginx_sync", "--registry", self.url,
                                   "--nginx-prefix", str(self.nginx_proc.prefix)])
@@ -197,6 +199,8 @@ class Lab:
         mark = self.stack.mark()
         self.stack.start(name, driver_argv(target, path, calls=calls, rate=rate, concurrency=concurrency,
                                            progress_every=progress_every), env=env)
+        if name not in self.clients:
+            self.clients.append(name)
         return Driver(self, name, path, mark, progress_every)
 
     # who got what ----------------------------------------------------------------------------------
@@ -228,6 +232,11 @@ class Lab:
         """Create-laptop requests each server logged (for clients that write no report)."""
         return Counter(rec.name for rec in self.stack.records(since=since)
                        if rec.name in self.servers and "receive a create-laptop request" in rec.text)
+
+    def received_at(self, server: str, since: int = 0) -> dict[str, float]:
+        """Laptop id -> when `server`'s line for that CreateLaptop was read."""
+        return {m.group(1): rec.t for rec in self.stack.records(server, since=since)
+                if (m := _RECEIVED.search(rec.text))}
 
     def first_call(self, server: str, after: float) -> float:
         """When `server` logged its first create-laptop request after `after` (inf: none)."""
@@ -267,6 +276,14 @@ class Story:
 def story(lab: Lab, target: str, *, rate: float = 40, step: int = 60, concurrency: int = 2) -> Story:
     """server1 and server2 registered and taking calls; server3 joins; server1 stops gracefully;
     server2 is SIGKILLed. `target`: lab.url (thick client), 127.0.0.1:8080 (nginx) or xds:///pcbook."""
+    return stories(lab, {"client": target}, rate=rate, step=step, concurrency=concurrency)["client"]
+
+
+def stories(lab: Lab, targets: dict[str, str], *, rate: float = 40, step: int = 60,
+            concurrency: int = 2) -> dict[str, Story]:
+    """The story of story(), once, with one driver per target (driver name -> target) calling at the
+    same time: every client sees the same servers and the same events. Each call's server, and so each
+    client's first call on server3, comes from the servers' own lines."""
     from pcbook.discovery.registry import Members
 
     for name in ("server1", "server2"):
@@ -275,9 +292,11 @@ def story(lab: Lab, target: str, *, rate: float = 40, step: int = 60, concurrenc
     seen: list[tuple[float, set[str]]] = []  # when our own watch saw each state of the registry
     with Members(lab.registry, on_change=lambda m: seen.append((time.time(), set(m)))) as members:
         members.wait(lambda m: {"server1", "server2"} <= m.keys(), 10)
-        run = lab.driver(target, calls=100_000, rate=rate, concurrency=concurrency, progress_every=10)
-        t_start = run.wait_done(10)
-        t_two = run.wait_more(step)
+        runs = {name: lab.driver(target, calls=100_000, rate=rate, concurrency=concurrency, name=name,
+                                 progress_every=10) for name, target in targets.items()}
+        lead = next(iter(runs.values()))  # every driver calls at the same rate: one paces the story
+        t_start = max(run.wait_done(10) for run in runs.values())
+        t_two = lead.wait_more(step)
         mark3 = lab.stack.mark()
         lab.server("server3")
         members.wait(lambda m: "server3" in m, 5)
@@ -286,28 +305,36 @@ def story(lab: Lab, target: str, *, rate: float = 40, step: int = 60, concurrenc
             lab.stack.wait_for_line("server3", "receive a create-laptop request", 10, since=mark3)
         except procs.NotReadyError:
             pass  # a client that never learns of server3: first call = inf
-        first = lab.first_call("server3", t_reg)
-        run.wait_more(step)
+        lead.wait_more(step)
         t_term = lab.terminate("server1")
         lab.stack.proc("server1").wait(15)
         t_gone = time.time()  # after its drain: from here on nobody can send it a call
-        run.wait_more(step)
+        lead.wait_more(step)
         t_kill = lab.kill("server2")
         members.wait(lambda m: "server2" not in m, lab.ttl + 5)
         removed = next(t for t, names in seen if t > t_kill and "server2" not in names)
-        t_end = run.wait_more(step)
-        report = run.finish()
-    receivers = lab.receivers(report, run.mark)
-    phases = {"two": lab.per_server(report, t_start, t_two, receivers),
-              "joined": lab.per_server(report, first if math.isfinite(first) else t_reg, t_term, receivers),
-              "left": lab.per_server(report, t_gone, t_kill, receivers),
-              "killed": lab.per_server(report, removed, t_end, receivers)}
-    failed = {"join": len(failed_between(report, t_two, t_term)),
-              "graceful stop": len(failed_between(report, t_term, t_kill)),
-              "kill": len(failed_between(report, t_kill, t_end))}
+        t_end = lead.wait_more(step)
+        reports = {name: run.finish() for name, run in runs.items()}
+    since = min(run.mark for run in runs.values())
+    receivers_all = lab.receivers(load.Report([c for r in reports.values() for c in r.calls]), since)
+    on_server3 = lab.received_at("server3", mark3)
     events = {"server3 registered": t_reg, "server1 SIGTERM": t_term, "server2 SIGKILL": t_kill,
               "server2's lease expired": removed}
-    return Story(target, phases, first - t_reg, removed - t_kill, failed, report, receivers, events)
+    out = {}
+    for name, report in reports.items():
+        ids = {c.laptop_id for c in report.calls}
+        receivers = {i: srv for i, srv in receivers_all.items() if i in ids}
+        first = min((t for i, t in on_server3.items() if i in ids and t >= t_reg), default=math.inf)
+        phases = {"two": lab.per_server(report, t_start, t_two, receivers),
+                  "joined": lab.per_server(report, first if math.isfinite(first) else t_reg, t_term, receivers),
+                  "left": lab.per_server(report, t_gone, t_kill, receivers),
+                  "killed": lab.per_server(report, removed, t_end, receivers)}
+        failed = {"join": len(failed_between(report, t_two, t_term)),
+                  "graceful stop": len(failed_between(report, t_term, t_kill)),
+                  "kill": len(failed_between(report, t_kill, t_end))}
+        out[name] = Story(targets[name], phases, first - t_reg, removed - t_kill, failed, report, receivers,
+                          dict(events))
+    return out
 
 
 SIGMAS = 3.5  # xDS picks localities at random (weighted), so the band is binomial: about 1 in 2000 per check
