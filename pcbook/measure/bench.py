@@ -2,7 +2,7 @@
 
     python -m pcbook.measure.bench [--reps N] [--processes N] [--out DIR]
 
-Two phases, each on its own stack of servers, all children of one `procs.Stack` (nothing outlives it):
+Three phases, each on its own stack of servers, all children of one `procs.Stack` (nothing outlives it):
 
 1. The hop. Seven paths to the same small unary call (CreateLaptop, no simulated work), measured in
    interleaved rounds: every repetition visits every path once, in a rotated order, so that a noisy
@@ -11,10 +11,15 @@ Two phases, each on its own stack of servers, all children of one `procs.Stack` 
    control plane, fed from a real etcd that lists server1 and server2.
 2. Scale-out. Servers with a fixed capacity (`--workers` threads, `--work-ms` of sleep per call) are
    saturated: one server directly, two behind nginx, two with client-side round robin.
+3. Three architectures on one registry (etcd): nginx fed by nginx_sync, lesson 11's thick client and
+   lesson 12's xDS client. Per-call latency with the load driver (sync grpcio, the calls interleaved),
+   as ratios to direct; then lesson 11's story of backend changes with the three clients calling at
+   once: calls lost per change, the new server's first call, what each change made nginx, the thick
+   client and the control plane do.
 
 It prints a table with ratios to "direct", says which targets were met, and writes a chart and the raw
-numbers to .run/bench/ (bench.png, results.json). Ports: servers 50101-50104, nginx 8101-8105; etcd and
-the control plane on free loopback ports.
+numbers to .run/bench/ (bench.png, results.json). Ports: servers 50101-50104, nginx 8101-8106; etcd, the
+control plane and phase 3's story servers on free loopback ports.
 """
 
 from __future__ import annotations
@@ -167,7 +172,9 @@ NOISE = 0.05  # "at least as good": client RR may trail nginx by this much and s
 
 @dataclass(frozen=True)
 class Settings:
-    reps: int = 6  # 6 paths: one full balanced square; 6 paired values give a 97 % interval of the median
+    # 6 paired values give a 97 % interval of the median; 7 paths need 14 orders for a full balanced design
+    # (balanced_orders), so 6 visit each path first once and balance who follows whom only in part
+    reps: int = 6
     warmup: float = 0.2  # seconds of calls before every round's window
     latency_window: float = 0.8  # one call in flight
     load_window: float = 0.8
@@ -652,11 +659,11 @@ def measure_architectures(stack: procs.Stack, settings: Settings, say: Say, out_
         rebuilt = count_lines(stack, STORY_CLIENTS["thick"], r"^discovered \d+ server", mark)
         pushes = count_lines(stack, "xds", r" push EDS ", mark)
         acks = count_lines(stack, "xds", r" ACK EDS ", mark)
-        redone = {"nginx": [f"{reloads} nginx reloads (nginx_sync)",
-                            f"{reconnects} client connections to nginx opened (its old workers close theirs)"],
-                  "thick": [f"{rebuilt} channels built (1 at its start, 1 per change; connections to the servers "
-                            "that stay are reused)"],
-                  "xds": [f"{pushes} EDS pushes, {acks} ACKed (the first at subscription); the same channel"]}
+        redone = {"nginx": [f"{reloads} nginx reloads by nginx_sync",
+                            f"{reconnects} client connections to nginx opened (the first included)"],
+                  "thick": [f"{rebuilt} channels built by the client (the first included)"],
+                  "xds": [f"{pushes} EDS pushes, {acks} ACKed (the first at subscription included); the client "
+                          "kept its one channel"]}
         changes = []
         for arch, client in STORY_CLIENTS.items():
             story = stories[client]
