@@ -93,28 +93,52 @@ class Driver:
         return collect(self.lab.stack, self.name, self.path, timeout)
 
 
+def bootstrap_path(stack: procs.Stack, port: int) -> Path:
+    return stack.run_dir / f"xds-bootstrap-{port}.json"
+
+
+def start_control_plane(stack: procs.Stack, registry_url: str, port: int, args: Sequence[str] = ()) -> Path:
+    """Start the xDS control plane as Stack child "xds" on `port`, fed from `registry_url`, and wait until
+    it listens (it reads the registry first); returns the bootstrap file clients need (written once)."""
+    mark = stack.mark()
+    stack.start("xds", [sys.executable, "-u", "-m", "pcbook.discovery.xds", "serve", "--registry", registry_url,
+                        "--port", str(port), *args])
+    stack.wait_for_line("xds", "listening on", 15, since=mark)
+    path = bootstrap_path(stack, port)
+    if not path.exists():
+        write_bootstrap(path, f"127.0.0.1:{port}")
+    return path
+
+
 class Lab:
     def __init__(self, stack: procs.Stack, *, etcd_port: int | None = None, ttl: int = 3, drain: float = 1.0,
-                 work_ms: int = 20):
-        """`work_ms`: each CreateLaptop takes that long, so that a kill finds calls in flight."""
+                 work_ms: int = 20, etcd: EtcdProcess | None = None, xds_args: Sequence[str] = ()):
+        """`work_ms`: each CreateLaptop takes that long, so that a kill finds calls in flight.
+
+        `etcd`: a registry someone else started and stops (the runner, for a step that declares a
+        Registry): the lab uses it and leaves it running; without, the lab starts its own etcd and stops
+        it in close(). `xds_args`: the flags control_plane() starts the control plane with (a step's
+        ControlPlane declaration)."""
         self.stack = stack
         self.work_ms = work_ms
         self.ttl = ttl
         self.drain = drain
-        self.etcd: EtcdProcess = start_etcd(stack, port=etcd_port or pick_free_port(),
-                                            peer_port=pick_free_port())
+        self._own_etcd = etcd is None
+        self.etcd: EtcdProcess = etcd or start_etcd(stack, port=etcd_port or pick_free_port(),
+                                                    peer_port=pick_free_port())
         self.url = f"{self.etcd.url}{PREFIX}"
         self.registry = Etcd(self.url)
         self.servers: list[str] = []
         self.nginx_proc: NginxProcess | None = None
         self.xds_port: int | None = None
+        self.xds_args: tuple[str, ...] = tuple(xds_args)
         self.bootstrap: Path | None = None
         self.clients: list[str] = []  # the drivers started, by name
 
     def close(self) -> None:
         """Stop everything this lab started, newest first (the Stack would at its end; a lesson step must now)."""
         names = [n for n in (*reversed(self.clients), "xds", "sync", "nginx", *reversed(self.servers),
-                             self.etcd.name) if n in self.stack]
+                             self.etcd.name if self._own_etcd else "") if n and n in self.stack]
         for name in names:
             if self.stack.proc(name).running:
                 self.stack.stop(name)
@@ -179,15 +203,11 @@ class Lab:
         return self.nginx_proc
 
     def control_plane(self, port: int | None = None, *args: str) -> Path:
-        """Start (or restart) the xDS control plane; returns the bootstrap file clients need."""
+        """Start (or restart: same port, same flags unless given) the xDS control plane; returns the
+        bootstrap file clients need."""
         self.xds_port = port or self.xds_port or pick_free_port()
-        mark = self.stack.mark()
-        self.stack.start("xds", [sys.executable, "-u", "-m", "pcbook.discovery.xds", "serve", "--registry", self.url,
-                                 "--port", str(self.xds_port), *args])
-        self.stack.wait_for_line("xds", "listening on", 15, since=mark)
-        if self.bootstrap is None:
-            self.bootstrap = write_bootstrap(self.stack.run_dir / f"xds-bootstrap-{self.xds_port}.json",
-                                             f"127.0.0.1:{self.xds_port}")
+        self.xds_args = tuple(args) or self.xds_args
+        self.bootstrap = start_control_plane(self.stack, self.url, self.xds_port, self.xds_args)
         return self.bootstrap
 
     def driver(self, target: str, *, calls: int, rate: float, concurrency: int = 2, name: str = "client",
@@ -377,12 +397,20 @@ def judge_phases(p: dict[str, Counter[str]] | dict[str, dict[str, int]], first_c
     return diffs
 
 
-def share_after(lab: Lab, change: Callable[[], object], ack_version: str, calls: int = 200,
+def eds_version(lab: Lab) -> int:
+    """The version of the endpoints the control plane last announced (`endpoints vN: ...`), 0: none yet."""
+    found = [int(m.group(1)) for rec in lab.stack.records("xds") if (m := re.search(r" endpoints v(\d+): ", rec.text))]
+    return found[-1] if found else 0
+
+
+def share_after(lab: Lab, change: Callable[[], object], ack_version: str | None = None, calls: int = 200,
                 say: Callable[[str], None] = lambda _line: None) -> tuple[dict[str, float], float, load.Report]:
-    """xDS: apply `change` (an etcd write), wait for the client's ACK of EDS `ack_version`, then send
-    `calls` calls; returns each server's share of them, the change-to-ACK time and the report."""
+    """xDS: apply `change` (an etcd write), wait for the client's ACK of EDS `ack_version` (default: the
+    version after the control plane's current one), then send `calls` calls; returns each server's share
+    of them, the change-to-ACK time and the report."""
     run = lab.driver("xds:///pcbook", calls=100_000, rate=100, concurrency=2, progress_every=10)
     run.wait_done(10)
+    ack_version = ack_version or f"v{eds_version(lab) + 1}"
     mark = lab.stack.mark()
     changed = time.time()
     change()
