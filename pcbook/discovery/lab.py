@@ -94,27 +94,52 @@ class Driver:
         return collect(self.lab.stack, self.name, self.path, timeout)
 
 
+def bootstrap_path(stack: procs.Stack, port: int) -> Path:
+    return stack.run_dir / f"xds-bootstrap-{port}.json"
+
+
+def start_control_plane(stack: procs.Stack, registry_url: str, port: int, args: Sequence[str] = ()) -> Path:
+    """Start the xDS control plane as Stack child "xds" on `port`, fed from `registry_url`, and wait until
+    it listens (it reads the registry first); returns the bootstrap file clients need (written once)."""
+    mark = stack.mark()
+    stack.start("xds", [sys.executable, "-u", "-m", "pcbook.discovery.xds", "serve", "--registry", registry_url,
+                        "--port", str(port), *args])
+    stack.wait_for_line("xds", "listening on", 15, since=mark)
+    path = bootstrap_path(stack, port)
+    if not path.exists():
+        write_bootstrap(path, f"127.0.0.1:{port}")
+    return path
+
+
 class Lab:
     def __init__(self, stack: procs.Stack, *, etcd_port: int | None = None, ttl: int = 3, drain: float = 1.0,
-                 work_ms: int = 20):
-        """`work_ms`: each CreateLaptop takes that long, so that a kill finds calls in flight."""
+                 work_ms: int = 20, etcd: EtcdProcess | None = None, xds_args: Sequence[str] = ()):
+        """`work_ms`: each CreateLaptop takes that long, so that a kill finds calls in flight.
+
+        `etcd`: a registry someone else started and stops (the runner, for a step that declares a
+        Registry): the lab uses it and leaves it running; without, the lab starts its own etcd and stops
+        it in close(). `xds_args`: the flags control_plane() starts the control plane with (a step's
+        ControlPlane declaration)."""
         self.stack = stack
         self.work_ms = work_ms
         self.ttl = ttl
         self.drain = drain
-        self.etcd: EtcdProcess = start_etcd(stack, port=etcd_port or pick_free_port(),
-                                            peer_port=pick_free_port())
+        self._own_etcd = etcd is None
+        self.etcd: EtcdProcess = etcd or start_etcd(stack, port=etcd_port or pick_free_port(),
+                                                    peer_port=pick_free_port())
         self.url = f"{self.etcd.url}{PREFIX}"
         self.registry = Etcd(self.url)
         self.servers: list[str] = []
         self.nginx_proc: NginxProcess | None = None
         self.xds_port: int | None = None
+        self.xds_args: tuple[str, ...] = tuple(xds_args)
         self.bootstrap: Path | None = None
+        self.clients: list[str] = []  # the drivers started, by name
 
     def close(self) -> None:
         """Stop everything this lab started, newest first (the Stack would at its end; a lesson step must now)."""
-        names = [n for n in ("client", "xds", "sync", "nginx", *reversed(self.servers), self.etcd.name)
-                 if n in self.stack]
+        names = [n for n in (*reversed(self.clients), "xds", "sync", "nginx", *reversed(self.servers),
+                             self.etcd.name if self._own_etcd else "") if n and n in self.stack]
         for name in names:
             if self.stack.proc(name).running:
                 self.stack.stop(name)
@@ -135,11 +160,12 @@ class Lab:
 
     # servers ----------------------------------------------------------------------------------------
 
-    def server(self, name: str, port: int | None = None, *, register: bool = True) -> float:
-        """Start a server that registers itself as <prefix>/<name>; returns when it registered."""
+    def server(self, name: str, port: int | None = None, *, register: bool = True, work_ms: int | None = None) -> float:
+        """Start a server that registers itself as <prefix>/<name>; returns when it registered.
+        `work_ms`: this server's work per call (default: the lab's)."""
         port = port or pick_free_port()
         argv = [sys.executable, "-u", "-m", "pcbook.server", "--port", str(port), "--host", "127.0.0.1",
-                "--work-ms", str(self.work_ms)]
+                "--work-ms", str(self.work_ms if work_ms is None else work_ms)]
         if register:
             argv += ["--register", self.url, "--name", name, "--register-ttl", str(self.ttl),
                      "--drain-seconds", f"{self.drain:g}"]
@@ -167,10 +193,10 @@ class Lab:
 
     # the three paths --------------------------------------------------------------------------------
 
-    def nginx(self) -> NginxProcess:
-        """nginx with the registry config, and nginx_sync keeping its upstream list; waits for the first reload."""
-        self.nginx_proc = start_nginx(self.stack, REGISTRY_CONF, port=NGINX_PORT,
-                                      files={"upstream.conf": render_upstream({})})
+    def nginx(self, conf: Path = REGISTRY_CONF, port: int = NGINX_PORT) -> NginxProcess:
+        """nginx with the registry config (`conf` listens on `port`), and nginx_sync keeping its upstream
+        list; waits for the first reload."""
+        self.nginx_proc = start_nginx(self.stack, conf, port=port, files={"upstream.conf": render_upstream({})})
         mark = self.stack.mark()
         self.stack.start("sync", [sys.executable, "-u", "-m", "pcbook.discovery.nginx_sync", "--registry", self.url,
                                   "--nginx-prefix", str(self.nginx_proc.prefix)])
@@ -178,15 +204,11 @@ class Lab:
         return self.nginx_proc
 
     def control_plane(self, port: int | None = None, *args: str) -> Path:
-        """Start (or restart) the xDS control plane; returns the bootstrap file clients need."""
+        """Start (or restart: same port, same flags unless given) the xDS control plane; returns the
+        bootstrap file clients need."""
         self.xds_port = port or self.xds_port or pick_free_port()
-        mark = self.stack.mark()
-        self.stack.start("xds", [sys.executable, "-u", "-m", "pcbook.discovery.xds", "serve", "--registry", self.url,
-                                 "--port", str(self.xds_port), *args])
-        self.stack.wait_for_line("xds", "listening on", 15, since=mark)
-        if self.bootstrap is None:
-            self.bootstrap = write_bootstrap(self.stack.run_dir / f"xds-bootstrap-{self.xds_port}.json",
-                                             f"127.0.0.1:{self.xds_port}")
+        self.xds_args = tuple(args) or self.xds_args
+        self.bootstrap = start_control_plane(self.stack, self.url, self.xds_port, self.xds_args)
         return self.bootstrap
 
     def driver(self, target: str, *, calls: int, rate: float, concurrency: int = 2, name: str = "client",
@@ -198,6 +220,8 @@ class Lab:
         mark = self.stack.mark()
         self.stack.start(name, driver_argv(target, path, calls=calls, rate=rate, concurrency=concurrency,
                                            progress_every=progress_every), env=env)
+        if name not in self.clients:
+            self.clients.append(name)
         return Driver(self, name, path, mark, progress_every)
 
     # who got what ----------------------------------------------------------------------------------
@@ -229,6 +253,11 @@ class Lab:
         """Create-laptop requests each server logged (for clients that write no report)."""
         return Counter(rec.name for rec in self.stack.records(since=since)
                        if rec.name in self.servers and "receive a create-laptop request" in rec.text)
+
+    def received_at(self, server: str, since: int = 0) -> dict[str, float]:
+        """Laptop id -> when `server`'s line for that CreateLaptop was read."""
+        return {m.group(1): rec.t for rec in self.stack.records(server, since=since)
+                if (m := _RECEIVED.search(rec.text))}
 
     def first_call(self, server: str, after: float) -> float:
         """When `server` logged its first create-laptop request after `after` (inf: none)."""
@@ -268,6 +297,14 @@ class Story:
 def story(lab: Lab, target: str, *, rate: float = 40, step: int = 60, concurrency: int = 2) -> Story:
     """server1 and server2 registered and taking calls; server3 joins; server1 stops gracefully;
     server2 is SIGKILLed. `target`: lab.url (thick client), 127.0.0.1:8080 (nginx) or xds:///pcbook."""
+    return stories(lab, {"client": target}, rate=rate, step=step, concurrency=concurrency)["client"]
+
+
+def stories(lab: Lab, targets: dict[str, str], *, rate: float = 40, step: int = 60,
+            concurrency: int = 2) -> dict[str, Story]:
+    """The story of story(), once, with one driver per target (driver name -> target) calling at the
+    same time: every client sees the same servers and the same events. Each call's server, and so each
+    client's first call on server3, comes from the servers' own lines."""
     from pcbook.discovery.registry import Members
 
     for name in ("server1", "server2"):
@@ -276,9 +313,11 @@ def story(lab: Lab, target: str, *, rate: float = 40, step: int = 60, concurrenc
     seen: list[tuple[float, set[str]]] = []  # when our own watch saw each state of the registry
     with Members(lab.registry, on_change=lambda m: seen.append((time.time(), set(m)))) as members:
         members.wait(lambda m: {"server1", "server2"} <= m.keys(), 10)
-        run = lab.driver(target, calls=100_000, rate=rate, concurrency=concurrency, progress_every=10)
-        t_start = run.wait_done(10)
-        t_two = run.wait_more(step)
+        runs = {name: lab.driver(target, calls=100_000, rate=rate, concurrency=concurrency, name=name,
+                                 progress_every=10) for name, target in targets.items()}
+        lead = next(iter(runs.values()))  # every driver calls at the same rate: one paces the story
+        t_start = max(run.wait_done(10) for run in runs.values())
+        t_two = lead.wait_more(step)
         mark3 = lab.stack.mark()
         lab.server("server3")
         members.wait(lambda m: "server3" in m, 5)
@@ -287,28 +326,36 @@ def story(lab: Lab, target: str, *, rate: float = 40, step: int = 60, concurrenc
             lab.stack.wait_for_line("server3", "receive a create-laptop request", 2 * FIRST_CALL_WITHIN, since=mark3)
         except procs.NotReadyError:
             pass  # a client that never learns of server3: first call = inf
-        first = lab.first_call("server3", t_reg)
-        run.wait_more(step)
+        lead.wait_more(step)
         t_term = lab.terminate("server1")
         lab.stack.proc("server1").wait(15)
         t_gone = time.time()  # after its drain: from here on nobody can send it a call
-        run.wait_more(step)
+        lead.wait_more(step)
         t_kill = lab.kill("server2")
         members.wait(lambda m: "server2" not in m, lab.ttl + 5)
         removed = next(t for t, names in seen if t > t_kill and "server2" not in names)
-        t_end = run.wait_more(step)
-        report = run.finish()
-    receivers = lab.receivers(report, run.mark)
-    phases = {"two": lab.per_server(report, t_start, t_two, receivers),
-              "joined": lab.per_server(report, first if math.isfinite(first) else t_reg, t_term, receivers),
-              "left": lab.per_server(report, t_gone, t_kill, receivers),
-              "killed": lab.per_server(report, removed, t_end, receivers)}
-    failed = {"join": len(failed_between(report, t_two, t_term)),
-              "graceful stop": len(failed_between(report, t_term, t_kill)),
-              "kill": len(failed_between(report, t_kill, t_end))}
+        t_end = lead.wait_more(step)
+        reports = {name: run.finish() for name, run in runs.items()}
+    since = min(run.mark for run in runs.values())
+    receivers_all = lab.receivers(load.Report([c for r in reports.values() for c in r.calls]), since)
+    on_server3 = lab.received_at("server3", mark3)
     events = {"server3 registered": t_reg, "server1 SIGTERM": t_term, "server2 SIGKILL": t_kill,
               "server2's lease expired": removed}
-    return Story(target, phases, first - t_reg, removed - t_kill, failed, report, receivers, events)
+    out = {}
+    for name, report in reports.items():
+        ids = {c.laptop_id for c in report.calls}
+        receivers = {i: srv for i, srv in receivers_all.items() if i in ids}
+        first = min((t for i, t in on_server3.items() if i in ids and t >= t_reg), default=math.inf)
+        phases = {"two": lab.per_server(report, t_start, t_two, receivers),
+                  "joined": lab.per_server(report, first if math.isfinite(first) else t_reg, t_term, receivers),
+                  "left": lab.per_server(report, t_gone, t_kill, receivers),
+                  "killed": lab.per_server(report, removed, t_end, receivers)}
+        failed = {"join": len(failed_between(report, t_two, t_term)),
+                  "graceful stop": len(failed_between(report, t_term, t_kill)),
+                  "kill": len(failed_between(report, t_kill, t_end))}
+        out[name] = Story(targets[name], phases, first - t_reg, removed - t_kill, failed, report, receivers,
+                          dict(events))
+    return out
 
 
 SIGMAS = 3.5  # xDS picks localities at random (weighted), so the band is binomial: about 1 in 2000 per check
@@ -351,12 +398,20 @@ def judge_phases(p: dict[str, Counter[str]] | dict[str, dict[str, int]], first_c
     return diffs
 
 
-def share_after(lab: Lab, change: Callable[[], object], ack_version: str, calls: int = 200,
+def eds_version(lab: Lab) -> int:
+    """The version of the endpoints the control plane last announced (`endpoints vN: ...`), 0: none yet."""
+    found = [int(m.group(1)) for rec in lab.stack.records("xds") if (m := re.search(r" endpoints v(\d+): ", rec.text))]
+    return found[-1] if found else 0
+
+
+def share_after(lab: Lab, change: Callable[[], object], ack_version: str | None = None, calls: int = 200,
                 say: Callable[[str], None] = lambda _line: None) -> tuple[dict[str, float], float, load.Report]:
-    """xDS: apply `change` (an etcd write), wait for the client's ACK of EDS `ack_version`, then send
-    `calls` calls; returns each server's share of them, the change-to-ACK time and the report."""
+    """xDS: apply `change` (an etcd write), wait for the client's ACK of EDS `ack_version` (default: the
+    version after the control plane's current one), then send `calls` calls; returns each server's share
+    of them, the change-to-ACK time and the report."""
     run = lab.driver("xds:///pcbook", calls=100_000, rate=100, concurrency=2, progress_every=10)
     run.wait_done(10)
+    ack_version = ack_version or f"v{eds_version(lab) + 1}"
     mark = lab.stack.mark()
     changed = time.time()
     change()

@@ -1,11 +1,13 @@
 """Lessons 11 and 12: service discovery (etcd) and look-aside balancing (xDS), on real processes.
 
-Every step builds its own stack with pcbook.discovery.lab: a real etcd on a free loopback port,
-servers that register themselves (`--register`), and one of the three ways to reach them: the thick
-client (`--discover`), nginx fed by nginx_sync, or grpc's xDS client fed by our control plane. Its act
-runs lesson 11's story (two servers, a third joins, one stops gracefully, one is SIGKILLed) or one of
-lesson 12's look-aside measurements, and stops what it started. The judges are pure functions of the
-typed results (results.Discovered).
+Every step declares its registry (model.Registry: a fresh etcd, which the runner starts and stops)
+and, in lesson 12, the flags of the xDS control plane fed from it (model.ControlPlane). The act drives
+the rest with pcbook.discovery.lab on top of the registry (ctx.lab()), the control plane included (its
+moment is the story's): servers that register themselves (`--register`), and
+one of the three ways to reach them: the thick client (`--discover`), nginx fed by nginx_sync, or
+grpc's xDS client. It runs lesson 11's story (two servers, a third joins, one stops gracefully, one is
+SIGKILLed) or one of lesson 12's look-aside measurements, and stops what it started. The judges are
+pure functions of the typed results (results.Discovered).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import math
 from typing import TYPE_CHECKING
 
 from pcbook.discovery import lab as discovery_lab
-from pcbook.discovery.lab import Lab, Story
+from pcbook.discovery.lab import Story
 from pcbook.workbook.results import Call, Calls, Counts, Discovered, Mark
 
 if TYPE_CHECKING:
@@ -57,15 +59,11 @@ def _say_story(ctx: StepContext, result: Discovered) -> None:
         ctx.say(f"{phase}: {counts}")
 
 
-def _lab(ctx: StepContext) -> Lab:
-    return Lab(ctx.stack)
-
-
 # -- lesson 11 ---------------------------------------------------------------------------------------
 
 
 def thick(ctx: StepContext) -> Discovered:
-    lab = _lab(ctx)
+    lab = ctx.lab()
     try:
         result = _discovered("thick client", discovery_lab.story(lab, lab.url))
     finally:
@@ -75,7 +73,7 @@ def thick(ctx: StepContext) -> Discovered:
 
 
 def via_nginx(ctx: StepContext) -> Discovered:
-    lab = _lab(ctx)
+    lab = ctx.lab()
     try:
         lab.server("server1")
         lab.server("server2")
@@ -98,11 +96,11 @@ def judge_story(result: Discovered) -> list[str]:
 
 
 def xds_story(ctx: StepContext) -> Discovered:
-    lab = _lab(ctx)
+    lab = ctx.lab()
     try:
         lab.server("server1")
         lab.server("server2")
-        lab.control_plane()
+        lab.control_plane()  # the step's ControlPlane, once its first servers are registered
         result = _discovered("xDS", discovery_lab.story(lab, "xds:///pcbook"))
     finally:
         lab.close()
@@ -110,15 +108,15 @@ def xds_story(ctx: StepContext) -> Discovered:
     return result
 
 
-def _weighted(ctx: StepContext, *control_plane_args: str, knob: str, value: str) -> Discovered:
-    lab = _lab(ctx)
+def _weighted(ctx: StepContext, *, knob: str, value: str) -> Discovered:
+    lab = ctx.lab()
     try:
         lab.server("server1")
         lab.server("server2")
-        lab.control_plane(None, *control_plane_args)
+        lab.control_plane()
         share, acked, report = discovery_lab.share_after(
             lab, lambda: lab.registry.put(f"/pcbook-lb/{knob}/server1" if knob == "weight" else
-                                          f"/pcbook-lb/{knob}/server2", value), "v3", MEASURED, say=ctx.say)
+                                          f"/pcbook-lb/{knob}/server2", value), None, MEASURED, say=ctx.say)
         receivers = lab.receivers(report)
     finally:
         lab.close()
@@ -129,11 +127,9 @@ def _weighted(ctx: StepContext, *control_plane_args: str, knob: str, value: str)
 
 
 def weights(ctx: StepContext) -> Discovered:
+    """weight/server1 = 3 in etcd; where the control plane puts it (a locality's weight or the endpoint's)
+    is the step's ControlPlane declaration."""
     return _weighted(ctx, knob="weight", value=str(WEIGHT))
-
-
-def endpoint_weights(ctx: StepContext) -> Discovered:
-    return _weighted(ctx, "--weights", "endpoint", knob="weight", value=str(WEIGHT))
 
 
 def drain(ctx: StepContext) -> Discovered:
@@ -163,7 +159,7 @@ def judge_drain(result: Discovered) -> list[str]:
 
 
 def restart(ctx: StepContext) -> Discovered:
-    lab = _lab(ctx)
+    lab = ctx.lab()
     try:
         lab.server("server1")
         lab.server("server2")

@@ -2,17 +2,24 @@
 
     python -m pcbook.measure.bench [--reps N] [--processes N] [--out DIR]
 
-Two phases, each on its own stack of servers, all children of one `procs.Stack` (nothing outlives it):
+Three phases, each on its own stack of servers, all children of one `procs.Stack` (nothing outlives it):
 
-1. The hop. Six paths to the same small unary call (CreateLaptop, no simulated work), measured in
+1. The hop. Seven paths to the same small unary call (CreateLaptop, no simulated work), measured in
    interleaved rounds: every repetition visits every path once, in a rotated order, so that a noisy
    moment of the machine hits all paths alike. Per round: latency with one call in flight (p50, p99),
-   then throughput with many calls in flight.
+   then throughput with many calls in flight. The xDS path dials `xds:///pcbook` through lesson 12's
+   control plane, fed from a real etcd that lists server1 and server2.
 2. Scale-out. Servers with a fixed capacity (`--workers` threads, `--work-ms` of sleep per call) are
    saturated: one server directly, two behind nginx, two with client-side round robin.
+3. Three architectures on one registry (etcd): nginx fed by nginx_sync, lesson 11's thick client and
+   lesson 12's xDS client. Per-call latency with the load driver (sync grpcio, the calls interleaved),
+   as ratios to direct; then lesson 11's story of backend changes with the three clients calling at
+   once: calls lost per change, the new server's first call, what each change made nginx, the thick
+   client and the control plane do.
 
 It prints a table with ratios to "direct", says which targets were met, and writes a chart and the raw
-numbers to .run/bench/ (bench.png, results.json). Ports: servers 50101-50104, nginx 8101-8105.
+numbers to .run/bench/ (bench.png, results.json). Ports: servers 50101-50104, nginx 8101-8106; etcd, the
+control plane and phase 3's story servers on free loopback ports.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import shlex
 import sys
 import time
@@ -30,7 +38,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from pcbook import paths
-from pcbook.measure import h2load
+from pcbook.discovery import lab as discovery_lab
+from pcbook.discovery.lab import PREFIX, Lab
+from pcbook.measure import driver, h2load
 from pcbook.measure.loadgen import KIND, LoadGenerator, Round, Target
 from pcbook.measure.placement import LOADGEN, NGINX, SERVERS, Placement, available, pinned, plan
 from pcbook.measure.stats import (
@@ -38,6 +48,7 @@ from pcbook.measure.stats import (
     PathStats,
     Spread,
     balanced_orders,
+    block_percentiles,
     paired_difference,
     percentile,
     queued_calls,
@@ -97,6 +108,8 @@ NGINX_PLAIN = "nginx"
 NGINX_KEEPALIVE = "nginx-mtls-keepalive"
 NGINX_NO_KEEPALIVE = "nginx-mtls-no-keepalive"
 CLIENT_RR = "client-rr"
+XDS = "xds"
+XDS_TARGET = "xds:///pcbook"
 HOP_PATHS = (
     Target(DIRECT, "127.0.0.1:50101"),
     Target(NGINX_PLAIN, "127.0.0.1:8101"),
@@ -104,6 +117,7 @@ HOP_PATHS = (
     Target(NGINX_KEEPALIVE, "127.0.0.1:8103", tls=True),
     Target(NGINX_NO_KEEPALIVE, "127.0.0.1:8104", tls=True),
     Target(CLIENT_RR, RR_TARGET, lb_policy="round_robin"),
+    Target(XDS, XDS_TARGET),  # round robin over the endpoints the control plane pushes: server1, server2
 )
 LABELS = {
     DIRECT: "direct to one server",
@@ -112,7 +126,10 @@ LABELS = {
     NGINX_KEEPALIVE: "nginx, mTLS both hops, keepalive",
     NGINX_NO_KEEPALIVE: "nginx, mTLS both hops, no keepalive",
     CLIENT_RR: "client-side round robin, 2 servers",
+    XDS: "xDS look-aside (control plane), 2 servers",
 }
+# What the bench registers in etcd for the control plane to push: the same two servers as client-rr.
+XDS_SERVERS = {"server1": "127.0.0.1:50101", "server2": "127.0.0.1:50102"}
 # Which backend port each nginx path reaches, to count the connections nginx opens to it.
 UPSTREAM_PORT = {NGINX_KEEPALIVE: 50103, NGINX_NO_KEEPALIVE: 50104}
 
@@ -124,6 +141,8 @@ COMPARISONS = (
     (NGINX_NO_KEEPALIVE, NGINX_KEEPALIVE, "a new backend connection and handshake per call"),
     (CLIENT_RR, DIRECT, "client-side round robin"),
     (CLIENT_RR, NGINX_PLAIN, "client-side balancing instead of the proxy"),
+    (XDS, CLIENT_RR, "the addresses from a control plane, not a fixed list"),
+    (XDS, NGINX_PLAIN, "look-aside balancing instead of the proxy"),
 )
 H2_PATHS = {DIRECT: "127.0.0.1:50101", NGINX_PLAIN: "127.0.0.1:8101"}
 
@@ -153,7 +172,9 @@ NOISE = 0.05  # "at least as good": client RR may trail nginx by this much and s
 
 @dataclass(frozen=True)
 class Settings:
-    reps: int = 6  # 6 paths: one full balanced square; 6 paired values give a 97 % interval of the median
+    # 6 paired values give a 97 % interval of the median; 7 paths need 14 orders for a full balanced design
+    # (balanced_orders), so 6 visit each path first once and balance who follows whom only in part
+    reps: int = 6
     warmup: float = 0.2  # seconds of calls before every round's window
     latency_window: float = 0.8  # one call in flight
     load_window: float = 0.8
@@ -166,6 +187,9 @@ class Settings:
     work_ms: int = 20  # ... and sleep per call: capacity = workers * 1000 / work_ms calls/s
     free_placement: bool = False  # let the OS place the processes (the default pins them where it can)
     cross_check: bool = True  # h2load rows, where h2load is installed
+    arch_calls: int = 900  # phase 3: calls per architecture, interleaved, cut into `reps` blocks
+    arch_warmup: int = 50
+    architectures: bool = True  # phase 3 (etcd, nginx_sync, the thick client, xDS)
 
     @property
     def capacity(self) -> float:
@@ -193,6 +217,39 @@ class ScaleResult:
     service_ms: float = 0.0  # one call alone, work included: what a call costs with nothing waiting
     served: dict[str, dict[str, int]] = field(default_factory=dict)  # setup -> server -> calls in its rounds
     records: list[RoundRecord] = field(default_factory=list)
+
+
+@dataclass
+class ArchLatency:
+    """Phase 3: one architecture's per-call latency over all its calls, and its ratios to direct's."""
+
+    name: str
+    p50_ms: float
+    p99_ms: float
+    x_p50: float
+    x_p99: float
+    added: Difference | None  # p50 minus direct's, per block of interleaved calls, in microseconds
+
+
+@dataclass
+class ChangeCost:
+    """Phase 3: what lesson 11's story of backend changes cost one client."""
+
+    name: str
+    calls: int
+    failed: dict[str, int]  # event -> calls failed around it
+    register_to_first_call: float  # s; inf: server3 never got a call from this client
+    redone: list[str]  # what had to be reloaded, rebuilt or reconnected, counted
+
+
+@dataclass
+class ArchResult:
+    latency: list[ArchLatency]
+    changes: list[ChangeCost]
+    blocks: int
+    calls: int  # per architecture, in the latency rounds
+    kill_to_removal: float  # s from server2's SIGKILL to its key's expiry (the same registry for all)
+    samples_ms: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -249,9 +306,24 @@ def start_nginx(stack: procs.Stack, conf: Path, port: int, placement: Placement 
         return nginx.start_nginx(stack, conf, port=port, timeout=READY_TIMEOUT)
 
 
-def start_load(stack: procs.Stack, processes: int, placement: Placement | None = None) -> LoadGenerator:
+def start_load(stack: procs.Stack, processes: int, placement: Placement | None = None,
+               env: dict[str, str] | None = None) -> LoadGenerator:
     with pinned(placement or Placement(), LOADGEN):
-        return LoadGenerator(stack, processes)
+        return LoadGenerator(stack, processes, env=env)
+
+
+def start_look_aside(stack: procs.Stack, servers: dict[str, str] = XDS_SERVERS,
+                     placement: Placement | None = None) -> tuple[Lab, Path]:
+    """etcd listing `servers` (name -> host:port) and lesson 12's control plane fed from it; returns the
+    lab (lab.close() stops both) and the bootstrap file an xds:/// client needs in GRPC_XDS_BOOTSTRAP.
+
+    The keys have no lease: the bench's servers do not register themselves, the bench lists them.
+    Pinned with nginx: like nginx it is the part of the path that is not the client nor the server."""
+    with pinned(placement or Placement(), NGINX):
+        lab = Lab(stack, work_ms=0)
+        for name, address in servers.items():
+            lab.registry.put(f"{PREFIX}/{name}", address)
+        return lab, lab.control_plane()
 
 
 def start_hop_nginx(stack: procs.Stack, conf: Path = HOP_CONF,
@@ -486,6 +558,124 @@ def measure_h2load(binary: str, targets: dict[str, str], token: str, settings: S
     return H2Result(rounds, calls_checked=sent, calls_saved=saved)
 
 
+# --- phase 3: the three architectures on one registry ---------------------------------------------------
+
+ARCH_CONF = paths.NGINX_DIR / "discovery" / "bench.conf"
+ARCH_NGINX_PORT = 8106
+ARCH_FAST = {"fast1": 50101, "fast2": 50102}  # the latency rounds' servers: no simulated work
+ARCH_DIRECT = "direct"
+ARCH_LABELS = {
+    ARCH_DIRECT: "direct to fast1",
+    "nginx": "proxy: nginx, upstreams from nginx_sync",
+    "thick": "thick client: round robin over etcd's list",
+    "xds": "look-aside: grpc's xDS client, our control plane",
+}
+# The story's drivers (Stack names), one per architecture, all calling during the same events.
+STORY_CLIENTS = {"thick": "thick-client", "nginx": "nginx-client", "xds": "xds-client"}
+# Per-call lines of the servers and the drivers: kept in the Stack (the story reads them), not echoed.
+QUIET = re.compile(r"receive a create-laptop request|saved laptop with id|--> unary interceptor: |"
+                   r"\| \d+ calls done: ")
+
+
+def quiet(say: Say) -> Say:
+    """`say` without the lines a process prints per call."""
+    return lambda line: None if QUIET.search(line) else say(line)
+
+
+def architecture_latency(samples: dict[str, list[float]], base: str, blocks: int,
+                         level: float = LEVEL) -> list[ArchLatency]:
+    """p50/p99 over every call of each path (ms) and their ratios to `base`; the p50 added to base's
+    per block of calls (paired: block i of every path was sent at the same time), in microseconds."""
+    ref = samples[base]
+    ref_p50, ref_p99 = percentile(ref, 50), percentile(ref, 99)
+    ref_blocks = [v * 1000 for v in block_percentiles(ref, blocks)]
+    rows = []
+    for name, values in samples.items():
+        p50, p99 = percentile(values, 50), percentile(values, 99)
+        added = None if name == base else paired_difference(
+            name, [v * 1000 for v in block_percentiles(values, blocks)], base, ref_blocks, level)
+        rows.append(ArchLatency(name, p50, p99, ratio(p50, ref_p50), ratio(p99, ref_p99), added))
+    return rows
+
+
+def count_lines(stack: procs.Stack, name: str, pattern: str, since: int) -> int:
+    return sum(1 for rec in stack.records(name, since=since) if re.search(pattern, rec.text))
+
+
+def measure_architectures(stack: procs.Stack, settings: Settings, say: Say, out_dir: Path,
+                          placement: Placement | None = None, clock: Clock | None = None) -> ArchResult:
+    """One etcd, nginx fed by nginx_sync, the xDS control plane; then
+    1. latency: fast1 and fast2 registered; the driver's --compare sends the same call direct, through
+       nginx, through the thick client and through xDS in turn (rotated), `arch_calls` each;
+    2. backend changes: fast1 and fast2 leave; lesson 11's story (server1, server2; server3 joins;
+       server1 stops gracefully; server2 is SIGKILLed) with one driver per architecture calling at once.
+    """
+    clock = clock or Clock()
+    where = placement or Placement()
+    for port in ARCH_FAST.values():
+        wait_bindable(port, say)
+    with pinned(where, NGINX):
+        lab = Lab(stack)  # its servers do 20 ms of work per call (the story's), unless told otherwise
+    try:
+        with pinned(where, SERVERS):
+            for name, port in ARCH_FAST.items():
+                lab.server(name, port, work_ms=0)
+        with pinned(where, NGINX):
+            lab.nginx(ARCH_CONF, ARCH_NGINX_PORT)
+            bootstrap = lab.control_plane()
+        env = {"GRPC_XDS_BOOTSTRAP": str(bootstrap)}
+        targets = {ARCH_DIRECT: f"127.0.0.1:{ARCH_FAST['fast1']}", "nginx": f"127.0.0.1:{ARCH_NGINX_PORT}",
+                   "thick": lab.url, "xds": XDS_TARGET}
+        report_file = out_dir / "architectures-calls.json"
+        argv = [sys.executable, "-u", "-m", "pcbook.measure.driver", "--calls", str(settings.arch_calls),
+                "--warmup", str(settings.arch_warmup), "--json", str(report_file)]
+        for name, target in targets.items():
+            argv += ["--compare", f"{name}={target}"]
+        say(f"{clock} latency: {settings.arch_calls} calls per architecture after {settings.arch_warmup} warm-up "
+            "calls, interleaved, one in flight (the load driver: sync grpcio, one process)")
+        with pinned(where, LOADGEN):
+            stack.start("compare", argv, env=env)
+        calls = driver.collect(stack, "compare", report_file, timeout=120 + settings.arch_calls * 0.1)
+        latency = architecture_latency(calls.samples_ms, ARCH_DIRECT, settings.reps)
+        for name in ARCH_FAST:  # they leave gracefully before the story's clients start
+            lab.terminate(name)
+        for name in ARCH_FAST:
+            stack.proc(name).wait(15)
+        say(f"{clock} backend changes: three clients at once (thick, nginx, xDS) while server3 joins, server1 stops "
+            "gracefully and server2 is SIGKILLed")
+        # The story's two first servers, registered and applied by nginx and the control plane before
+        # the clients start: from here on every reload, rebuild and push is one of the story's changes.
+        applied = stack.mark()
+        for name in ("server1", "server2"):
+            lab.server(name)
+        both = r"server1=[\d.:]+( w1)?, server2=[\d.:]+( w1)?"
+        stack.wait_for_line("sync", re.compile(rf"2 server\(s\) \({both}\); nginx reloaded$"), 15, since=applied)
+        stack.wait_for_line("xds", re.compile(rf"endpoints v\d+: {both}$"), 15, since=applied)
+        mark = stack.mark()
+        before, t0 = peer_ports(ARCH_NGINX_PORT), time.monotonic()
+        stories = discovery_lab.stories(lab, {STORY_CLIENTS[k]: targets[k] for k in STORY_CLIENTS})
+        reconnects = opened_between(before, peer_ports(ARCH_NGINX_PORT), time.monotonic() - t0)
+        reloads = count_lines(stack, "sync", r"nginx reloaded$", mark)
+        rebuilt = count_lines(stack, STORY_CLIENTS["thick"], r"^discovered \d+ server", mark)
+        pushes = count_lines(stack, "xds", r" push EDS ", mark)
+        acks = count_lines(stack, "xds", r" ACK EDS ", mark)
+        redone = {"nginx": [f"{reloads} nginx reloads by nginx_sync",
+                            f"{reconnects} client connections to nginx opened (the first included)"],
+                  "thick": [f"{rebuilt} channels built by the client (the first included)"],
+                  "xds": [f"{pushes} EDS pushes, {acks} ACKed (the first at subscription included); the client "
+                          "kept its one channel"]}
+        changes = []
+        for arch, client in STORY_CLIENTS.items():
+            story = stories[client]
+            changes.append(ChangeCost(arch, len(story.report.calls), dict(story.failed),
+                                      story.register_to_first_call, redone[arch]))
+        kill_to_removal = next(iter(stories.values())).kill_to_removal
+    finally:
+        lab.close()
+    return ArchResult(latency, changes, settings.reps, settings.arch_calls, kill_to_removal,
+                      samples_ms=calls.samples_ms)
+
+
 # --- the whole run ------------------------------------------------------------------------------------
 
 def machine() -> dict[str, object]:
@@ -528,15 +718,19 @@ def run_bench(settings: Settings, out_dir: Path, say: Say = say_flushed, *, char
     say(f"load generator: {settings.processes} Python processes ({KIND}, one asyncio loop and one channel "
         "per target each); h2load, where installed, cross-checks the plaintext paths")
     h2 = None
-    with procs.Stack(echo=say) as stack:
-        say(f"{clock} phase 1/2: the hop — starting 4 servers, nginx ({HOP_CONF.name}) and the load generator")
+    arch = None
+    with procs.Stack(echo=quiet(say)) as stack:
+        say(f"{clock} phase 1/3: the hop — starting 4 servers, nginx ({HOP_CONF.name}), etcd and the xDS control "
+            "plane, and the load generator")
         start_servers(stack, HOP_SERVERS, out_dir, placement=where, say=say)
         hop_nginx = start_hop_nginx(stack, placement=where)
-        load = start_load(stack, settings.processes, where)
+        look_aside, bootstrap = start_look_aside(stack, placement=where)
+        load = start_load(stack, settings.processes, where, env={"GRPC_XDS_BOOTSTRAP": str(bootstrap)})
         load.open(HOP_PATHS)
         say(f"{clock} counting the backend connections nginx opens (keepalive vs not):")
         conns = count_upstream_connections(load, UPSTREAM_PORT, say)
-        watch = {"servers": [stack.proc(s.name).pid for s in HOP_SERVERS], "nginx": [hop_nginx.pid]}
+        watch = {"servers": [stack.proc(s.name).pid for s in HOP_SERVERS], "nginx": [hop_nginx.pid],
+                 "xds": [stack.proc("xds").pid]}
         hop = measure_hop(load, HOP_PATHS, settings, say, watch, clock=clock)
         hop.upstream_connections = conns
         load.close()
@@ -547,9 +741,10 @@ def run_bench(settings: Settings, out_dir: Path, say: Say = say_flushed, *, char
             h2 = measure_h2load(binary, H2_PATHS, token, settings, out_dir, say, out_dir / "server1.log", where,
                                 clock)
         hop_nginx.stop()
+        look_aside.close()
         stop_all(stack, [s.name for s in HOP_SERVERS])
 
-        say(f"{clock} phase 2/2: scale-out — 2 servers, each --workers {settings.workers} --work-ms "
+        say(f"{clock} phase 2/3: scale-out — 2 servers, each --workers {settings.workers} --work-ms "
             f"{settings.work_ms} (capacity {settings.capacity:.0f} calls/s each, simulated), nginx ({scale_conf.name})")
         with hold_ports(UNUSED_IN_SCALE):
             start_servers(stack, SCALE_SERVERS, out_dir, settings.workers, settings.work_ms, placement=where,
@@ -562,7 +757,12 @@ def run_bench(settings: Settings, out_dir: Path, say: Say = say_flushed, *, char
             scale = measure_scale(load, BENCH_SCALE_PATHS, settings, say, watch, clock=clock, server_logs=logs)
             load.close()
             stop_all(stack, [*load.names, scale_nginx.name, *(s.name for s in SCALE_SERVERS)])
-    results = report(hop, scale, settings, info, say, h2=h2, h2_note=_h2_note(settings))
+
+        if settings.architectures:
+            say(f"{clock} phase 3/3: three architectures on one registry — etcd, nginx fed by nginx_sync "
+                f"(:{ARCH_NGINX_PORT}), the thick client, the xDS control plane")
+            arch = measure_architectures(stack, settings, say, out_dir, where, clock)
+    results = report(hop, scale, settings, info, say, h2=h2, h2_note=_h2_note(settings), arch=arch)
     results["seconds"] = round(time.monotonic() - clock.t0, 1)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
     if chart:
@@ -728,8 +928,38 @@ def h2_lines(h2: H2Result | None, hop: HopResult, note: str, level: float = LEVE
     return lines
 
 
+def architecture_lines(arch: ArchResult, level: float = LEVEL) -> list[str]:
+    """Phase 3's two tables: latency as ratios to direct, and what the story's changes cost each client."""
+    header = ("path", "p50 ms", "x p50", "p99 ms", "x p99", f"added us [{level:.0%} interval]", "")
+    body = []
+    for row in arch.latency:
+        added, state = (("(baseline)", "") if row.added is None else
+                        (row.added.short(), row.added.state(more="resolved", less="resolved: faster")))
+        body.append((ARCH_LABELS.get(row.name, row.name), f"{row.p50_ms:.3f}", f"{row.x_p50:.2f}",
+                     f"{row.p99_ms:.3f}", f"{row.x_p99:.2f}", added, state))
+    lines = _grid(header, body)
+    lines.append("")
+    header = ("client", "calls", "lost: join / graceful stop / kill", "registration to server3's 1st call")
+    body = []
+    for c in arch.changes:
+        first = f"{c.register_to_first_call:.3f} s" if c.register_to_first_call < float("inf") else "never"
+        body.append((_kind(c.name), str(c.calls),
+                     " / ".join(str(c.failed.get(k, 0)) for k in ("join", "graceful stop", "kill")), first))
+    lines += _grid(header, body)
+    lines.append(f"server2's key left the registry {arch.kill_to_removal:.2f} s after its SIGKILL (its lease's TTL), "
+                 "the same registry for all three")
+    lines.append("what the three changes (a join, a graceful stop, a lease's expiry) took:")
+    lines += [f"  {_kind(c.name)}: {'; '.join(c.redone)}" for c in arch.changes]
+    return lines
+
+
+def _kind(name: str) -> str:
+    return ARCH_LABELS.get(name, name).split(":")[0]
+
+
 def report(hop: HopResult, scale: ScaleResult, settings: Settings, info: dict[str, object],
-           say: Say, *, h2: H2Result | None = None, h2_note: str = "") -> dict[str, object]:
+           say: Say, *, h2: H2Result | None = None, h2_note: str = "",
+           arch: ArchResult | None = None) -> dict[str, object]:
     cores = len(available() or ()) or int(info.get("cores") or 1)  # type: ignore[call-overload]
     say("")
     say(f"== the hop: CreateLaptop, p50/p99 with 1 call in flight, calls/s with {settings.load_concurrency} in "
@@ -759,8 +989,15 @@ def report(hop: HopResult, scale: ScaleResult, settings: Settings, info: dict[st
         say(line)
     for line in scale_lines(scale, settings):
         say(f"   {line}")
+    if arch is not None:
+        say("")
+        say(f"== three architectures, one registry: per-call latency ({arch.calls} calls each, one in flight, "
+            f"interleaved; added us paired over {arch.blocks} blocks), then lesson 11's changes with the three "
+            "clients calling at once (40 calls/s each, 20 ms of work per call)")
+        for line in architecture_lines(arch):
+            say(f"   {line}" if line else "")
     say("")
-    say("== is the load generator the bottleneck? (every round of both phases)")
+    say("== is the load generator the bottleneck? (every round of the hop and scale-out phases)")
     for line in load_generator_lines(hop.records + scale.records, settings.processes, cores):
         say(f"   {line}")
     say("")
@@ -791,6 +1028,15 @@ def report(hop: HopResult, scale: ScaleResult, settings: Settings, info: dict[st
         "scale": {n: {**asdict(s), "rounds": scale.rounds[n], "cpu_cores": scale.cpu.get(n, {}),
                       "waiting": scale.waiting.get(n, []), "served": scale.served.get(n, {})}
                   for n, s in scale.throughput.items()},
+        "architectures": None if arch is None else {
+            "latency": {r.name: {"label": ARCH_LABELS.get(r.name, r.name), "p50_ms": r.p50_ms, "p99_ms": r.p99_ms,
+                                 "x_p50": r.x_p50, "x_p99": r.x_p99,
+                                 "added_us": None if r.added is None else diff_dict(r.added)} for r in arch.latency},
+            "calls": arch.calls, "blocks": arch.blocks,
+            "changes": {c.name: {"calls": c.calls, "failed": c.failed, "register_to_first_call_s":
+                                 c.register_to_first_call if c.register_to_first_call < float("inf") else None,
+                                 "redone": c.redone} for c in arch.changes},
+            "kill_to_removal_s": arch.kill_to_removal},
         "service_ms": scale.service_ms,
         "capacity_per_server": settings.capacity,
         "targets": [{"target": t, "met": ok, "detail": d} for t, ok, d in met],
@@ -881,6 +1127,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--free-placement", action="store_true",
                         help="do not pin servers, nginx and the load generator to separate cores")
     parser.add_argument("--no-h2load", action="store_true", help="skip the h2load cross-check")
+    parser.add_argument("--no-architectures", action="store_true",
+                        help="skip phase 3 (nginx fed by etcd, the thick client and xDS side by side)")
     return parser.parse_args(argv)
 
 
@@ -890,10 +1138,10 @@ def main(argv: list[str] | None = None) -> int:
         say_flushed("bench: --reps and --processes must be at least 1")
         return 2
     settings = replace(Settings(), reps=args.reps, processes=args.processes, free_placement=args.free_placement,
-                       cross_check=not args.no_h2load)
+                       cross_check=not args.no_h2load, architectures=not args.no_architectures)
     if args.quick:
         settings = replace(settings, latency_window=0.3, load_window=0.3, scale_window=0.5, warmup=0.1,
-                           scale_warmup=0.3)
+                           scale_warmup=0.3, arch_calls=max(args.reps * 20, 200), arch_warmup=20)
     try:
         results = run_bench(settings, args.out, chart=not args.no_chart)
     except KeyboardInterrupt:

@@ -202,11 +202,14 @@ def run_calls(conns: Sequence[Laptops], calls: int, *, rate: float = 0.0, concur
 
 def run_compare(targets: Sequence[tuple[str, Laptops]], calls: int, warmup: int,
                 timeout: float = DEFAULT_TIMEOUT) -> Report:
-    """Latency of one CreateLaptop on each target, interleaved; median, p90 and mean in ms."""
+    """Latency of one CreateLaptop on each target, interleaved; median, p90 and mean in ms.
+
+    Call n visits the targets in an order rotated by n, so that no target always follows the same other."""
     samples: dict[str, list[float]] = {name: [] for name, _ in targets}
     report = Report()
     for number in range(1, warmup + calls + 1):
-        for name, conn in targets:
+        turn = number % len(targets)
+        for name, conn in [*targets[turn:], *targets[:turn]]:
             call = conn.create(number, timeout)
             if not call.ok:
                 raise SystemExit(f"{name}: call {number} failed: {call.code}: {call.details}")
@@ -243,7 +246,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="send the calls even if Login fails (to see what a proxy answers with no backend)")
     p.add_argument("--progress-every", type=int, default=10, help="a progress line every N calls (0: none)")
     p.add_argument("--compare", action="append", default=[], metavar="NAME=[POLICY@]TARGET",
-                   help="measure latency on this target instead (repeat it); POLICY: pick_first|round_robin")
+                   help="measure latency on this target instead (repeat it); POLICY: pick_first|round_robin;"
+                        " an etcd://HOST:PORT/prefix target discovers the servers there (as --discover)")
     p.add_argument("--warmup", type=int, default=20, help="with --compare: calls per target not measured")
     p.add_argument("--json", type=Path, default=None, help="write every call's record to this file")
     args = p.parse_args(argv)
@@ -281,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
             targets = []
             for spec in args.compare:
                 name, policy, target = _parse_target(spec)
-                conns.append(Laptops(target, tls_enabled=args.tls, lb_policy=policy))
+                discover = target if target.startswith("etcd://") else None  # the thick client of lesson 11
+                conns.append(Laptops(target, tls_enabled=args.tls, lb_policy=policy, discover=discover))
                 targets.append((name, conns[-1]))
             print(f"measuring {args.calls} calls per target after {args.warmup} warm-up calls: "
                   + ", ".join(args.compare), flush=True)

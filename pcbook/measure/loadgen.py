@@ -48,7 +48,7 @@ class Target:
     """Where a round sends its calls: one address, an nginx port, or a multi-address target."""
 
     name: str
-    address: str  # "127.0.0.1:8101" or "ipv4:127.0.0.1:50101,127.0.0.1:50102"
+    address: str  # "127.0.0.1:8101", "ipv4:127.0.0.1:50101,127.0.0.1:50102" or "xds:///pcbook"
     tls: bool = False  # mutual TLS with the workbook's client certificate
     lb_policy: str | None = None  # "round_robin" for client-side balancing
 
@@ -155,7 +155,9 @@ class CpuMeter:
 class LoadGenerator:
     """`processes` worker processes in `stack`, named loadgen1, loadgen2, ..."""
 
-    def __init__(self, stack: procs.Stack, processes: int = 2, *, ready_timeout: float = 20.0) -> None:
+    def __init__(self, stack: procs.Stack, processes: int = 2, *, ready_timeout: float = 20.0,
+                 env: Mapping[str, str] | None = None) -> None:
+        """`env`: more environment for the workers (GRPC_XDS_BOOTSTRAP for an xds:/// target)."""
         self.stack = stack
         self.processes = processes
         self._key = secrets.token_hex(16)
@@ -165,7 +167,7 @@ class LoadGenerator:
         mark = stack.mark()
         argv = [sys.executable, "-u", "-m", "pcbook.measure.loadgen"]
         for name in self.names:
-            stack.start(name, argv, env={KEY_ENV: self._key})
+            stack.start(name, argv, env={**(env or {}), KEY_ENV: self._key})
         pattern = re.compile(rf"{READY} (\d+)")
         for name in self.names:
             line = stack.wait_for_line(name, pattern, timeout=ready_timeout, since=mark)

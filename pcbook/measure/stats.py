@@ -229,6 +229,22 @@ def balanced_orders(names: Sequence[str], reps: int) -> list[list[str]]:
     return [[names[j] for j in rows[r % len(rows)]] for r in range(reps)]
 
 
+def block_percentiles(values: Sequence[float], blocks: int, q: float = 50) -> list[float]:
+    """The q-th percentile of each of `blocks` consecutive slices of `values` (sizes differ by one at most).
+
+    Calls interleaved over several paths, cut into the same blocks for each path, give per-block values
+    that felt the same moment of the machine: paired repetitions for paired_difference."""
+    if blocks < 1 or len(values) < blocks:
+        raise ValueError(f"cannot cut {len(values)} values into {blocks} blocks")
+    size, extra = divmod(len(values), blocks)
+    out, start = [], 0
+    for i in range(blocks):
+        end = start + size + (1 if i < extra else 0)
+        out.append(percentile(values[start:end], q))
+        start = end
+    return out
+
+
 def queued_calls(throughput: float, mean_latency_s: float, service_s: float) -> float:
     """Calls waiting on average (Little's law): throughput x (time in system - time in service).
 

@@ -239,6 +239,33 @@ class Expect:
         return claims
 
 
+@dataclass(frozen=True)
+class Registry:
+    """A real etcd (pcbook.stack.etcd) on free loopback ports, started afresh for the step: the service
+    registry of lessons 11-12. The step's servers register themselves in it (`--register`)."""
+
+    def describe(self) -> str:
+        return "etcd on a free loopback port, fresh for this step; servers register under /pcbook"
+
+
+@dataclass(frozen=True)
+class ControlPlane:
+    """Lesson 12's xDS control plane (`python -m pcbook.discovery.xds serve`) on a free loopback port,
+    fed from the step's Registry, with these flags. The act starts it (StepContext.lab().control_plane())
+    once its first servers have registered: a control plane that never follows (follow=False) must have
+    read them, and the restart step stops and starts it again in the middle of its story."""
+
+    weights: str = "locality"  # where a server's weight goes: "locality" (honoured) or "endpoint" (ignored)
+    follow: bool = True  # False: read the registry once and never push an update (a wrong setup)
+
+    def args(self) -> list[str]:
+        args = ["--weights", self.weights] if self.weights != "locality" else []
+        return args + ([] if self.follow else ["--no-follow"])
+
+    def command(self) -> str:
+        return " ".join(["python -m pcbook.discovery.xds serve --registry etcd://...", *self.args()])
+
+
 ClientKind = Client | Driver | Probe
 
 
@@ -263,6 +290,8 @@ class Step:
     then: tuple[str, ...] = ()  # what happens while the client runs (a kill, a signal), announced
     claims: tuple[str, ...] = ()  # what an act/judge step must show, in plain words
     quiet: bool = False  # the servers' and nginx's lines are captured, not shown (a measurement)
+    registry: Registry | None = None  # lessons 11-12: a fresh etcd for the step
+    control_plane: ControlPlane | None = None  # lesson 12: the xDS control plane fed from that registry
 
     def must_show(self) -> list[str]:
         return self.expect.describe() if self.expect is not None else list(self.claims)
@@ -274,6 +303,8 @@ class Step:
             raise ValueError(f"step {self.title!r}: an Expect judges the tutorial's client; give client=Client()")
         if self.judge is not None and self.act is None:
             raise ValueError(f"step {self.title!r}: a judge needs an act that measures what it judges")
+        if self.control_plane is not None and self.registry is None:
+            raise ValueError(f"step {self.title!r}: a control plane needs a registry to read its endpoints from")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -32,20 +32,25 @@ from pcbook.measure.placement import LOADGEN, NGINX, SERVERS, Placement, availab
 from pcbook.paths import shown
 from pcbook.service import certs, tls
 from pcbook.stack import nginx, procs
-from pcbook.stack.ports import hold_ports, wait_bindable
+from pcbook.stack.etcd import EtcdError, EtcdProcess
+from pcbook.stack.ports import hold_ports, pick_free_port, wait_bindable
 from pcbook.workbook import judge
 from pcbook.workbook.model import Client, Driver, Lesson, Probe, Server, Step
 from pcbook.workbook.results import Call, Calls, Latency, Mark, ProbeRun
+
+if TYPE_CHECKING:
+    from pcbook.discovery.lab import Lab
 
 CLIENT_TIMEOUT = 30.0  # seconds for one client run; the client itself gives up on a dead server after 5 s
 SETTLE_TIMEOUT = 3.0  # how long to wait for evidence that follows a run (pipes and log tailing)
 SETTLE_AFTER_SURPRISE = 0.5  # the same when the run already contradicts the step: only explaining lines
 READY_TIMEOUT = 20.0
+REGISTRY = "registry"  # the Stack name of a step's etcd (model.Registry)
 # The laptop service logs `receive a create-laptop request with id: <uuid>` for every CreateLaptop.
 # Anchored to the whole line (the server escapes control characters of client values: none can start a line).
 _RECEIVED = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d receive a create-laptop request with id: ([0-9a-f-]{36})$")
 # Errors that mean the stack could not be brought up: the lesson stops with one line, no traceback.
-STACK_ERRORS = (procs.PortBusyError, procs.NotReadyError, nginx.NginxError, tls.CertificateFileError)
+STACK_ERRORS = (procs.PortBusyError, procs.NotReadyError, nginx.NginxError, tls.CertificateFileError, EtcdError)
 
 Echo = Callable[[str], None]
 _runs = itertools.count(1)
@@ -198,6 +203,7 @@ class LessonRunner:
         self.running: dict[str, list[str]] = {}  # server name -> argv it runs with
         self.servers: dict[str, Server] = {}
         self.nginx: nginx.NginxProcess | None = None
+        self.etcd: EtcdProcess | None = None  # the step's Registry
         self.log_dir = stack.run_dir / lesson.target
         self.quiet: set[str] = set()  # names whose lines are captured, not shown
         self.hidden = 0  # lines kept out of the terminal by lesson.hide
@@ -290,6 +296,7 @@ class LessonRunner:
             if self.nginx.proc.running:
                 self.stack.stop(self.nginx.name)
             self.nginx = None
+        self.apply_registry(step)
         for name in list(self.running):
             if (name not in wanted or self.running[name] != server_argv(wanted[name], self.log_dir)
                     or not self.stack.proc(name).running):
@@ -313,6 +320,20 @@ class LessonRunner:
                 procs.check_port_free(port)
             with pinned(self.placement, NGINX):
                 self.nginx = nginx.start_nginx(self.stack, conf, port=step.nginx.port, timeout=READY_TIMEOUT)
+
+    def apply_registry(self, step: Step | None) -> None:
+        """A fresh etcd for a step that declares a Registry; none is kept from the step before: every
+        story of lessons 11-12 starts from an empty registry. (A control plane left by the act before,
+        which watches it, goes first.) Named "registry": an act may still start an etcd of its own."""
+        from pcbook.stack.etcd import start_etcd
+
+        for name in ("xds", REGISTRY):
+            if name in self.stack and self.stack.proc(name).running:
+                self.stack.stop(name)
+        self.etcd = None
+        if step is not None and step.registry is not None:
+            with pinned(self.placement, NGINX):
+                self.etcd = start_etcd(self.stack, name=REGISTRY, port=pick_free_port(), peer_port=pick_free_port())
 
     def start_server(self, server: Server, wait: bool = True) -> None:
         argv = server_argv(server, self.log_dir)
@@ -470,6 +491,17 @@ class StepContext:
         """The first line of `name` since the step began that contains `text`, once it is printed."""
         self.stack.wait_for_line(name, text, timeout, since=self.mark)
         return next(r for r in self.stack.records(name, since=self.mark) if text in r.text and r.source != "note")
+
+    def lab(self) -> Lab:
+        """Lessons 11-12: a discovery Lab on the step's Registry, which the runner started and stops; its
+        control_plane() starts the step's declared ControlPlane. The lab starts and stops the servers,
+        nginx, control plane and drivers of the act."""
+        from pcbook.discovery.lab import Lab
+
+        if self.runner.etcd is None:
+            raise RuntimeError(f"step {self.step.title!r} declares no Registry")
+        declared = self.step.control_plane
+        return Lab(self.stack, etcd=self.runner.etcd, xds_args=declared.args() if declared else ())
 
     # -- acting on the servers ---------------------------------------------------------------------------
     def signal(self, name: str, sig: int) -> None:
@@ -685,6 +717,10 @@ def describe(step: Step, conf: Path | None) -> list[str]:
     lines = [f"servers: {', '.join(s.describe() for s in step.servers) or 'none running'}"]
     if conf is not None and step.nginx is not None:
         lines.append(f"nginx:   {shown(conf)} on {step.nginx.port}")
+    if step.registry is not None:
+        lines.append(f"registry: {step.registry.describe()}")
+    if step.control_plane is not None:
+        lines.append(f"control plane: {step.control_plane.command()}")
     if step.client is not None:
         lines.append(f"client:  {step.client.command()}")
     lines += [f"then:    {line}" for line in step.then]

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pcbook.discovery import lab as discovery_lab
-from pcbook.discovery.lab import Lab
 from pcbook.lessons import discovery
+from pcbook.workbook.model import ControlPlane
 from pcbook.workbook.results import Discovered
-from pcbook.workbook.runner import StepContext
 
 from .support import explain, run_steps, story, variant
 
@@ -25,30 +23,15 @@ def test_story_shows_pushes_weights_drain_and_restart() -> None:
     assert restart.failed == {"control plane down": 0} and restart.notes["reached server3 while down"] == 0.0
 
 
-def _static_control_plane(ctx: StepContext) -> Discovered:
-    """A wrong setup: a control plane that reads the registry once and never pushes an update."""
-    lab = Lab(ctx.stack)
-    try:
-        lab.server("server1")
-        lab.server("server2")
-        lab.control_plane(None, "--no-follow")
-        return discovery._discovered("static xDS", discovery_lab.story(lab, "xds:///pcbook"))
-    finally:
-        lab.close()
-
-
-def _weights_on_endpoints(ctx: StepContext) -> Discovered:
-    """A wrong setup: the weight put on the endpoint, which round robin ignores."""
-    return discovery.endpoint_weights(ctx)
-
-
 def test_checkpoint_fails_for_a_control_plane_that_never_pushes() -> None:
-    result = run_steps(12, [variant(12, FOLLOW, act=_static_control_plane)])
+    # A wrong setup, declared: a control plane that reads the registry once and never pushes an update.
+    result = run_steps(12, [variant(12, FOLLOW, control_plane=ControlPlane(follow=False))])
     assert not result.checkpoint_passed
     assert any("is the client watching?" in d for d in result.steps[0].diffs), result.steps[0].diffs
 
 
 def test_checkpoint_fails_for_weights_round_robin_ignores() -> None:
-    result = run_steps(12, [variant(12, WEIGHTS, act=_weights_on_endpoints)])
+    # A wrong setup, declared: the weight put on the endpoint, which round robin ignores.
+    result = run_steps(12, [variant(12, WEIGHTS, control_plane=ControlPlane(weights="endpoint"))])
     assert not result.checkpoint_passed
     assert any("the weights did not reach the client" in d for d in result.steps[0].diffs), result.steps[0].diffs

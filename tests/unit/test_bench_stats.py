@@ -10,6 +10,7 @@ from pcbook.measure import bench
 from pcbook.measure.stats import (
     PathStats,
     Spread,
+    block_percentiles,
     latency_table,
     median,
     percentile,
@@ -147,3 +148,62 @@ def test_time_wait_timers_are_read_from_the_kernel_table() -> None:
             time.sleep(0.01)
     assert len(waits) == 1 and 50 < next(iter(waits.values())) <= 60, waits
     assert any(s.time_wait_left > 50 for s in tcp_sockets() if s.remote_port == port)
+
+
+# --- the xDS row and phase 3 (three architectures on one registry) -------------------------------------
+
+def test_block_percentiles_cut_consecutive_slices() -> None:
+    values = [1.0, 2.0, 3.0, 10.0, 20.0, 30.0, 100.0]
+    # 7 values in 3 blocks: sizes 3, 2, 2, in order (not sorted first: a block is a moment of the run)
+    assert block_percentiles(values, 3) == [2.0, 15.0, 65.0]
+    assert block_percentiles(values, 1) == [10.0]
+    with pytest.raises(ValueError):
+        block_percentiles([1.0, 2.0], 3)
+
+
+def test_architecture_latency_pairs_blocks_and_gives_ratios() -> None:
+    direct = [1.0] * 6 + [2.0] * 6  # a slow second half of the run: every path felt it
+    samples = {"direct": direct, "nginx": [v + 0.3 for v in direct], "xds": list(direct)}
+    rows = {r.name: r for r in bench.architecture_latency(samples, "direct", blocks=6)}
+    assert rows["direct"].added is None and rows["direct"].x_p50 == 1.0
+    nginx = rows["nginx"]
+    assert nginx.added is not None
+    # paired by block, the slow half cancels out: +300 us in every block, resolved
+    assert nginx.added.interval.low == pytest.approx(300) and nginx.added.interval.high == pytest.approx(300)
+    assert nginx.added.resolved
+    assert nginx.x_p50 == pytest.approx(1.8 / 1.5)  # p50 over all calls: 1.5 ms direct, 1.8 ms nginx
+    assert rows["xds"].added is not None and not rows["xds"].added.resolved  # identical: the interval is 0
+
+
+def test_architecture_lines_show_ratios_losses_and_what_was_redone() -> None:
+    latency = bench.architecture_latency({"direct": [1.0, 1.0], "xds": [1.5, 1.5]}, "direct", blocks=2)
+    changes = [bench.ChangeCost("nginx", 400, {"join": 0, "graceful stop": 0, "kill": 1}, 0.2,
+                                ["3 nginx reloads", "4 client connections"]),
+               bench.ChangeCost("xds", 410, {"join": 0, "graceful stop": 0, "kill": 0}, math.inf, ["4 EDS pushes"])]
+    text = "\n".join(bench.architecture_lines(bench.ArchResult(latency, changes, 2, 2, 3.1)))
+    assert "1.50" in text  # xds p50 ratio
+    assert "0 / 0 / 1" in text and "never" in text and "3.10 s after its SIGKILL" in text
+    assert "proxy: 3 nginx reloads; 4 client connections" in text
+    assert "look-aside: 4 EDS pushes" in text
+
+
+def test_quiet_echo_drops_per_call_lines_only() -> None:
+    shown: list[str] = []
+    say = bench.quiet(shown.append)
+    for line in ("server1  | 2026/12/03 06:59:29 receive a create-laptop request with id: abc",
+                 "server1  | 2026/12/03 06:59:29 saved laptop with id: abc",
+                 "fast1    | 2026/12/03 06:59:29 --> unary interceptor:  /techschool_pcbook.LaptopService/CreateLaptop",
+                 "thick-client | 20 calls done: 20 OK",
+                 "thick-client | call 281: UNAVAILABLE after 6.9 ms: Stream removed",
+                 "sync     | 2026/12/03 06:59:39 upstream pcbook_services: 2 server(s) (a, b); nginx reloaded"):
+        say(line)
+    assert [line.split("|")[0].strip() for line in shown] == ["thick-client", "sync"]
+
+
+def test_the_xds_path_balances_over_the_servers_of_client_rr() -> None:
+    xds = next(t for t in bench.HOP_PATHS if t.name == bench.XDS)
+    rr = next(t for t in bench.HOP_PATHS if t.name == bench.CLIENT_RR)
+    assert xds.address == "xds:///pcbook" and xds.lb_policy is None  # the policy comes from the control plane
+    assert rr.address == "ipv4:" + ",".join(bench.XDS_SERVERS.values())
+    compared = {(name, base) for name, base, _ in bench.COMPARISONS}
+    assert {(bench.XDS, bench.CLIENT_RR), (bench.XDS, bench.NGINX_PLAIN)} <= compared
