@@ -296,7 +296,12 @@ class LessonRunner:
             if self.nginx.proc.running:
                 self.stack.stop(self.nginx.name)
             self.nginx = None
-        self.apply_registry(step)
+        # Every story of lessons 11-12 starts from an empty registry: none is kept from the step before
+        # (the control plane an act left, which watches it, goes first).
+        for name in ("xds", REGISTRY):
+            if name in self.stack and self.stack.proc(name).running:
+                self.stack.stop(name)
+        self.etcd = None
         for name in list(self.running):
             if (name not in wanted or self.running[name] != server_argv(wanted[name], self.log_dir)
                     or not self.stack.proc(name).running):
@@ -305,6 +310,7 @@ class LessonRunner:
 
     def apply(self, servers: Sequence[Server], conf: Path | None, step: Step | None = None) -> None:
         self.leave(servers)  # a no-op when replay() left the previous state before the announcement
+        self.apply_registry(step)  # before the servers: a server declared with --register needs it
         wanted = {s.name: s for s in servers}
         fresh = [s for name, s in wanted.items() if name not in self.running]
         if any(s.log_file for s in fresh):
@@ -322,15 +328,10 @@ class LessonRunner:
                 self.nginx = nginx.start_nginx(self.stack, conf, port=step.nginx.port, timeout=READY_TIMEOUT)
 
     def apply_registry(self, step: Step | None) -> None:
-        """A fresh etcd for a step that declares a Registry; none is kept from the step before: every
-        story of lessons 11-12 starts from an empty registry. (A control plane left by the act before,
-        which watches it, goes first.) Named "registry": an act may still start an etcd of its own."""
+        """A fresh etcd for a step that declares a Registry (leave() stopped the step before's). Named
+        "registry": an act may still start an etcd of its own."""
         from pcbook.stack.etcd import start_etcd
 
-        for name in ("xds", REGISTRY):
-            if name in self.stack and self.stack.proc(name).running:
-                self.stack.stop(name)
-        self.etcd = None
         if step is not None and step.registry is not None:
             with pinned(self.placement, NGINX):
                 self.etcd = start_etcd(self.stack, name=REGISTRY, port=pick_free_port(), peer_port=pick_free_port())
