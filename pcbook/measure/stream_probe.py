@@ -34,7 +34,7 @@ from pcbook.service import sample
 from pcbook.service.channels import make_channel
 from pcbook.service.grpc_errors import format_rpc_error
 from pcbook.service.interceptors import AuthClientInterceptor
-from pcbook.service.laptop_client import AuthClient, LaptopClient
+from pcbook.service.laptop_client import AuthClient, LaptopClient, UploadHung
 from pcbook.service.logs import fatal, log
 from pcbook.service.tls import CertificateFileError
 
@@ -54,8 +54,13 @@ class Client:
     channel: grpc.Channel
     laptops: LaptopClient
 
-    def close(self) -> None:
-        self.channel.close()
+    def close(self, timeout: float = 5.0) -> bool:
+        """Close the channel; False if that did not end within `timeout` s (a call grpcio could not
+        finish, see UploadHung, can keep channel.close() waiting forever)."""
+        closing = threading.Thread(target=self.channel.close, name="probe-close", daemon=True)
+        closing.start()
+        closing.join(timeout)
+        return not closing.is_alive()
 
 
 def open_client(address: str, tls_enabled: bool, timeout: float = CALL_TIMEOUT) -> Client:
@@ -93,6 +98,9 @@ def _result(name: str, fn, *args) -> bool:  # type: ignore[no-untyped-def]
         detail = fn(*args)
     except grpc.RpcError as err:
         log(f"result: {name} failed after {time.monotonic() - started:.1f} s: {format_rpc_error(err)}")
+        return False
+    except UploadHung as err:
+        log(f"result: {name} failed after {time.monotonic() - started:.1f} s: {err}")
         return False
     log(f"result: {name} ok in {time.monotonic() - started:.1f} s: {detail}")
     return True
@@ -198,7 +206,11 @@ def main(argv: list[str] | None = None) -> int:
                 ok = cmd_streams(client, args.upload_bytes) if args.command == "streams" else cmd_quiet(
                     client, args.pause)
             finally:
-                client.close()
+                closed = client.close()
+            if not closed:  # the results are printed; do not let grpcio's shutdown hang the probe as well
+                log("the channel did not close within 5 s (a call grpcio could not finish); exiting anyway")
+                sys.stdout.flush()
+                os._exit(0 if ok else 1)
     except CertificateFileError as err:
         fatal(str(err))
     except grpc.RpcError as err:

@@ -89,6 +89,11 @@ class TokenRefresher:
 UPLOAD_GRACE = 2.0  # seconds past an upload's deadline before the client gives up on a hung call
 
 
+class UploadHung(RuntimeError):
+    """An upload with no status well past its deadline: grpcio's write never completed (seen 1 in 10
+    soak runs through nginx's 413 on a loaded machine); the call has been cancelled."""
+
+
 class LaptopClient:
     """The four LaptopService calls. ``quiet`` silences the Go client's per-call log lines."""
 
@@ -142,7 +147,9 @@ class LaptopClient:
             res = future.result(timeout=self.timeout + UPLOAD_GRACE)
         except grpc.FutureTimeoutError:
             future.cancel()
-            res = future.result()  # raises the cancelled call's RpcError
+            raise UploadHung(f"no status {self.timeout + UPLOAD_GRACE:g} s after the upload began, past its "
+                             f"{self.timeout:g} s deadline: grpcio's write never completed; the call was cancelled"
+                             ) from None
         self._log(f"image uploaded with id: {res.id}, size: {res.size}")
         return res
 

@@ -80,3 +80,27 @@ def test_sample_laptop_ranges() -> None:
         assert 13 <= lp.screen.size_inch <= 17 and 1 <= lp.weight_kg <= 3
         assert 1500 <= lp.price_usd <= 3500 and 2015 <= lp.release_year <= 2019
         assert 1 <= sample.new_score(rng) <= 10
+
+
+def test_an_upload_with_no_status_past_its_deadline_is_cancelled_and_named() -> None:
+    # grpcio's own failure, which no real server provokes on purpose: a future that never completes.
+    import grpc
+    import pytest
+
+    from pcbook.service import laptop_client
+
+    class Stuck:
+        cancelled = False
+
+        def result(self, timeout: float | None = None) -> None:
+            raise grpc.FutureTimeoutError()
+
+        def cancel(self) -> bool:
+            Stuck.cancelled = True
+            return True
+
+    client = laptop_client.LaptopClient(grpc.insecure_channel("127.0.0.1:9"), timeout=0.5, quiet=True)
+    client._stub = type("Stub", (), {"UploadImage": type("M", (), {"future": staticmethod(lambda *a, **k: Stuck())})})
+    with pytest.raises(laptop_client.UploadHung, match=r"no status 2.5 s after the upload began, past its 0.5 s"):
+        client.upload_image("id", b"x")
+    assert Stuck.cancelled
