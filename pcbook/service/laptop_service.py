@@ -34,13 +34,17 @@ def context_error(context: grpc.ServicerContext) -> tuple[grpc.StatusCode, str] 
 def _receive(request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
     """The stream's next request, None at its end (Go's stream.Recv).
 
-    A client that cancels while the server waits makes grpcio's request iterator raise a bare RpcError:
-    the same end as the check before the read, logged the same way (not an unexpected error)."""
+    A client that cancels while the server waits makes grpcio's request iterator raise a bare RpcError,
+    or end as if the client had finished sending: either way the call is over, and it is logged as the
+    check before the read logs it (not as an unexpected error, nor as "no more data")."""
     try:
-        return next(request_iterator, None)
+        req = next(request_iterator, None)
     except grpc.RpcError:
         _abort_if_done(context)
         raise
+    if req is None:  # the end of the stream, or of the call: grpcio ends the iterator on a cancel too
+        _abort_if_done(context)
+    return req
 
 
 def _abort_if_done(context: grpc.ServicerContext) -> None:

@@ -110,7 +110,7 @@ def test_streams_beyond_the_cap_are_refused_clearly(start_server) -> None:  # ty
 
 @pytest.mark.parametrize("method", ["RateLaptop", "UploadImage"])
 def test_a_stream_cancelled_while_the_server_waits_is_logged_as_cancelled(start_server, method: str) -> None:  # type: ignore[no-untyped-def]
-    """The server waits in the request iterator; the client cancels: grpcio's iterator raises a bare
+    """The server waits in the request iterator; the client cancels: grpcio's iterator may raise a bare
     RpcError there, which is the client's cancel, not an unexpected error (seen under load in the suite)."""
     srv = start_server()
     with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
@@ -134,5 +134,7 @@ def test_a_stream_cancelled_while_the_server_waits_is_logged_as_cancelled(start_
         srv.wait_for_line("waiting to receive more data" if laptop else "stream interceptor: .*/RateLaptop")
         call.cancel()
         stop.set()
-        srv.wait_for_line(r"request is canceled")
+        # grpcio's iterator either raises (the cancel is known) or ends as if the client had finished
+        # sending (the cancel arrives a moment later): measured both ways. Never an unexpected error.
+        srv.wait_for_line(r"request is canceled|no more data")
     assert not any("unexpected error" in line for line in srv.lines), srv.lines
