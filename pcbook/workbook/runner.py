@@ -32,7 +32,7 @@ from pcbook.measure.placement import LOADGEN, NGINX, SERVERS, Placement, availab
 from pcbook.paths import shown
 from pcbook.service import certs, tls
 from pcbook.stack import nginx, procs
-from pcbook.stack.etcd import EtcdError, EtcdProcess
+from pcbook.stack.etcd import EtcdError, EtcdProcess, start_etcd
 from pcbook.stack.ports import hold_ports, pick_free_port, wait_bindable
 from pcbook.workbook import judge
 from pcbook.workbook.model import Client, Driver, Lesson, Probe, Server, Step
@@ -330,8 +330,6 @@ class LessonRunner:
     def apply_registry(self, step: Step | None) -> None:
         """A fresh etcd for a step that declares a Registry (leave() stopped the step before's). Named
         "registry": an act may still start an etcd of its own."""
-        from pcbook.stack.etcd import start_etcd
-
         if step is not None and step.registry is not None:
             with pinned(self.placement, NGINX):
                 self.etcd = start_etcd(self.stack, name=REGISTRY, port=pick_free_port(), peer_port=pick_free_port())

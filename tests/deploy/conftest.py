@@ -6,7 +6,8 @@ import concurrent.futures
 from collections.abc import Iterator
 
 import pytest
-from isolation import machine_network  # tests/ is on sys.path
+from conftest import SHARED_RUN  # tests/conftest.py (tests/ is on sys.path)
+from isolation import machine_network
 
 from pcbook import paths
 from pcbook.stack import dockerd
@@ -20,7 +21,7 @@ def daemon() -> Iterator[dockerd.Daemon]:
     if reason:
         pytest.skip(reason)
     try:
-        d = dockerd.start(data_root=paths.ROOT / ".run" / "docker" / "data")  # kept across runs
+        d = dockerd.start(data_root=SHARED_RUN / "docker" / "data")  # kept across runs, whichever worker runs it
     except dockerd.DockerUnavailable as e:
         pytest.skip(str(e))
     try:
