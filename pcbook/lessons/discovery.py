@@ -12,6 +12,7 @@ pure functions of the typed results (results.Discovered).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import TYPE_CHECKING
 
@@ -77,11 +78,15 @@ def via_nginx(ctx: StepContext) -> Discovered:
     try:
         lab.server("server1")
         lab.server("server2")
-        lab.nginx()
-        result = _discovered("nginx + nginx_sync", discovery_lab.story(lab, f"127.0.0.1:{discovery_lab.NGINX_PORT}"))
+        upstream = lab.nginx().prefix / "upstream.conf"
+        first = upstream.read_text()
+        story = discovery_lab.story(lab, f"127.0.0.1:{discovery_lab.NGINX_PORT}")
         reloads = sum(line.endswith("nginx reloaded") for line in ctx.stack.lines("sync"))
+        last = upstream.read_text()
     finally:
         lab.close()
+    result = dataclasses.replace(_discovered("nginx + nginx_sync", story), notes={"nginx reloads": reloads},
+                                 upstream_lists=(first, last))
     _say_story(ctx, result)
     ctx.say(f"nginx reloads: {reloads}")
     return result
@@ -101,10 +106,13 @@ def xds_story(ctx: StepContext) -> Discovered:
         lab.server("server1")
         lab.server("server2")
         lab.control_plane()  # the step's ControlPlane, once its first servers are registered
-        result = _discovered("xDS", discovery_lab.story(lab, "xds:///pcbook"))
+        story = discovery_lab.story(lab, "xds:///pcbook")
+        acks = sum("ACK EDS " in line for line in ctx.stack.lines("xds"))
     finally:
         lab.close()
+    result = dataclasses.replace(_discovered("xDS", story), notes={"EDS ACKs": acks})
     _say_story(ctx, result)
+    ctx.say(f"the client ACKed {acks} endpoint lists (EDS)")
     return result
 
 

@@ -198,4 +198,5 @@ class Discovered:
     kill_to_removal: float | None = None  # s from a SIGKILL to the registry's DELETE (the lease's expiry)
     failed: dict[str, int] = field(default_factory=dict)  # event -> calls that failed around it
     share: dict[str, float] = field(default_factory=dict)  # server -> share of the measured calls
-    notes: dict[str, float] = field(default_factory=dict)  # other measured times, s
+    notes: dict[str, float] = field(default_factory=dict)  # other measured figures: times in s, counts
+    upstream_lists: tuple[str, ...] = ()  # nginx + nginx_sync: upstream.conf as nginx started, and at the end

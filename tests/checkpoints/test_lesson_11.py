@@ -27,6 +27,15 @@ def test_story_shows_both_paths_following_the_registry() -> None:
         assert run.register_to_first_call is not None and run.register_to_first_call < 3
         assert run.phases["killed"].used() == ["server3"]
         assert [m.label for m in run.run.marks][:3] == ["server3 registered", "server1 SIGTERM", "server2 SIGKILL"]
+    # The thick client needs no reload: it reaches server3 well within the judge's 3 s.
+    assert discovery_lab.judge_phases({k: dict(v.per_server) for k, v in thick.phases.items()},
+                                      thick.register_to_first_call, thick.failed, first_call_within=2.0) == []
+    # nginx: one reload per change (the first read: nginx started with an empty list; +server3, -server1,
+    # -server2); the list nginx started with names server1, the one nginx_sync left names server3 alone.
+    assert nginx.notes["nginx reloads"] == 4, nginx.notes
+    first, last = nginx.upstream_lists
+    assert "# server1" in first, first
+    assert "# server3" in last and last.count("server ") == 1, last
 
 
 def _fixed_list(ctx: StepContext) -> Discovered:
@@ -61,6 +70,8 @@ def test_checkpoint_fails_for_a_client_that_does_not_watch() -> None:
     (outcome,) = result.steps
     assert any("is the client watching?" in d for d in outcome.diffs), outcome.diffs
     assert math.isinf(outcome.result.register_to_first_call)
+    joined = dict(outcome.result.phases["joined"].per_server)
+    assert not discovery_lab.spread(joined, {"server1", "server2", "server3"}), joined
 
 
 def test_checkpoint_fails_for_nginx_that_is_never_reloaded() -> None:

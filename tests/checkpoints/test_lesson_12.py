@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+from pcbook.discovery import lab as discovery_lab
 from pcbook.lessons import discovery
+from pcbook.workbook import manifest
 from pcbook.workbook.model import ControlPlane
 from pcbook.workbook.results import Discovered
 
@@ -17,6 +21,11 @@ def test_story_shows_pushes_weights_drain_and_restart() -> None:
     assert result.story_passed, explain(result)
     follow, weights, endpoint, drain, restart = (s.result for s in result.steps)
     assert all(isinstance(r, Discovered) for r in (follow, weights, endpoint, drain, restart))
+    # Lesson 11's story through the control plane, with the thick client's 2 s bound on server3's first call.
+    assert discovery_lab.judge_phases({k: dict(v.per_server) for k, v in follow.phases.items()},
+                                      follow.register_to_first_call, follow.failed, first_call_within=2.0) == []
+    assert follow.notes["EDS ACKs"] >= 4, follow.notes  # first list, +server3, -server1, -server2
+    assert weights.failed == {"weight": 0} and endpoint.failed == {"weight": 0}
     assert discovery.WEIGHT_BAND[0] <= weights.share["server1"] <= discovery.WEIGHT_BAND[1]
     assert discovery.EVEN_BAND[0] <= endpoint.share["server1"] <= discovery.EVEN_BAND[1]
     assert drain.share == {"server1": 1.0} and drain.failed == {"drain": 0}
@@ -28,10 +37,22 @@ def test_checkpoint_fails_for_a_control_plane_that_never_pushes() -> None:
     result = run_steps(12, [variant(12, FOLLOW, control_plane=ControlPlane(follow=False))])
     assert not result.checkpoint_passed
     assert any("is the client watching?" in d for d in result.steps[0].diffs), result.steps[0].diffs
+    found = result.steps[0].result
+    assert found.register_to_first_call == float("inf")
+    joined = dict(found.phases["joined"].per_server)
+    assert not discovery_lab.spread(joined, {"server1", "server2", "server3"}), joined
 
 
 def test_checkpoint_fails_for_weights_round_robin_ignores() -> None:
-    # A wrong setup, declared: the weight put on the endpoint, which round robin ignores.
-    result = run_steps(12, [variant(12, WEIGHTS, control_plane=ControlPlane(weights="endpoint"))])
-    assert not result.checkpoint_passed
-    assert any("the weights did not reach the client" in d for d in result.steps[0].diffs), result.steps[0].diffs
+    # A wrong setup: the weight put on the endpoint, which round robin ignores. That setup is the story's own
+    # third step (the weight step's act and registry, ControlPlane(weights="endpoint")), so the weight step's
+    # judge is applied to what that step measured instead of running the same stack again.
+    step = manifest.get(12).step(WEIGHTS)
+    endpoint = manifest.get(12).step("round robin ignores endpoint weights")
+    assert dataclasses.replace(step, control_plane=ControlPlane(weights="endpoint"), title=endpoint.title,
+                               why=endpoint.why, then=endpoint.then, judge=endpoint.judge,
+                               claims=endpoint.claims, checkpoint=endpoint.checkpoint) == endpoint
+    measured = story(12).steps[2]
+    assert measured.title == endpoint.title
+    diffs = step.judge(measured.result)
+    assert any("the weights did not reach the client" in d for d in diffs), diffs

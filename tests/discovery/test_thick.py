@@ -1,29 +1,9 @@
-"""The thick client: --discover watches the registry and keeps round robin over the live set."""
+"""The thick client: the tutorial's client with --discover. Lesson 11's story (tests/checkpoints/test_lesson_11.py)
+shows it following the registry, and that a fixed address list does not."""
 
 from __future__ import annotations
 
-import math
-
-from pcbook.discovery.lab import Lab, judge_story, spread, story
-from pcbook.stack.ports import pick_free_port
-
-
-def test_the_discovering_client_follows_the_live_set(lab: Lab) -> None:
-    result = story(lab, lab.url)
-    print(f"\nthick client: register-to-first-call {result.register_to_first_call:.3f} s, kill-to-removal "
-          f"{result.kill_to_removal:.2f} s, failed {result.failed}, phases {result.phases}")
-    assert judge_story(result, first_call_within=2.0) == []
-
-
-def test_a_client_that_does_not_watch_never_reaches_the_new_server(lab: Lab) -> None:
-    """The wrong setup the first test must catch: a fixed address list (lesson 7's client)."""
-    p1, p2 = pick_free_port(), pick_free_port()
-    lab.server("server1", port=p1)
-    lab.server("server2", port=p2)
-    result = story(lab, f"ipv4:127.0.0.1:{p1},127.0.0.1:{p2}")
-    assert math.isinf(result.register_to_first_call)
-    assert not spread(result.phases["joined"], {"server1", "server2", "server3"})
-    assert any("is the client watching?" in d for d in judge_story(result))
+from pcbook.discovery.lab import Lab
 
 
 def test_the_tutorial_client_discovers_too(lab: Lab) -> None:

@@ -28,6 +28,15 @@ def test_seeded_users_have_hashed_passwords(users: UserStore) -> None:
     assert admin.is_correct_password("secret") and not admin.is_correct_password("Secret")
 
 
+def test_written_out_hashes_are_of_their_passwords_at_the_cost_of_a_new_one() -> None:
+    cost = f"$2b${auth.BCRYPT_ROUNDS:02d}$".encode()
+    for username, password, _role, hashed in auth.SEED_USERS:
+        assert hashed.startswith(cost) and auth.User(username, hashed, "").is_correct_password(password)
+    # The dummy costs a real check: a wrong username takes as long as a wrong password.
+    assert auth._DUMMY.hashed_password.startswith(cost) and auth._DUMMY.is_correct_password("not a password")
+    assert auth.User.create("x", "y", "user").hashed_password.startswith(cost)
+
+
 def test_check_login(users: UserStore) -> None:
     assert auth.check_login(users, "admin1", "secret").username == "admin1"
     assert auth.check_login(users, "admin1", "wrong") is None
