@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     registration = _register(args, pcbook) if args.register is not None else None
     while True:
         while not pending:
-            time.sleep(0.1)
+            time.sleep(0.02)  # how soon a signal is acted on; a stop waits for it (0.1 s: 50 ms per stop)
         signum = pending.pop(0)
         name = signal.Signals(signum).name
         if signum == getattr(signal, "SIGUSR1", None):
