@@ -24,13 +24,14 @@ from pcbook import codegen  # noqa: E402
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """`-n auto`: one worker per core (two at least: most tests wait on their processes more than they
-    compute) where each can have its own network namespace; else none."""
+    """`-n auto`: two workers per core where each can have its own network namespace; else none. Most
+    tests wait on their processes more than they compute: on 2 cores, 2 workers kept the machine 56% busy
+    (416 s), 4 workers 92% (254 s)."""
     reason = isolation.why_serial()
     if reason:
         print(f"tests run in one process: {reason}", file=sys.stderr)
         return 0
-    return max(2, os.cpu_count() or 1)
+    return 2 * (os.cpu_count() or 1)
 
 
 def pytest_configure(config: pytest.Config) -> None:

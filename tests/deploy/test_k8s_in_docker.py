@@ -67,21 +67,31 @@ def test_the_manifests_commands_spread_calls_over_the_pods(daemon: dockerd.Daemo
                            *nginx_pod["containers"][0]["args"]).stdout.strip()
         _wait_ready(daemon, [(nginx, "nginx")])
 
-        for job in ("pcbook-client-via-nginx", "pcbook-client-round-robin"):
+        def run_job(job: str) -> dict[str, list[str]]:
+            """The Job's client once; the CreateLaptop calls each pod received."""
             before = _calls(daemon, pods)
             args = _pod(docs[f"{job}/Job"])["containers"][0]["args"]
             client = docker_run(image, *args, detach=False)
             assert client.returncode == 0, client.stdout + client.stderr
             assert client.stdout.count("created laptop with id: ") == 6
             after = _wait_calls(daemon, pods, before, 7)  # Login + 6 CreateLaptop
-            creates = {pod: [m for m in new if m == manifest.CREATE_LAPTOP] for pod, new in after.items()}
-            if job.endswith("via-nginx"):
-                # nginx resolved the headless name to every pod and balances per call: 2 on each.
-                assert sorted(len(c) for c in creates.values()) == [2] * replicas, (job, after)
-            else:
-                # The client's round_robin uses the pods whose connection is ready, so the first calls
-                # may favour one; every pod still gets calls.
-                assert all(creates.values()), (job, after)
+            return {pod: [m for m in new if m == manifest.CREATE_LAPTOP] for pod, new in after.items()}
+
+        # nginx resolved the headless name to every pod and balances per call: 2 on each.
+        creates = run_job("pcbook-client-via-nginx")
+        assert sorted(len(c) for c in creates.values()) == [2] * replicas, creates
+        # The client's round_robin picks among the pods whose connection is READY, and each connection is a
+        # mutual TLS handshake: on a loaded machine the 6 calls were once all sent before the other pods were
+        # ready. A new run opens new connections: up to 3 runs, each printed, until every pod gets calls.
+        # A pick_first client never spreads, so this still fails for one.
+        spread_runs = []
+        for _ in range(3):
+            creates = run_job("pcbook-client-round-robin")
+            spread_runs.append(sorted((len(c) for c in creates.values()), reverse=True))
+            print(f"round_robin job: CreateLaptop calls per pod {spread_runs[-1]}")
+            if all(creates.values()):
+                break
+        assert all(creates.values()), f"no run reached every pod: CreateLaptop calls per pod {spread_runs}"
     finally:
         ids = daemon.docker("ps", "-aq", "--filter", f"label={LABEL}={run}").stdout.split()
         if ids:
