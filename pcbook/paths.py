@@ -11,6 +11,14 @@ PB_DIR = Path(__file__).resolve().parent / "pb"
 NGINX_DIR = ROOT / "nginx"
 # Certificates live in certs/ at the repo root; PCBOOK_CERTS points elsewhere (tests use a temp dir).
 CERTS_DIR = Path(os.environ.get("PCBOOK_CERTS", ROOT / "certs"))
+# The PEM files in it (made by pcbook.service.certs). Named here so that reading them (pcbook.service.tls,
+# in every client and server) does not import the generator's cryptography: 20 ms of every process start.
+CA_CERT = "ca-cert.pem"
+CA_KEY = "ca-key.pem"
+SERVER_CERT = "server-cert.pem"
+SERVER_KEY = "server-key.pem"
+CLIENT_CERT = "client-cert.pem"
+CLIENT_KEY = "client-key.pem"
 # Per-run state (nginx prefixes, logs, images) lives outside the source tree's tracked files.
 RUN_DIR = Path(os.environ.get("PCBOOK_RUN_DIR", ROOT / ".run"))
 

@@ -22,13 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from pcbook import paths
+from pcbook.paths import CA_CERT, CA_KEY, CLIENT_CERT, CLIENT_KEY, SERVER_CERT, SERVER_KEY
 
-CA_CERT = "ca-cert.pem"
-CA_KEY = "ca-key.pem"
-SERVER_CERT = "server-cert.pem"
-SERVER_KEY = "server-key.pem"
-CLIENT_CERT = "client-cert.pem"
-CLIENT_KEY = "client-key.pem"
 ALL_FILES = (CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY, CLIENT_CERT, CLIENT_KEY)
 
 # The course used RSA 4096. 2048 bits is still the accepted minimum and key generation is about ten

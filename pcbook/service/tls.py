@@ -8,7 +8,6 @@ from pathlib import Path
 import grpc
 
 from pcbook import paths
-from pcbook.service import certs
 
 CLIENT_AUTH_CHOICES = ("require", "none")
 
@@ -48,11 +47,11 @@ def server_credentials(
     if client_auth not in CLIENT_AUTH_CHOICES:
         raise ValueError(f"client_auth must be one of {CLIENT_AUTH_CHOICES}, not {client_auth!r}")
     d = _certs_dir(certs_dir)
-    key = read_pem(d / certs.SERVER_KEY)
-    cert = read_pem(d / certs.SERVER_CERT)
+    key = read_pem(d / paths.SERVER_KEY)
+    cert = read_pem(d / paths.SERVER_CERT)
     if client_auth == "none":
         return grpc.ssl_server_credentials([(key, cert)])
-    ca = read_pem(d / certs.CA_CERT)
+    ca = read_pem(d / paths.CA_CERT)
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
 
 
@@ -61,9 +60,9 @@ def client_credentials(
 ) -> grpc.ChannelCredentials:
     """Trust the CA and (by default) present the client certificate, for mutual TLS."""
     d = _certs_dir(certs_dir)
-    ca = read_pem(d / certs.CA_CERT)
+    ca = read_pem(d / paths.CA_CERT)
     if not with_client_cert:
         return grpc.ssl_channel_credentials(root_certificates=ca)
-    key = read_pem(d / certs.CLIENT_KEY)
-    cert = read_pem(d / certs.CLIENT_CERT)
+    key = read_pem(d / paths.CLIENT_KEY)
+    cert = read_pem(d / paths.CLIENT_CERT)
     return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
