@@ -12,7 +12,7 @@ NGINX_DIR = ROOT / "nginx"
 # Certificates live in certs/ at the repo root; PCBOOK_CERTS points elsewhere (tests use a temp dir).
 CERTS_DIR = Path(os.environ.get("PCBOOK_CERTS", ROOT / "certs"))
 # The PEM files in it (made by pcbook.service.certs). Named here so that reading them (pcbook.service.tls,
-# in every client and server) does not import the generator's cryptography: 20 ms of every process start.
+# in every client and server) does not import the generator and its x509 modules: 6-12 ms of every start.
 CA_CERT = "ca-cert.pem"
 CA_KEY = "ca-key.pem"
 SERVER_CERT = "server-cert.pem"
