@@ -109,7 +109,7 @@ lint: $(GEN) ## ruff
 	@$(VENV)/bin/ruff check .
 test: $(READY) $(MERMAID) ## everything: lint, unit and end-to-end tests, checkpoints, notebooks, docs build
 	@$(VENV)/bin/ruff check .
-	@$(PY) -m pytest -n auto
+	@$(PY) -m pytest -n auto --durations=12
 	@$(VENV)/bin/mkdocs build --strict --quiet --site-dir .run/site
 
 clean: ## remove generated code, certificates and run folders (keeps .venv)

@@ -15,9 +15,11 @@ from pcbook.stack.procs import Stack
 
 from .conftest import LISTENER, PY, eventually, pid_gone, port_free
 
-# A runner like `make lesson-N KEEP=1`: a Stack with a listening child, then it blocks.
+# A runner like `make lesson-N KEEP=1`: a Stack with a listening child, then it blocks as KEEP=1 does, in
+# timed waits. (An untimed threading.Event().wait() hung 1 suite run in 8 here: Linux may deliver the Ctrl-C
+# to another thread, and Python then raises KeyboardInterrupt only when the main thread's wait ends.)
 RUNNER = f"""
-import sys, threading
+import sys
 from pathlib import Path
 from pcbook.stack.procs import Stack
 LISTENER = {LISTENER!r}
@@ -26,7 +28,7 @@ with Stack(run_dir=pid_file.parent) as stack:
     child = stack.start("server1", [sys.executable, "-c", LISTENER, str(port)])
     stack.wait_ready("server1", port=port, timeout=10)
     pid_file.write_text(str(child.pid))
-    threading.Event().wait()
+    stack.wait_forever()
 """
 
 
