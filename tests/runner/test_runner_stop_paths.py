@@ -51,7 +51,12 @@ def start_runner(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int, int]:
 def test_interrupted_runner_leaves_no_child_and_no_port(tmp_path: Path, sig: signal.Signals) -> None:
     runner, child, port = start_runner(tmp_path)
     runner.send_signal(sig)
-    code = runner.wait(10)
+    try:
+        code = runner.wait(10)
+    finally:
+        if runner.poll() is None:  # a hung runner fails the test, but must not outlive it
+            runner.kill()
+            runner.wait(5)
     assert code != 0
     if sig == signal.SIGTERM:
         assert code == 128 + signal.SIGTERM  # close() ran, then the runner exited
