@@ -138,12 +138,15 @@ class Lab:
 
     def close(self) -> None:
         """Stop everything this lab started, newest first (the Stack would at its end; a lesson step must now)."""
+        def running(name: str) -> bool:
+            return name in self.stack and self.stack.proc(name).running
+
         for name in (*reversed(self.clients), "xds", "sync", "nginx"):
-            if name in self.stack and self.stack.proc(name).running:
+            if running(name):
                 self.stack.stop(name)
         # The servers together: each revokes its lease and drains for --drain-seconds, side by side.
-        self.stack.stop_together([n for n in reversed(self.servers) if n in self.stack and self.stack.proc(n).running])
-        if self._own_etcd and self.etcd.name in self.stack and self.stack.proc(self.etcd.name).running:
+        self.stack.stop_together([name for name in reversed(self.servers) if running(name)])
+        if self._own_etcd and running(self.etcd.name):
             self.stack.stop(self.etcd.name)
 
     # timing -----------------------------------------------------------------------------------------

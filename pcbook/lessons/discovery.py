@@ -12,9 +12,8 @@ pure functions of the typed results (results.Discovered).
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pcbook.discovery import lab as discovery_lab
 from pcbook.discovery.lab import Story
@@ -44,10 +43,11 @@ def _counts(counter: dict[str, int]) -> Counts:
                                                                        if k not in SERVERS})
 
 
-def _discovered(path: str, story: Story) -> Discovered:
+def _discovered(path: str, story: Story, **more: Any) -> Discovered:
+    """The story as a typed result; `more`: what the act measured besides (notes=, upstream_lists=)."""
     return Discovered(path, _calls(story.report, story.receivers, story.events),
                       {phase: _counts(c) for phase, c in story.phases.items()}, story.register_to_first_call,
-                      story.kill_to_removal, dict(story.failed))
+                      story.kill_to_removal, dict(story.failed), **more)
 
 
 def _say_story(ctx: StepContext, result: Discovered) -> None:
@@ -85,16 +85,16 @@ def via_nginx(ctx: StepContext) -> Discovered:
         last = upstream.read_text()
     finally:
         lab.close()
-    result = dataclasses.replace(_discovered("nginx + nginx_sync", story), notes={"nginx reloads": reloads},
-                                 upstream_lists=(first, last))
+    result = _discovered("nginx + nginx_sync", story, notes={"nginx reloads": reloads}, upstream_lists=(first, last))
     _say_story(ctx, result)
     ctx.say(f"nginx reloads: {reloads}")
     return result
 
 
-def judge_story(result: Discovered) -> list[str]:
+def judge_story(result: Discovered, *, first_call_within: float = discovery_lab.FIRST_CALL_WITHIN) -> list[str]:
     first = result.register_to_first_call if result.register_to_first_call is not None else math.inf
-    return discovery_lab.judge_phases({k: dict(v.per_server) for k, v in result.phases.items()}, first, result.failed)
+    return discovery_lab.judge_phases({k: dict(v.per_server) for k, v in result.phases.items()}, first, result.failed,
+                                      first_call_within=first_call_within)
 
 
 # -- lesson 12 ---------------------------------------------------------------------------------------
@@ -110,7 +110,7 @@ def xds_story(ctx: StepContext) -> Discovered:
         acks = sum("ACK EDS " in line for line in ctx.stack.lines("xds"))
     finally:
         lab.close()
-    result = dataclasses.replace(_discovered("xDS", story), notes={"EDS ACKs": acks})
+    result = _discovered("xDS", story, notes={"EDS ACKs": acks})
     _say_story(ctx, result)
     ctx.say(f"the client ACKed {acks} endpoint lists (EDS)")
     return result

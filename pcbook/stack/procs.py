@@ -417,12 +417,12 @@ class Stack:
         """Stop several at once: SIGTERM every one's process group, then wait for each (SIGKILL whoever still
         runs `timeout` s after the SIGTERM). Servers that drain for a second each drain side by side."""
         procs = [self.proc(name) for name in names]
-        signalled = [proc for proc in procs if not proc.done() and proc.running]
-        for proc in signalled:
-            _killpg(proc, _signal.SIGTERM)
-        deadline = time.monotonic() + timeout
         for proc in procs:
-            self._stop(proc, grace=max(0.0, deadline - time.monotonic()), signalled=proc in signalled)
+            if proc.running:
+                _killpg(proc, _signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in procs:  # whoever was running got its SIGTERM above; a process never runs again
+            self._stop(proc, grace=max(0.0, deadline - time.monotonic()), signalled=True)
 
     def kill(self, name: str) -> int | None:
         """SIGKILL its process group at once (a crash on purpose); returns the exit code."""

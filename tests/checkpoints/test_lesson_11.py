@@ -28,8 +28,7 @@ def test_story_shows_both_paths_following_the_registry() -> None:
         assert run.phases["killed"].used() == ["server3"]
         assert [m.label for m in run.run.marks][:3] == ["server3 registered", "server1 SIGTERM", "server2 SIGKILL"]
     # The thick client needs no reload: it reaches server3 well within the judge's 3 s.
-    assert discovery_lab.judge_phases({k: dict(v.per_server) for k, v in thick.phases.items()},
-                                      thick.register_to_first_call, thick.failed, first_call_within=2.0) == []
+    assert discovery.judge_story(thick, first_call_within=2.0) == []
     # nginx: one reload per change (the first read: nginx started with an empty list; +server3, -server1,
     # -server2); the list nginx started with names server1, the one nginx_sync left names server3 alone.
     assert nginx.notes["nginx reloads"] == 4, nginx.notes

@@ -22,8 +22,7 @@ def test_story_shows_pushes_weights_drain_and_restart() -> None:
     follow, weights, endpoint, drain, restart = (s.result for s in result.steps)
     assert all(isinstance(r, Discovered) for r in (follow, weights, endpoint, drain, restart))
     # Lesson 11's story through the control plane, with the thick client's 2 s bound on server3's first call.
-    assert discovery_lab.judge_phases({k: dict(v.per_server) for k, v in follow.phases.items()},
-                                      follow.register_to_first_call, follow.failed, first_call_within=2.0) == []
+    assert discovery.judge_story(follow, first_call_within=2.0) == []
     assert follow.notes["EDS ACKs"] >= 4, follow.notes  # first list, +server3, -server1, -server2
     assert weights.failed == {"weight": 0} and endpoint.failed == {"weight": 0}
     assert discovery.WEIGHT_BAND[0] <= weights.share["server1"] <= discovery.WEIGHT_BAND[1]
