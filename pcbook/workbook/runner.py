@@ -253,11 +253,13 @@ class LessonRunner:
 
     # -- a whole lesson ------------------------------------------------------------------------------------
     def replay(self, *, conf: Path | None = None, checkpoint_only: bool = False, keep: bool = False,
-               stop_at_failure: bool = False) -> LessonResult:
-        """Announce, run and report each step (see run_lesson); a stack error ends the replay with one line."""
+               stop_at_failure: bool = False, first: str | None = None) -> LessonResult:
+        """Announce, run and report each step (see run_lesson); a stack error ends the replay with one line.
+        `first`: the title of a step to run before the others (each step brings the stack to its own state)."""
         lesson, say = self.lesson, self.say
         result = LessonResult(lesson)
         steps = lesson.checkpoint_steps if checkpoint_only else lesson.steps
+        steps = sorted(steps, key=lambda s: s.title != first)  # stable: the others keep the lesson's order
         say(f"== lesson {lesson.number}: {lesson.title}")
         if lesson.pinned:
             say(f"placement: {self.placement.describe()}")
@@ -698,10 +700,17 @@ def run_checkpoints(lesson: Lesson, confs: Sequence[Path], *, echo: Echo | None 
     """The lesson's checkpoint once for each config, one after the other on one stack, each stopping at
     its first failing checkpoint step. The servers start once (a step restarts only those whose flags
     differ or that died) and nginx once per step, as in run_lesson: judging many configs (the mutant
-    test) costs one nginx start per config, not a whole stack."""
+    test) costs one nginx start per config, not a whole stack. Each config starts with the step that
+    failed the config before it: one-directive mutants of a config mostly fail at the same few steps,
+    and every passing step before the failing one costs its seconds (lesson 9: 21 s of 49, measured)."""
+    results: list[LessonResult] = []
+    first: str | None = None
     with procs.Stack(echo=echo) as stack:
         runner = LessonRunner(stack, lesson, echo)
-        return [runner.replay(conf=c, checkpoint_only=True, stop_at_failure=True) for c in confs]
+        for conf in confs:
+            results.append(runner.replay(conf=conf, checkpoint_only=True, stop_at_failure=True, first=first))
+            first = next((o.title for o in results[-1].steps if o.checkpoint and not o.passed), first)
+    return results
 
 
 def announce(say: Echo, index: int, total: int, step: Step, conf: Path | None) -> None:
