@@ -120,10 +120,10 @@ soak: $(READY) ## run lesson 10, lesson 9's 413 probe and notebook 10 RUNS times
 ## Quality
 lint: $(GEN) ## ruff
 	@$(VENV)/bin/ruff check .
+# The docs build (mkdocs build --strict) is one of the tests: tests/docs/test_docs.py.
 test: $(READY) $(MERMAID) ## everything: lint, unit and end-to-end tests, checkpoints, notebooks, docs build
 	@$(VENV)/bin/ruff check .
 	@$(PY) -m pytest -n auto --durations=12
-	@$(VENV)/bin/mkdocs build --strict --quiet --site-dir .run/site
 
 clean: ## remove generated code, certificates and run folders (keeps .venv)
 	rm -rf pcbook/pb/*_pb2*.py pcbook/pb/*_pb2*.pyi certs/*.pem .run site deploy/wheels/*.whl deploy/wheels/.complete
