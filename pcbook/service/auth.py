@@ -109,6 +109,8 @@ class UserClaims:
 class JWTManager:
     """Signs and verifies access tokens; only HS256 with our secret is accepted."""
 
+    InvalidTokenError = jwt.InvalidTokenError  # what verify raises (callers need not import jwt)
+
     def __init__(self, secret_key: str, token_duration: dt.timedelta = TOKEN_DURATION) -> None:
         self._secret = secret_key
         self.token_duration = token_duration

@@ -5,14 +5,18 @@ from __future__ import annotations
 import collections
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
-import jwt
 
-from pcbook.service.auth import JWTManager, UserClaims
 from pcbook.service.grpc_errors import go_code_name
 from pcbook.service.logs import clean, log
+
+if TYPE_CHECKING:
+    # Not at run time: every client, load driver and stream probe imports this module for
+    # AuthClientInterceptor, and PyJWT (with the cryptography it loads) cost each of them about 50 ms
+    # of CPU at start (measured with -X importtime). The server has them from pcbook.service.auth.
+    from pcbook.service.auth import JWTManager, UserClaims
 
 LAPTOP_SERVICE_PATH = "/techschool_pcbook.LaptopService/"
 AUTH_SERVICE_PATH = "/techschool_pcbook.AuthService/"
@@ -66,7 +70,7 @@ def authorize(
     token = tokens[0].decode() if isinstance(tokens[0], bytes) else tokens[0]
     try:
         claims = jwt_manager.verify(token)
-    except jwt.InvalidTokenError as e:
+    except jwt_manager.InvalidTokenError as e:
         raise AuthError(grpc.StatusCode.UNAUTHENTICATED, f"access token is invalid: {e}") from None
     if claims.role not in roles:
         raise AuthError(grpc.StatusCode.PERMISSION_DENIED, "no permission to access this RPC")
