@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from pcbook.workbook.runner import StepContext
 
 SCALE_MIN = verdicts.SCALE_MIN
+KEEPALIVE_MIN_CALLS = verdicts.KEEPALIVE_MIN_CALLS
 # 6 repetitions of (direct, nginx) in balanced order: enough for a 97 % interval of the median.
 # A round of 0.3 s holds a few hundred calls: plenty for a p50; the repetitions make the interval.
 SETTINGS = bench.Settings(reps=6, warmup=0.1, latency_window=0.3, scale_window=0.6, scale_warmup=0.3)

@@ -40,7 +40,7 @@ from pathlib import Path
 from pcbook import paths
 from pcbook.discovery import lab as discovery_lab
 from pcbook.discovery.lab import PREFIX, Lab
-from pcbook.measure import driver, h2load
+from pcbook.measure import driver, h2load, verdicts
 from pcbook.measure.loadgen import KIND, LoadGenerator, Round, Target
 from pcbook.measure.placement import LOADGEN, NGINX, SERVERS, Placement, available, pinned, plan
 from pcbook.measure.stats import (
@@ -450,20 +450,31 @@ def added_throughput(hop: HopResult, name: str, base: str, level: float = LEVEL)
     return paired_difference(name, [r["calls_per_s"] for r in a], base, [r["calls_per_s"] for r in b], level)
 
 
-def count_upstream_connections(load: LoadGenerator, paths_: dict[str, int], say: Say,
-                               window: float = 0.3) -> dict[str, tuple[int, int]]:
+def count_upstream_connections(load: LoadGenerator, paths_: dict[str, int], say: Say, window: float = 0.3,
+                               min_calls: int = verdicts.KEEPALIVE_MIN_CALLS,
+                               deadline: float = 10.0) -> dict[str, tuple[int, int]]:
     """For each nginx path: how many backend connections nginx opened for how many calls (every call
-    that succeeded in the round, stragglers included)."""
+    that succeeded in the round, stragglers included). Rounds of `window` s repeat until the path has
+    `min_calls` calls (for at most `deadline` s): how many fit in one round depends on the machine
+    (measured on a busy 2-core machine: 16 calls in 0.5 s without keepalive, against 68 with it)."""
     if not Path("/proc/net/tcp").exists():
         say("(connection counting needs Linux's /proc/net/tcp: skipped)")
         return {}
     counts: dict[str, tuple[int, int]] = {}
     for name, port in paths_.items():
-        before, t0 = peer_ports(port), time.monotonic()
-        r = load.run(name, concurrency=1, window=window, warmup=0.0)
-        opened = opened_between(before, peer_ports(port), time.monotonic() - t0)
-        counts[name] = (opened, r.completed)
-        say(f"  {name}: {opened} new backend connections for {r.completed} calls")
+        opened = calls = 0
+        give_up = time.monotonic() + deadline
+        while True:
+            # A snapshot per round: a port reused in a later round is counted again (opened_between).
+            before, t0 = peer_ports(port), time.monotonic()
+            r = load.run(name, concurrency=1, window=window, warmup=0.0)
+            opened += opened_between(before, peer_ports(port), time.monotonic() - t0)
+            calls += r.completed
+            # No call got through: more rounds would not help (the judge says so).
+            if r.completed == 0 or calls >= min_calls or time.monotonic() >= give_up:
+                break
+        counts[name] = (opened, calls)
+        say(f"  {name}: {opened} new backend connections for {calls} calls")
     return counts
 
 

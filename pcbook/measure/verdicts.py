@@ -64,7 +64,10 @@ class ConnectionCount:
 NO_KEEPALIVE_SHARE = 0.9  # a reused port (TIME_WAIT reuse on loopback) can hide a few new connections
 
 
-def judge_keepalive(keep: ConnectionCount, no_keep: ConnectionCount, min_calls: int = 20) -> list[str]:
+KEEPALIVE_MIN_CALLS = 20  # fewer calls cannot tell "one connection per call" from a few reconnects
+
+
+def judge_keepalive(keep: ConnectionCount, no_keep: ConnectionCount, min_calls: int = KEEPALIVE_MIN_CALLS) -> list[str]:
     """With keepalive: at most one new backend connection for all calls; without: one per call."""
     diffs = []
     if keep.calls < min_calls or no_keep.calls < min_calls:

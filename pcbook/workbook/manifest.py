@@ -689,8 +689,9 @@ LESSONS: tuple[Lesson, ...] = (
                 "handshake.",
                 L10_HOP,
                 L10_HOP_NGINX,
-                then=("calls for 0.5 s through 8103 (keepalive) and 8104 (a connection per call) to server3 and "
-                      "server4; the backend connections are counted in /proc/net/tcp",),
+                then=(f"calls, in rounds of 0.5 s until each path has {benchmark.KEEPALIVE_MIN_CALLS}, through "
+                      "8103 (keepalive) and 8104 (a connection per call) to server3 and server4; the backend "
+                      "connections are counted in /proc/net/tcp",),
                 act=benchmark.keepalive,
                 judge=benchmark.keepalive_judge,
                 claims=("with upstream keepalive nginx opens one backend connection for all calls; without, "

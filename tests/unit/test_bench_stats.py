@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
 from pcbook.measure import bench
+from pcbook.measure.loadgen import Round
 from pcbook.measure.stats import (
     PathStats,
     Spread,
@@ -207,3 +209,24 @@ def test_the_xds_path_balances_over_the_servers_of_client_rr() -> None:
     assert rr.address == "ipv4:" + ",".join(bench.XDS_SERVERS.values())
     compared = {(name, base) for name, base, _ in bench.COMPARISONS}
     assert {(bench.XDS, bench.CLIENT_RR), (bench.XDS, bench.NGINX_PLAIN)} <= compared
+
+
+class _SlowLoad:
+    """A load generator whose rounds complete `per_round` calls each (how many fit depends on the machine)."""
+
+    def __init__(self, per_round: int) -> None:
+        self.per_round, self.rounds = per_round, 0
+
+    def run(self, target: str, *, concurrency: int, window: float, warmup: float = 0.2) -> Round:
+        self.rounds += 1
+        return Round(target, concurrency, window, [], completed=self.per_round)
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="counts connections in Linux's /proc/net/tcp")
+def test_connection_counting_runs_rounds_until_enough_calls() -> None:
+    slow = _SlowLoad(8)
+    counts = bench.count_upstream_connections(slow, {"path": 1}, lambda _line: None, min_calls=20)  # type: ignore[arg-type]
+    assert slow.rounds == 3 and counts == {"path": (0, 24)}  # nothing listens on port 1: no connection
+    dead = _SlowLoad(0)
+    assert bench.count_upstream_connections(dead, {"path": 1}, lambda _line: None) == {"path": (0, 0)}  # type: ignore[arg-type]
+    assert dead.rounds == 1  # no call gets through: more rounds would not help
