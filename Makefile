@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 	@echo "installing pinned dependencies into $(VENV) (first run only) ..."
 	@$(PY) -m pip install --quiet --disable-pip-version-check $(EDITABLE) -e '.[dev,notebooks,docs]'
 	@touch $@
-# JupyterLab only for `make lab`: 43 more packages (7 s to install on their own, measured) that the
+# JupyterLab only for `make lab`: 43 more packages (7-11 s to install on their own, measured) that the
 # lessons and the tests do not use (they run notebooks with nbclient).
 LAB_STAMP := $(VENV)/.lab-stamp
 $(LAB_STAMP): $(STAMP)
