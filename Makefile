@@ -19,20 +19,21 @@ export NO_MKDOCS_2_WARNING := 1
 # The checkout on sys.path (a .pth line) rather than setuptools' default import hook for editable
 # installs: that hook costs every Python process of the venv about 30 ms of CPU at start (measured),
 # and a suite run starts some 600 of them.
-EDITABLE := --config-settings editable_mode=compat
+PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check --config-settings editable_mode=compat
+EXTRAS := dev,notebooks,docs
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 	  { echo "Python 3.11 or newer is needed; found $$($(PYTHON) --version 2>&1). Set PYTHON=python3.11 or newer."; exit 1; }
 	@test -x $(PY) || { echo "creating $(VENV) ..."; $(PYTHON) -m venv $(VENV); }
 	@echo "installing pinned dependencies into $(VENV) (first run only) ..."
-	@$(PY) -m pip install --quiet --disable-pip-version-check $(EDITABLE) -e '.[dev,notebooks,docs]'
+	@$(PIP_INSTALL) -e '.[$(EXTRAS)]'
 	@touch $@
 # JupyterLab only for `make lab`: 43 more packages (7-11 s to install on their own, measured) that the
 # lessons and the tests do not use (they run notebooks with nbclient).
 LAB_STAMP := $(VENV)/.lab-stamp
 $(LAB_STAMP): $(STAMP)
 	@echo "installing JupyterLab into $(VENV) (first \`make lab\` only) ..."
-	@$(PY) -m pip install --quiet --disable-pip-version-check $(EDITABLE) -e '.[dev,notebooks,docs,lab]'
+	@$(PIP_INSTALL) -e '.[$(EXTRAS),lab]'
 	@touch $@
 
 $(GEN): $(STAMP) $(PROTOS)

@@ -224,9 +224,9 @@ class _SlowLoad:
 
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="counts connections in Linux's /proc/net/tcp")
 def test_connection_counting_runs_rounds_until_enough_calls() -> None:
-    slow = _SlowLoad(8)
-    counts = bench.count_upstream_connections(slow, {"path": 1}, lambda _line: None, min_calls=20)  # type: ignore[arg-type]
-    assert slow.rounds == 3 and counts == {"path": (0, 24)}  # nothing listens on port 1: no connection
-    dead = _SlowLoad(0)
-    assert bench.count_upstream_connections(dead, {"path": 1}, lambda _line: None) == {"path": (0, 0)}  # type: ignore[arg-type]
-    assert dead.rounds == 1  # no call gets through: more rounds would not help
+    def count(load: _SlowLoad) -> dict[str, tuple[int, int]]:
+        return bench.count_upstream_connections(load, {"path": 1}, lambda _line: None, min_calls=20)  # type: ignore[arg-type]
+
+    slow, dead = _SlowLoad(8), _SlowLoad(0)
+    assert count(slow) == {"path": (0, 24)} and slow.rounds == 3  # nothing listens on port 1: no connection
+    assert count(dead) == {"path": (0, 0)} and dead.rounds == 1  # no call gets through: more rounds would not help
