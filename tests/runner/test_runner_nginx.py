@@ -144,8 +144,9 @@ def serve_and_check(tmp_path: Path, echoed: list[str], listen_extra: str = "") -
     port = pick_free_port()
     with Stack(echo=echoed.append, run_dir=tmp_path / "run") as stack:
         ngx = nginx.start_nginx(stack, plain_config(tmp_path, port, listen_extra=listen_extra), port=port)
+        # Ready means the master listens; it forks its worker after that (once seen missing under load).
+        assert eventually(lambda: bool(children_of(ngx.pid))), "nginx should run a worker process"
         workers = children_of(ngx.pid)
-        assert workers, "nginx should run a worker process"
         if not listen_extra:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as reply:
                 assert (reply.status, reply.read()) == (200, b"hello\n")
