@@ -504,12 +504,13 @@ LESSONS: tuple[Lesson, ...] = (
                 "server2 dies too: no live upstreams, then nginx waits fail_timeout before trying again",
                 "With every server marked down, nginx does not even try: it answers at once (`no live upstreams`, "
                 "502, here as UNAVAILABLE through error_page). It tries a server again only when fail_timeout has "
-                "passed since that server's last failure, even if the server is back sooner. Active health checks, "
-                "which would notice sooner, are NGINX Plus only.",
+                "passed since that server's last failure (counted in whole seconds: 2 to 3 s for 2s), even if the "
+                "server is back sooner. Active health checks, which would notice sooner, are NGINX Plus only.",
                 L8_BOTH[1:],
                 L8_FINAL,
-                Driver(L8_ADDRESS, calls=35, rate=10, progress_every=5),
-                then=("after 5 calls server2 is killed and started again at once",),
+                Driver(L8_ADDRESS, calls=100, rate=10, progress_every=5),
+                then=("after 5 calls server2 is killed and started again at once",
+                      f"the client stops once server2 has saved a laptop again ({failures.BACK_WITHIN:g} s at most)"),
                 act=failures.all_down,
                 judge=failures.no_live_upstreams,
                 claims=("calls fail with UNAVAILABLE (no live upstreams) until fail_timeout after the last failure",),

@@ -488,10 +488,20 @@ class StepContext:
     def settle(self, ready: Callable[[], bool], timeout: float = SETTLE_TIMEOUT) -> bool:
         return settle(ready, timeout, self.runner.wait_output)
 
-    def await_line(self, name: str, text: str, timeout: float = 15.0) -> procs.Line:
-        """The first line of `name` since the step began that contains `text`, once it is printed."""
-        self.stack.wait_for_line(name, text, timeout, since=self.mark)
-        return next(r for r in self.stack.records(name, since=self.mark) if text in r.text and r.source != "note")
+    def await_line(self, name: str, text: str, timeout: float = 15.0, *, since: int | None = None) -> procs.Line:
+        """The first line of `name` since the step began (or since the stack mark `since`) that contains
+        `text`, once it is printed."""
+        start = self.mark if since is None else since
+        self.stack.wait_for_line(name, text, timeout, since=start)
+        return next(r for r in self.stack.records(name, since=start) if text in r.text and r.source != "note")
+
+    def sees_line(self, name: str, text: str, timeout: float, *, since: int) -> bool:
+        """Whether `name` prints a line that contains `text` (from the stack mark `since` on) by the deadline."""
+        try:
+            self.await_line(name, text, timeout, since=since)
+        except procs.NotReadyError:
+            return False
+        return True
 
     def lab(self) -> Lab:
         """Lessons 11-12: a discovery Lab on the step's Registry, which the runner started and stops; its
@@ -532,9 +542,13 @@ class StepContext:
         return run
 
     def finish_driver(self, run: DriverRun, *, origin: float | None = None, marks: Sequence[tuple[str, float]] = (),
-                      origin_label: str = "the first call", timeout: float = CLIENT_TIMEOUT) -> Calls:
-        """Wait for a driver to end, then for the servers' lines of its calls; every time is made
-        relative to `origin` (time.time(); default: the first call's start)."""
+                      origin_label: str = "the first call", timeout: float = CLIENT_TIMEOUT,
+                      stop: bool = False) -> Calls:
+        """Wait for a driver to end (`stop`: stop it now; it reports the calls it made), then for the
+        servers' lines of its calls; every time is made relative to `origin` (time.time(); default: the
+        first call's start)."""
+        if stop:
+            self.stack.stop(run.name)
         report = self._collect(run, timeout)
         wanted = {c.laptop_id for c in report.calls if c.ok}
         received: dict[str, list[str]] = {}
