@@ -54,7 +54,12 @@ def _say_story(ctx: StepContext, result: Discovered) -> None:
     first = result.register_to_first_call
     ctx.say("server3's first call: " + (f"{first:.3f} s after its registration" if first is not None
                                          and math.isfinite(first) else "never"))
-    ctx.say(f"server2's key left the registry {result.kill_to_removal:.2f} s after its SIGKILL (its lease's TTL)")
+    if result.kill_to_removal is None:
+        ctx.say("the story ended after the join: no client reached server3, so server1's stop and server2's "
+                "kill were not played")
+    else:
+        ctx.say(f"server2's key left the registry {result.kill_to_removal:.2f} s after its SIGKILL (its lease's "
+                "TTL)")
     ctx.say("failed calls: " + ", ".join(f"{event} {n}" for event, n in result.failed.items()))
     for phase, counts in result.phases.items():
         ctx.say(f"{phase}: {counts}")

@@ -664,7 +664,8 @@ def measure_architectures(stack: procs.Stack, settings: Settings, say: Say, out_
         stack.wait_for_line("xds", re.compile(rf"endpoints v\d+: {both}$"), 15, since=applied)
         mark = stack.mark()
         before, t0 = peer_ports(ARCH_NGINX_PORT), time.monotonic()
-        stories = discovery_lab.stories(lab, {STORY_CLIENTS[k]: targets[k] for k in STORY_CLIENTS})
+        stories = discovery_lab.stories(lab, {STORY_CLIENTS[k]: targets[k] for k in STORY_CLIENTS},
+                                         end_unfollowed=False)
         reconnects = opened_between(before, peer_ports(ARCH_NGINX_PORT), time.monotonic() - t0)
         reloads = count_lines(stack, "sync", r"nginx reloaded$", mark)
         rebuilt = count_lines(stack, STORY_CLIENTS["thick"], r"^discovered \d+ server", mark)
@@ -681,6 +682,7 @@ def measure_architectures(stack: procs.Stack, settings: Settings, say: Say, out_
             changes.append(ChangeCost(arch, len(story.report.calls), dict(story.failed),
                                       story.register_to_first_call, redone[arch]))
         kill_to_removal = next(iter(stories.values())).kill_to_removal
+        assert kill_to_removal is not None  # end_unfollowed=False: the kill was played
     finally:
         lab.close()
     return ArchResult(latency, changes, settings.reps, settings.arch_calls, kill_to_removal,
