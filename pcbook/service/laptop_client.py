@@ -129,9 +129,12 @@ class LaptopClient:
     search = search_laptop  # the short name the notebooks use
 
     def upload_image(
-        self, laptop_id: str, data: bytes, image_type: str = ".jpg", chunk_size: int = CHUNK_SIZE
+        self, laptop_id: str, data: bytes, image_type: str = ".jpg", chunk_size: int = CHUNK_SIZE,
+        timeout: float | None = None,
     ) -> pb.UploadImageResponse:
-        """Send the info, then ``data`` in chunks. Raises grpc.RpcError."""
+        """Send the info, then ``data`` in chunks, within ``timeout`` s (default: the client's). Raises
+        grpc.RpcError, or UploadHung."""
+        timeout = self.timeout if timeout is None else timeout
 
         def requests() -> Iterator[pb.UploadImageRequest]:
             yield pb.UploadImageRequest(info=pb.ImageInfo(laptop_id=laptop_id, image_type=image_type))
@@ -142,13 +145,13 @@ class LaptopClient:
         # grpcio's thread is still writing chunks, the blocking form can wait forever for the write's
         # completion, past the call's deadline (1 in 10 soak runs through nginx under load). The future
         # returns once the status is in, and the bounded wait cancels a call that still hangs.
-        future = self._stub.UploadImage.future(requests(), timeout=self.timeout)
+        future = self._stub.UploadImage.future(requests(), timeout=timeout)
         try:
-            res = future.result(timeout=self.timeout + UPLOAD_GRACE)
+            res = future.result(timeout=timeout + UPLOAD_GRACE)
         except grpc.FutureTimeoutError:
             future.cancel()
-            raise UploadHung(f"no status {self.timeout + UPLOAD_GRACE:g} s after the upload began, past its "
-                             f"{self.timeout:g} s deadline: grpcio's write never completed; the call was cancelled"
+            raise UploadHung(f"no status {timeout + UPLOAD_GRACE:g} s after the upload began, past its "
+                             f"{timeout:g} s deadline: grpcio's write never completed; the call was cancelled"
                              ) from None
         self._log(f"image uploaded with id: {res.id}, size: {res.size}")
         return res
