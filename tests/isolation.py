@@ -24,6 +24,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 CLONE_NEWNET = 0x40000000
+# A worker's connections take their local ports from this range, below the lessons' servers (50051-50192):
+# from Linux's default range (32768-60999) a closed connection could leave one of those ports in TIME_WAIT,
+# and the next lesson on that worker waited for it (40 s in one suite run: lesson 10's server2 on 50102).
+EPHEMERAL_PORTS = (32768, 49999)
 _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
 
 _machine: int | None = None  # the machine's network namespace, held open by a worker that left it
@@ -63,6 +67,8 @@ def leave_machine_network() -> None:
     _libc_call("unshare", CLONE_NEWNET)
     _loopback_up()
     _private = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    with open("/proc/sys/net/ipv4/ip_local_port_range", "w") as f:  # this namespace's own setting
+        f.write("{} {}\n".format(*EPHEMERAL_PORTS))
 
 
 def isolated() -> bool:

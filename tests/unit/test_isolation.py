@@ -24,15 +24,21 @@ def test_without_root_the_suite_runs_in_one_process_and_says_why(monkeypatch: py
 
 CHILD = """
 import os, socket, isolation
-machine = os.readlink("/proc/thread-self/ns/net")
+def ports():
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        return tuple(int(p) for p in f.read().split())
+machine, machine_ports = os.readlink("/proc/thread-self/ns/net"), ports()
 isolation.leave_machine_network()
 private = os.readlink("/proc/thread-self/ns/net")
 with socket.socket() as s:  # the new namespace's loopback is up: a lesson port binds
     s.bind(("127.0.0.1", 8080)); s.listen()
+    with socket.create_connection(("127.0.0.1", 8080)) as c:  # its local port: below the lessons' ports
+        local = c.getsockname()[1]
     with isolation.machine_network():
-        back = os.readlink("/proc/thread-self/ns/net")
+        back, ports_back = os.readlink("/proc/thread-self/ns/net"), ports()
     again = os.readlink("/proc/thread-self/ns/net")
-print(machine != private, back == machine, again == private)
+print(machine != private, back == machine, again == private, ports() == isolation.EPHEMERAL_PORTS,
+      ports_back == machine_ports, local <= isolation.EPHEMERAL_PORTS[1] < 50051)
 """
 
 
@@ -41,4 +47,4 @@ def test_a_worker_leaves_the_machines_network_and_can_step_back() -> None:
     out = subprocess.run([sys.executable, "-c", CHILD], cwd=TESTS, capture_output=True, text=True, timeout=30,
                          env=dict(os.environ, PYTHONPATH=str(TESTS)))
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["True", "True", "True"], out.stdout
+    assert out.stdout.split() == ["True"] * 6, out.stdout
