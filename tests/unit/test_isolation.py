@@ -48,3 +48,16 @@ def test_a_worker_leaves_the_machines_network_and_can_step_back() -> None:
                          env=dict(os.environ, PYTHONPATH=str(TESTS)))
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True"] * 6, out.stdout
+
+
+def test_long_work_is_handed_out_first() -> None:
+    ids = ["tests/unit/test_auth.py::test_x",
+           "tests/checkpoints/test_mutants.py::test_every_mutant_of_the_checkpoint_config_fails_the_checkpoint[2]",
+           "tests/notebooks/test_notebooks.py::test_notebook_runs_top_to_bottom[lesson-11]",
+           "tests/checkpoints/test_lesson_3.py::test_y",
+           "tests/checkpoints/test_mutants.py::test_every_mutant_of_the_checkpoint_config_fails_the_checkpoint[10]",
+           "tests/deploy/test_compose.py::test_z",
+           "tests/checkpoints/test_lesson_11.py::test_story"]
+    ordered = sorted(ids, key=conftest.start_rank)
+    assert [conftest.group_of(i) or i.rsplit("[", 1)[-1] for i in ordered] == [
+        "docker", "story-11", "story-11", "10]", "story-3", "2]", "tests/unit/test_auth.py::test_x"]
