@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 # Before pcbook is imported: each worker keeps its run files (nginx prefixes, lesson logs) apart.
-# What is kept between runs stays in the checkout's .run/ (the debootstrapped base image; Docker's data
-# root: tests/deploy), whichever worker makes it.
+# What is kept between runs (the debootstrapped base image, the Docker daemon's data root) stays in the
+# checkout's .run/deploy, whichever worker makes it, unless PCBOOK_BASE_CACHE names another folder (CI).
 SHARED_RUN = Path(__file__).resolve().parent.parent / ".run"
 if worker := os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("PCBOOK_RUN_DIR", str(SHARED_RUN / worker))

@@ -2,8 +2,8 @@
 
 The daemon runs in its own network namespace (``unshare --net``), so its bridge, its iptables rules
 and the ports compose publishes stay out of the machine's network, and it keeps its state apart:
-``--data-root`` under the checkout's .run/docker/ (kept between runs: the image layers are the slow
-part), ``--exec-root``, ``--pidfile`` and the API socket in a temp folder (Unix socket paths are
+``--data-root`` where `data_root` says (kept between runs: the image layers are the slow part),
+``--exec-root``, ``--pidfile`` and the API socket in a temp folder (Unix socket paths are
 short). Docker and containerd also create the empty folders /run/docker/plugins and
 /run/containerd/s; `stop` removes them again when it finds them empty and they were not there before.
 
@@ -108,12 +108,12 @@ def _mounts_under(folder: Path) -> list[str]:
     return sorted((m for m in inside if m == str(folder) or m.startswith(f"{folder}/")), reverse=True)
 
 
-def start(data_root: Path | None = None, timeout: float = 60) -> Daemon:
+def start(data: Path | None = None, timeout: float = 60) -> Daemon:
     """Start dockerd in a new network namespace; wait (with a deadline) until its API answers."""
     reason = why_unavailable()
     if reason:
         raise DockerUnavailable(reason)
-    data = Path(data_root) if data_root is not None else paths.RUN_DIR / "docker" / "data"
+    data = Path(data) if data is not None else data_root()
     data.mkdir(parents=True, exist_ok=True)
     state = Path(tempfile.mkdtemp(prefix="pcbook-docker-"))
     sock = state / "docker.sock"
@@ -171,6 +171,15 @@ def base_tarball() -> Path:
     """
     folder = Path(os.environ[CACHE_ENV]) if os.environ.get(CACHE_ENV) else paths.RUN_DIR / "deploy"
     return folder / f"base-bookworm-{_recipe_key()}.tar"
+
+
+def data_root() -> Path:
+    """Where the tests' daemon keeps its images and layers: beside the base tarball, so in
+    $PCBOOK_BASE_CACHE on CI. A fresh clone there then builds only the image's layers that changed: the
+    Dockerfile installs the pinned dependencies in a layer of their own, which docker's build cache reuses
+    as long as pyproject.toml and the wheels are the same (the other layers are rebuilt). The daemon
+    imports the base from the tarball only when it does not have it."""
+    return base_tarball().parent / "docker-data"
 
 
 def make_tarball(tarball: Path, timeout: float = 600) -> None:

@@ -6,7 +6,6 @@ import concurrent.futures
 from collections.abc import Iterator
 
 import pytest
-from conftest import SHARED_RUN  # tests/conftest.py (tests/ is on sys.path)
 from isolation import machine_network
 
 from pcbook import paths
@@ -21,7 +20,7 @@ def daemon() -> Iterator[dockerd.Daemon]:
     if reason:
         pytest.skip(reason)
     try:
-        d = dockerd.start(data_root=SHARED_RUN / "docker" / "data")  # kept across runs, whichever worker runs it
+        d = dockerd.start()  # its data root is kept across runs (dockerd.data_root), whichever worker runs it
     except dockerd.DockerUnavailable as e:
         pytest.skip(str(e))
     try:
@@ -44,6 +43,7 @@ def image(daemon: dockerd.Daemon) -> str:
             pytest.skip(str(e))
     out = compose(daemon, "pcbook-build", "build", "server1", timeout=600)
     assert out.returncode == 0, out.stdout[-3000:]
+    daemon.docker("image", "prune", "--force", check=False)  # the layers the new build replaced
     assert daemon.docker("image", "inspect", IMAGE, check=False).returncode == 0
     assert base
     return IMAGE
