@@ -187,7 +187,7 @@ def make_tarball(tarball: Path, timeout: float = 600) -> None:
     if shutil.which("debootstrap") is None:
         raise DockerUnavailable("no debootstrap to make the base image (Debian: apt-get install debootstrap)")
     tarball.parent.mkdir(parents=True, exist_ok=True)
-    rootfs = Path(tempfile.mkdtemp(prefix="rootfs-", dir=paths.RUN_DIR))
+    rootfs = Path(tempfile.mkdtemp(prefix="rootfs-", dir=tarball.parent))  # made above, unlike a worker's run folder
     try:
         out = subprocess.run(["debootstrap", *DEBOOTSTRAP, str(rootfs), DEBIAN_MIRROR],
                              capture_output=True, text=True, timeout=timeout)
