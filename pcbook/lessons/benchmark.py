@@ -7,7 +7,8 @@ The steps (declared in pcbook/workbook/manifest.py), all checkpoints:
 2. the backend connections nginx opens, with and without upstream keepalive (Linux): one for all calls
    with keepalive, one per call without;
 3. scale-out: servers with a fixed (simulated) capacity, saturated; two behind nginx each serve calls and
-   together deliver at least 1.4x what one delivers. `make check-10 CONF=...` puts a learner's nginx
+   together deliver at least 1.4x what one delivers (a repetition in which nginx reaches only one of them
+   ends the measurement: the step has failed). `make check-10 CONF=...` puts a learner's nginx
    config here; it must listen on 8101 and balance over 127.0.0.1:50101 and 127.0.0.1:50102.
 
 The judgements are pcbook.measure.verdicts' pure functions; this module gathers their evidence.
@@ -93,12 +94,18 @@ def keepalive_judge(result: Connections) -> list[str]:
     return verdicts.judge_keepalive(keep, no_keep)
 
 
+def _idle(served: dict[str, dict[str, int]]) -> str:
+    """A server that nginx never reached in a whole repetition fails the step whatever comes next."""
+    idle = verdicts.idle_servers(served[bench.NGINX_TWO])
+    return f"{', '.join(idle)} served no call through nginx" if idle else ""
+
+
 def scale(ctx: StepContext) -> ScaleRun:
     s = SCALE_SETTINGS
     logs = {name: ctx.log_dir / f"{name}.log" for name in ctx.server_names}
     load = ctx.load_generator(s.processes)
     load.open(bench.SCALE_PATHS)
-    measured = bench.measure_scale(load, bench.SCALE_PATHS, s, ctx.say, {}, server_logs=logs)
+    measured = bench.measure_scale(load, bench.SCALE_PATHS, s, ctx.say, {}, server_logs=logs, decided=_idle)
     evidence = verdicts.ScaleEvidence(
         measured.rounds[bench.ONE], measured.rounds[bench.NGINX_TWO], Spread.of(measured.waiting[bench.ONE]).median,
         measured.served[bench.NGINX_TWO], s.capacity)

@@ -502,9 +502,11 @@ class LogCounter:
 
 def measure_scale(load: LoadGenerator, targets: Sequence[Target], settings: Settings, say: Say,
                   watch: dict[str, list[int]], clock: Clock | None = None,
-                  server_logs: dict[str, Path] | None = None) -> ScaleResult:
+                  server_logs: dict[str, Path] | None = None,
+                  decided: Callable[[dict[str, dict[str, int]]], str] | None = None) -> ScaleResult:
     """Saturated rounds in balanced orders. Per round: calls/s, the mean latency (for the queue) and,
-    given the servers' log files, how many calls each server served."""
+    given the servers' log files, how many calls each server served. `decided(served)`, after each whole
+    repetition (every path has as many rounds): a reason to stop there, or "" to go on."""
     clock = clock or Clock()
     names = [t.name for t in targets]
     for name in names:
@@ -537,6 +539,9 @@ def measure_scale(load: LoadGenerator, targets: Sequence[Target], settings: Sett
             used = "  ".join(f"{role} {cores:.2f}" for role, cores in r.cpu.items())
             say(f"{clock} rep {rep + 1}/{settings.reps}  {name:<22} {r.throughput:7.0f} calls/s  "
                 f"{waiting[name][-1]:4.1f} waiting" + (f"   cores: {used}" if used else ""))
+        if rep + 1 < settings.reps and decided and (why := decided(served)):
+            say(f"{clock} stopped after repetition {rep + 1}: {why}")
+            break
     return ScaleResult({n: Spread.of(v) for n, v in rates.items()}, rates,
                        cpu={n: _median_cpu(c) for n, c in cpu.items()}, capacity=settings.capacity, errors=errors,
                        waiting=waiting, service_ms=service_s * 1000, served=served, records=records)

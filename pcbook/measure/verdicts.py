@@ -96,6 +96,11 @@ class ScaleEvidence:
 SCALE_MIN = 1.4  # two servers of fixed capacity give 2x; 1.4 leaves room for a busy machine
 
 
+def idle_servers(served_through_nginx: Mapping[str, int]) -> list[str]:
+    """The servers that served no call through nginx: the upstream does not reach them."""
+    return sorted(srv for srv, n in served_through_nginx.items() if n == 0)
+
+
 def judge_scale(e: ScaleEvidence) -> list[str]:
     from pcbook.measure.stats import median
 
@@ -104,7 +109,7 @@ def judge_scale(e: ScaleEvidence) -> list[str]:
                 "generator could not keep enough calls in flight, so the comparison cannot judge the config "
                 "(a busy machine? run it again)"]
     diffs = []
-    idle = sorted(srv for srv, n in e.served_through_nginx.items() if n == 0)
+    idle = idle_servers(e.served_through_nginx)
     if idle:
         diffs.append(f"{', '.join(idle)} served no call through nginx: the upstream reaches "
                      f"{len(e.served_through_nginx) - len(idle)} of the {len(e.served_through_nginx)} servers")

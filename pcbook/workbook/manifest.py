@@ -708,7 +708,8 @@ LESSONS: tuple[Lesson, ...] = (
                 L10_SCALE,
                 Nginx("bench-scale.conf", 8101, more_ports=(8105,)),
                 then=(f"{benchmark.SCALE_SETTINGS.reps} rounds of (1 server direct, 2 behind nginx, 2 with client "
-                      f"RR), {benchmark.SCALE_SETTINGS.scale_concurrency} calls in flight",),
+                      f"RR), {benchmark.SCALE_SETTINGS.scale_concurrency} calls in flight",
+                      "a round of them in which nginx reaches only one server ends the measurement"),
                 act=benchmark.scale,
                 judge=benchmark.scale_judge,
                 claims=("calls wait at the one server (it is saturated)",
