@@ -47,6 +47,21 @@ def _logs(daemon: dockerd.Daemon, project: str, service: str) -> tuple[list[tupl
     return stdout, stderr
 
 
+_CREATED = re.compile(r"created laptop with id: (\S+)")
+_RECEIVED = re.compile(r"receive a create-laptop request with id: (\S+)")
+
+
+def call_order(client_lines: list[str], server_lines: dict[str, list[str]]) -> list[str]:
+    """The servers in call order: the Login's, then each CreateLaptop's in the order the client created
+    the laptops, found by laptop id in the servers' logs. (Docker's timestamps order two containers'
+    lines as the daemon read them: on a busy machine they swapped two calls a few ms apart once, giving
+    server1, server2, server2, server1.)"""
+    logins = [name for name, lines in server_lines.items() for line in lines if manifest.AUTH_LOGIN in line]
+    receiver = {m.group(1): name for name, lines in server_lines.items() for line in lines
+                if (m := _RECEIVED.search(line))}
+    return logins + [receiver.get(m.group(1), "nobody") for line in client_lines if (m := _CREATED.search(line))]
+
+
 def observe(daemon: dockerd.Daemon, project: str, lesson: int, client: subprocess.CompletedProcess[str],
             wait: bool = True) -> tuple[Observation, list[str]]:
     """What the stack showed, as the lesson runner records it, and the servers in call order.
@@ -59,16 +74,18 @@ def observe(daemon: dockerd.Daemon, project: str, lesson: int, client: subproces
     while True:
         seen = Observation(client_ok=client.returncode == 0, client_lines=client.stdout.splitlines())
         stamped: list[tuple[str, tuple[str, str]]] = []
+        by_server: dict[str, list[str]] = {}
         for name in ("server1", "server2"):
             lines, errors = _logs(daemon, project, name)
-            seen.server_lines += [line for _, line in lines] + errors
+            by_server[name] = [line for _, line in lines]
+            seen.server_lines += by_server[name] + errors
             stamped += [(_sortable(stamp), call) for stamp, line in lines for call in calls_in(name, [line])]
-        seen.calls = [call for _, call in sorted(stamped)]  # both containers' calls, in time order
+        seen.calls = [call for _, call in sorted(stamped)]  # both containers' calls, about in time order
         access, errors = _logs(daemon, project, "nginx")
         seen.access_lines = [line for _, line in access]
         seen.nginx_errors = errors
         if not wait or settled(expect, seen) or time.monotonic() > deadline:
-            return seen, [server for server, _ in seen.calls]
+            return seen, call_order(seen.client_lines, by_server)
         time.sleep(0.2)
 
 
@@ -134,3 +151,12 @@ def test_the_lectures_certificates_fail_on_service_names(daemon: dockerd.Daemon,
     assert "cannot create auth interceptor" in client.stdout
     assert re.search(r"Hostname Verification Check failed|CERTIFICATE_VERIFY_FAILED|certificate", client.stdout)
     assert not seen.calls, "no call may reach a server when the client refuses nginx's certificate"
+
+
+def test_the_call_order_comes_from_the_laptop_ids_not_from_log_times() -> None:
+    client = ["... created laptop with id: b", "... created laptop with id: a", "... created laptop with id: c"]
+    servers = {"server1": [f"... --> unary interceptor:  {manifest.AUTH_LOGIN}",  # listed first, in any order
+                           "... receive a create-laptop request with id: a"],
+               "server2": ["... receive a create-laptop request with id: c",
+                           "... receive a create-laptop request with id: b"]}
+    assert call_order(client, servers) == ["server1", "server2", "server1", "server2"]
