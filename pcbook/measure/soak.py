@@ -76,11 +76,13 @@ def probes_413(runs: int, report: Callable[[int, bool, float, str], None]) -> Ta
     from pcbook.lessons import streams
     from pcbook.paths import NGINX_DIR
     from pcbook.service import tls
-    from pcbook.stack import nginx, procs
+    from pcbook.stack import nginx, ports, procs
 
     tally = Tally("probe-413")
     with procs.Stack(echo=None) as stack:
         for name, port in (("server1", 50091), ("server2", 50092)):
+            # 50091-50092 lie in Linux's ephemeral range: an earlier run's closed connection may hold one.
+            ports.wait_bindable(port, print)
             stack.start(name, [sys.executable, "-u", "-m", "pcbook.server", "--port", str(port), "--host",
                                "127.0.0.1", "--tls"])
         for name, port in (("server1", 50091), ("server2", 50092)):
@@ -122,10 +124,15 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
         return line
 
+    from pcbook.workbook.runner import STACK_ERRORS
+
     try:
         _run_all(kinds, args.runs, tallies, report)
     except KeyboardInterrupt:
         print("interrupted: what the runs started has been stopped")
+    except STACK_ERRORS as err:  # a stack that could not start (a busy port, a server that died): one line
+        print(f"soak: stopped: {err}")
+        tallies.append(Tally("stack", runs=1))  # counted as a failure
     print()
     for tally in tallies:
         print(tally.line())

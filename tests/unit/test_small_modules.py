@@ -104,3 +104,18 @@ def test_an_upload_with_no_status_past_its_deadline_is_cancelled_and_named() -> 
     with pytest.raises(laptop_client.UploadHung, match=r"no status 2.5 s after the upload began, past its 0.5 s"):
         client.upload_image("id", b"x")
     assert Stuck.cancelled
+
+
+def test_soak_says_in_one_line_why_a_stack_could_not_start(monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from pcbook.measure import soak
+    from pcbook.stack.ports import PortBusyError
+
+    def busy(*_args: object) -> None:
+        raise PortBusyError(50092, 4242, "python -m pcbook.server --port 50092")
+
+    monkeypatch.setattr(soak, "_run_all", busy)
+    assert soak.main(["--runs", "1", "--only", "probe-413"]) == 1
+    out = capsys.readouterr().out
+    assert "soak: stopped: port 50092 is already in use by" in out and "Traceback" not in out
+    assert "stack        0/1 passed" in out
