@@ -334,38 +334,58 @@ def start_hop_nginx(stack: procs.Stack, conf: Path = HOP_CONF,
     return proc
 
 
-def peer_ports(port: int) -> dict[int, float]:
-    """Ephemeral port -> seconds left in TIME_WAIT (0: not in TIME_WAIT) of the TCP connections (any
-    state but LISTEN) to local `port` (Linux only).
+_TIME_WAIT = "06"  # the state column of /proc/net/tcp
+
+
+def peer_ports(port: int) -> dict[int, float | None]:
+    """Ephemeral port -> seconds left in TIME_WAIT (0.0: past its timer, not yet reaped by the kernel), or
+    None for a connection in any other state (but LISTEN), of the TCP connections to local `port` (Linux
+    only). Both ends of a loopback connection have the same ephemeral port: an end in use counts first.
 
     A connection closed by nginx stays in TIME_WAIT for a minute, so comparing two snapshots counts
     the connections opened in between: see opened_between.
     """
-    peers: dict[int, float] = {}
+    peers: dict[int, float | None] = {}
     for sock in tcp_sockets():
         if sock.state == "0A":
             continue
         if sock.remote_port == port:
-            peers[sock.local_port] = sock.time_wait_left
+            peer = sock.local_port
         elif sock.local_port == port:
-            peers[sock.remote_port] = sock.time_wait_left
+            peer = sock.remote_port
+        else:
+            continue
+        left = sock.time_wait_left if sock.state == _TIME_WAIT else None
+        if peer not in peers or left is None:
+            peers[peer] = left
+        elif peers[peer] is not None:
+            peers[peer] = max(peers[peer], left)
     return peers
 
 
-def opened_between(before: dict[int, float], after: dict[int, float], elapsed: float) -> int:
-    """Connections opened between two peer_ports() snapshots `elapsed` seconds apart.
+def opened_between(before: dict[int, float | None], after: dict[int, float | None], elapsed: float) -> int:
+    """Connections opened between two peer_ports() snapshots `elapsed` seconds apart (the clock spanning
+    both reads).
 
     A new port is a new connection. So is a port that was in TIME_WAIT before and is again in use, or in
     a TIME_WAIT that ends later than the old one would have: on loopback Linux reuses a TIME_WAIT port
     for a new connection to the same address (net.ipv4.tcp_tw_reuse), which a set of ports alone misses
-    (measured: 119 of 133 connections seen after earlier rounds had left TIME_WAIT ports behind).
+    (measured: 119 of 133 connections seen after earlier rounds had left TIME_WAIT ports behind). An old
+    TIME_WAIT that ran out in between may still be listed, its timer at 0: the same connection, not a new
+    one (a lesson 10 run right after three others counted 314 connections for 217 calls that way).
     """
     opened = 0
     for peer, left in after.items():
         if peer not in before:
             opened += 1
-        elif before[peer] > 0 and (left == 0 or left > before[peer] - elapsed + 0.05):
-            opened += 1  # the old socket's timer runs down with the clock; a reused port's starts afresh
+            continue
+        was = before[peer]
+        if was is None:
+            continue  # in use before: the same connection, or one that closed and is in TIME_WAIT now
+        # The old socket's timer runs down with the clock (to 0, and it may linger there a moment);
+        # a reused port's starts afresh.
+        if left is None or left > max(was - elapsed, 0.0) + 0.05:
+            opened += 1
     return opened
 
 
@@ -673,7 +693,8 @@ def measure_architectures(stack: procs.Stack, settings: Settings, say: Say, out_
         stack.wait_for_line("sync", re.compile(rf"2 server\(s\) \({both}\); nginx reloaded$"), 15, since=applied)
         stack.wait_for_line("xds", re.compile(rf"endpoints v\d+: {both}$"), 15, since=applied)
         mark = stack.mark()
-        before, t0 = peer_ports(ARCH_NGINX_PORT), time.monotonic()
+        t0 = time.monotonic()
+        before = peer_ports(ARCH_NGINX_PORT)
         stories = discovery_lab.stories(lab, {STORY_CLIENTS[k]: targets[k] for k in STORY_CLIENTS},
                                          end_unfollowed=False)
         reconnects = opened_between(before, peer_ports(ARCH_NGINX_PORT), time.monotonic() - t0)
