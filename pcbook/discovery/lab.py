@@ -338,7 +338,8 @@ def stories(lab: Lab, targets: dict[str, str], *, rate: float = 40, step: int = 
             followed = False  # no client learns of server3: first call = inf
         t_joined = lead.wait_more(step)
         events = {"server3 registered": t_reg}
-        if followed or not end_unfollowed:
+        played = followed or not end_unfollowed  # the stop and the kill
+        if played:
             t_term = events["server1 SIGTERM"] = lab.terminate("server1")
             lab.stack.proc("server1").wait(15)
             t_gone = time.time()  # after its drain: from here on nobody can send it a call
@@ -352,7 +353,6 @@ def stories(lab: Lab, targets: dict[str, str], *, rate: float = 40, step: int = 
     since = min(run.mark for run in runs.values())
     receivers_all = lab.receivers(load.Report([c for r in reports.values() for c in r.calls]), since)
     on_server3 = lab.received_at("server3", mark3)
-    played = "server1 SIGTERM" in events
     out = {}
     for name, report in reports.items():
         ids = {c.laptop_id for c in report.calls}

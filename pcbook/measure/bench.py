@@ -35,7 +35,9 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 from pcbook import paths
 from pcbook.discovery import lab as discovery_lab
@@ -389,6 +391,20 @@ def opened_between(before: dict[int, float | None], after: dict[int, float | Non
     return opened
 
 
+T = TypeVar("T")
+
+
+def opened_during(port: int, action: Callable[[], T]) -> tuple[int, T]:
+    """The connections to local `port` opened while `action` ran, and what it returned. The clock spans
+    both /proc/net/tcp reads whole: reading one takes tens of ms on a busy machine, and a TIME_WAIT timer
+    read early in the first would look reused by that much (230 connections counted for 228 calls in one
+    soak run)."""
+    t0 = time.monotonic()
+    before = peer_ports(port)
+    result = action()
+    return opened_between(before, peer_ports(port), time.monotonic() - t0), result
+
+
 # --- measuring ----------------------------------------------------------------------------------------
 
 class Clock:
@@ -485,15 +501,9 @@ def count_upstream_connections(load: LoadGenerator, paths_: dict[str, int], say:
         opened = calls = 0
         give_up = time.monotonic() + deadline
         while True:
-            # A snapshot per round: a port reused in a later round is counted again (opened_between). The
-            # clock spans both snapshots whole: reading /proc/net/tcp takes tens of ms on a busy machine,
-            # and a TIME_WAIT timer read early in the first looked reused by that much (230 connections
-            # counted for 228 calls in one soak run).
-            t0 = time.monotonic()
-            before = peer_ports(port)
-            r = load.run(name, concurrency=1, window=window, warmup=0.0)
-            after = peer_ports(port)
-            opened += opened_between(before, after, time.monotonic() - t0)
+            # A snapshot per round: a port reused in a later round is counted again (opened_between).
+            new, r = opened_during(port, partial(load.run, name, concurrency=1, window=window, warmup=0.0))
+            opened += new
             calls += r.completed
             # No call got through: more rounds would not help (the judge says so).
             if r.completed == 0 or calls >= min_calls or time.monotonic() >= give_up:
@@ -693,11 +703,8 @@ def measure_architectures(stack: procs.Stack, settings: Settings, say: Say, out_
         stack.wait_for_line("sync", re.compile(rf"2 server\(s\) \({both}\); nginx reloaded$"), 15, since=applied)
         stack.wait_for_line("xds", re.compile(rf"endpoints v\d+: {both}$"), 15, since=applied)
         mark = stack.mark()
-        t0 = time.monotonic()
-        before = peer_ports(ARCH_NGINX_PORT)
-        stories = discovery_lab.stories(lab, {STORY_CLIENTS[k]: targets[k] for k in STORY_CLIENTS},
-                                         end_unfollowed=False)
-        reconnects = opened_between(before, peer_ports(ARCH_NGINX_PORT), time.monotonic() - t0)
+        reconnects, stories = opened_during(ARCH_NGINX_PORT, lambda: discovery_lab.stories(
+            lab, {STORY_CLIENTS[k]: targets[k] for k in STORY_CLIENTS}, end_unfollowed=False))
         reloads = count_lines(stack, "sync", r"nginx reloaded$", mark)
         rebuilt = count_lines(stack, STORY_CLIENTS["thick"], r"^discovered \d+ server", mark)
         pushes = count_lines(stack, "xds", r" push EDS ", mark)
