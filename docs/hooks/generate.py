@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mermaid_js  # noqa: E402  (this folder: the pinned mermaid)
 
 if TYPE_CHECKING:
-    from pcbook.workbook.model import Lesson
+    from pcbook.stage.model import Lesson
 
 log = logging.getLogger("mkdocs.hooks.generate")
 

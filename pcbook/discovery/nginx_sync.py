@@ -3,7 +3,7 @@
     python -m pcbook.discovery.nginx_sync --registry etcd://127.0.0.1:2379/pcbook --nginx-prefix PREFIX
 
 The pattern of consul-template and confd: nginx itself knows nothing of etcd. Its config includes a
-file (`upstream pcbook_services { include upstream.conf; }`, see nginx/discovery/registry.conf); this
+file (`upstream pcbook_services { include upstream.conf; }`, see nginx/lesson-11.conf); this
 watcher keeps that file equal to the registry's live set, checks the result with `nginx -t` and
 sends `nginx -s reload`, with the same binary, prefix and config the runner started nginx with
 (stack.nginx.nginx_argv). A reload starts new workers with the new list; the old workers finish the
@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from pcbook.discovery.registry import Etcd, Members, RegistryUrl, parse_url
+from pcbook.service.registry import Etcd, Members, RegistryUrl, parse_url
 from pcbook.service.logs import fatal, log
 from pcbook.stack.nginx import (
     NGINX_ENV,

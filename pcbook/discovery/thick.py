@@ -38,7 +38,7 @@ from typing import Any
 
 import grpc
 
-from pcbook.discovery.registry import Etcd, Members, RegistryError, RegistryUrl, parse_url
+from pcbook.service.registry import Etcd, Members, RegistryError, RegistryUrl, parse_url
 
 ROUND_ROBIN = '{"loadBalancingConfig": [{"round_robin": {}}]}'
 

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import grpc
 
-from pcbook.discovery.registry import RegistryError, parse_url
+from pcbook.service.registry import RegistryError, parse_url
 from pcbook.discovery.thick import DiscoveredChannel
 from pcbook.pb import laptop_service_pb2 as pb
 from pcbook.pb import laptop_service_pb2_grpc as pb_grpc

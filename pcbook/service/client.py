@@ -15,7 +15,7 @@ import threading
 
 import grpc
 
-from pcbook.discovery.registry import RegistryError, parse_url
+from pcbook.service.registry import RegistryError, parse_url
 from pcbook.pb import filter_message_pb2, memory_message_pb2
 from pcbook.service import channels, laptop_client, sample
 from pcbook.service.grpc_errors import format_rpc_error

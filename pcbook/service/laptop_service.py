@@ -15,7 +15,7 @@ from google.protobuf import descriptor, message, text_format
 from pcbook.pb import laptop_service_pb2 as pb
 from pcbook.pb import laptop_service_pb2_grpc as pb_grpc
 from pcbook.service.grpc_errors import go_code_name
-from pcbook.service.logs import clean, log
+from pcbook.service.logs import RECEIVED_TEXT, clean, log
 from pcbook.service.stores import AlreadyExistsError, ImageStore, LaptopStore, RatingStore
 
 MAX_IMAGE_SIZE = 1 << 20  # 1 MiB
@@ -104,7 +104,7 @@ class LaptopServicer(pb_grpc.LaptopServiceServicer):
 
     def CreateLaptop(self, request: pb.CreateLaptopRequest, context: grpc.ServicerContext) -> pb.CreateLaptopResponse:
         laptop = request.laptop
-        log(f"receive a create-laptop request with id: {clean(laptop.id)}")
+        log(RECEIVED_TEXT + clean(laptop.id))
         if laptop.id:
             try:
                 uuid.UUID(laptop.id)

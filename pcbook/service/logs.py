@@ -6,6 +6,7 @@ stderr (`fatal`). Every line is flushed at once so that a parent reading a pipe 
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 import time
@@ -14,6 +15,12 @@ from typing import NoReturn, TextIO
 # One lock for both streams: lines from concurrent RPC threads never interleave.
 _lock = threading.Lock()
 
+
+# The laptop service logs this line for every CreateLaptop it receives; the runner, the stage and the
+# judges tell which server received which call from it. Anchored to the whole line: `clean` escapes
+# control characters of client values, so none can start a line.
+RECEIVED_TEXT = "receive a create-laptop request with id: "
+RECEIVED = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d " + RECEIVED_TEXT + r"([0-9a-f-]{36})$")
 
 ECHO_LIMIT = 64  # characters of a client's value that a log line or an error message repeats
 

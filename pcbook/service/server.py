@@ -16,7 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from pcbook.discovery.registry import Etcd, Registration, RegistryError, parse_url
+from pcbook.service.registry import Etcd, Registration, RegistryError, parse_url
 from pcbook.pb import auth_service_pb2, auth_service_pb2_grpc, laptop_service_pb2, laptop_service_pb2_grpc
 from pcbook.service import auth, tls
 from pcbook.service.auth_service import AuthServicer

@@ -31,7 +31,7 @@ from typing import Any
 
 from pcbook import paths
 from pcbook.workbook import manifest as lessons
-from pcbook.workbook.model import Client, Step
+from pcbook.stage.model import Client, Step
 
 # The nginx runner and the certificates are imported where they are used: the compose health check
 # (`ready`) runs every second in each container and must stay a light import.

@@ -10,7 +10,7 @@
 
 Each notebook runs its lesson's steps in order, one `session.step()` per step, under a heading that
 is the step's title in the manifest (tests/notebooks checks both). The charts read each step's
-typed result (pcbook/workbook/results.py).
+typed result (pcbook/stage/results.py).
 
 Stopping, in every way a notebook can end:
 - last cell: `session.close()`;
@@ -32,8 +32,8 @@ from typing import Any
 from pcbook.paths import NGINX_DIR, ROOT
 from pcbook.stack import procs
 from pcbook.workbook import manifest
-from pcbook.workbook.model import Lesson, Step
-from pcbook.workbook.results import (
+from pcbook.stage.model import Lesson, Step
+from pcbook.stage.results import (
     Calls,
     Connections,
     Counts,

@@ -12,7 +12,7 @@ from pathlib import Path
 from pcbook.lessons import benchmark
 from pcbook.measure import bench
 from pcbook.workbook import manifest
-from pcbook.workbook.results import Connections, HopRun, ScaleRun
+from pcbook.stage.results import Connections, HopRun, ScaleRun
 from pcbook.workbook.runner import conf_for, run_checkpoints
 
 from .support import conf_variant, explain, lesson_ports_fixture, story

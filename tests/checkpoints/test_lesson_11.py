@@ -8,7 +8,7 @@ from pcbook.discovery import lab as discovery_lab
 from pcbook.discovery.lab import Lab
 from pcbook.lessons import discovery
 from pcbook.stack.ports import pick_free_port
-from pcbook.workbook.results import Discovered
+from pcbook.stage.results import Discovered
 from pcbook.workbook.runner import StepContext
 
 from .support import explain, run_steps, story, variant

@@ -7,8 +7,8 @@ import dataclasses
 from pcbook.discovery import lab as discovery_lab
 from pcbook.lessons import discovery
 from pcbook.workbook import manifest
-from pcbook.workbook.model import ControlPlane
-from pcbook.workbook.results import Discovered
+from pcbook.stage.model import ControlPlane
+from pcbook.stage.results import Discovered
 
 from .support import explain, run_steps, story, variant
 

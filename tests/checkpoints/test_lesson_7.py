@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pcbook.workbook.results import Calls, Latency, Phases
+from pcbook.stage.results import Calls, Latency, Phases
 
 from .support import client_variant, explain, lesson_ports_fixture, run_steps, story
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from pcbook.lessons import failures
 from pcbook.workbook import manifest
-from pcbook.workbook.model import Nginx
-from pcbook.workbook.results import NginxRun
+from pcbook.stage.model import Nginx
+from pcbook.stage.results import NginxRun
 
 from .support import checkpoint, conf_variant, explain, lesson_ports_fixture, run_steps, story, variant
 

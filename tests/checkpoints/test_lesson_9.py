@@ -16,8 +16,8 @@ from ownership import ours  # tests/ is on sys.path
 from pcbook.lessons.streams import BIG_IMAGE
 from pcbook.stack.ports import find_listener
 from pcbook.workbook import manifest
-from pcbook.workbook.judge import Observation
-from pcbook.workbook.results import ProbeRun
+from pcbook.stage.judge import Observation
+from pcbook.stage.results import ProbeRun
 from pcbook.workbook.runner import LessonResult, Outcome
 
 from .support import checkpoint, explain, story

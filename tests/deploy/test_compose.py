@@ -19,7 +19,7 @@ import pytest
 from pcbook.service import certs
 from pcbook.stack import containers, dockerd
 from pcbook.workbook import manifest
-from pcbook.workbook.judge import Observation, calls_in, differences, settled
+from pcbook.stage.judge import Observation, calls_in, differences, settled
 
 from .support import compose
 

@@ -21,7 +21,7 @@ import pytest
 from pcbook import paths
 from pcbook.stack import containers, dockerd
 from pcbook.workbook import manifest
-from pcbook.workbook.judge import calls_in
+from pcbook.stage.judge import calls_in
 
 pytestmark = pytest.mark.timeout(600)
 LABEL = "pcbook.test"

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from pcbook.discovery.lab import Lab
-from pcbook.discovery.registry import Etcd, Members, RegistryError, parse_url, prefix_end
+from pcbook.service.registry import Etcd, Members, RegistryError, parse_url, prefix_end
 from pcbook.stack.etcd import EtcdError, find_etcd, start_etcd
 from pcbook.stack.procs import Stack
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pcbook.workbook.model import Client, Driver, Expect, Lesson, Nginx, Server, Step
+from pcbook.stage.model import Client, Driver, Expect, Lesson, Nginx, Server, Step
 
 from . import sample
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pcbook.workbook.results import Calls
+from pcbook.stage.results import Calls
 
 if TYPE_CHECKING:
     from pcbook.workbook.runner import StepContext

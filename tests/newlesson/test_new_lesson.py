@@ -18,7 +18,7 @@ import pytest
 from pcbook.paths import ROOT
 from pcbook.service import certs
 from pcbook.stack.ports import find_listener
-from pcbook.workbook.model import Nginx
+from pcbook.stage.model import Nginx
 from pcbook.workbook.runner import run_lesson
 
 from .entry import HERE, LESSON

@@ -31,7 +31,7 @@ from nbclient import NotebookClient
 from pcbook.paths import ROOT
 from pcbook.stack.ports import find_listener
 from pcbook.workbook import manifest
-from pcbook.workbook.model import Lesson
+from pcbook.stage.model import Lesson
 from pcbook.workbook.runner import LessonResult
 
 LESSONS_DIR = ROOT / "lessons"

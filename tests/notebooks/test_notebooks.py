@@ -15,7 +15,7 @@ from pcbook.paths import ROOT
 from pcbook.service import certs
 from pcbook.stack.ports import find_listener
 from pcbook.workbook import manifest
-from pcbook.workbook.model import TUTORIAL_PORTS
+from pcbook.stage.model import TUTORIAL_PORTS
 
 from .play import LESSONS_DIR, Kernel, check_steps, eventually, kernel, outputs_text, play, read
 

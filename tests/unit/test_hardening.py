@@ -20,7 +20,7 @@ from pcbook.service import auth, sample
 from pcbook.service.interceptors import INTERNAL_MESSAGE
 from pcbook.service.logs import ECHO_LIMIT, clean
 from pcbook.service.server import PcbookServer
-from pcbook.workbook import judge
+from pcbook.stage import judge
 
 from .conftest import SECRET
 

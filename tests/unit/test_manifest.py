@@ -8,7 +8,7 @@ import pytest
 
 from pcbook.paths import NGINX_DIR, ROOT
 from pcbook.workbook import manifest
-from pcbook.workbook.model import Client, ControlPlane, Driver, Expect, Nginx, Registry, Server, Step
+from pcbook.stage.model import Client, ControlPlane, Driver, Expect, Nginx, Registry, Server, Step
 from pcbook.workbook.runner import conf_for
 
 # Wrong setups that only the checkpoint tests use, to show a checkpoint failing.

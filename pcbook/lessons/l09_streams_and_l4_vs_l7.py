@@ -18,11 +18,15 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from pcbook.workbook.judge import Observation
-from pcbook.workbook.results import ProbeRun
+from pcbook.lessons.tutorial import (
+    refusals,
+)
+from pcbook.stage.judge import Observation
+from pcbook.stage.model import Lesson, Nginx, Probe, Server, Step
+from pcbook.stage.results import ProbeRun
 
 if TYPE_CHECKING:
-    from pcbook.workbook.runner import StepContext
+    from pcbook.stage.context import StepContext
 
 # 1 MiB - 1 KiB: under the service's 1 MiB limit, but in 1 KiB chunks the gRPC and protobuf framing
 # (8 bytes a chunk) takes the call's DATA over nginx's default client_max_body_size of 1m.
@@ -195,3 +199,140 @@ def spread_connections(run: ProbeRun) -> list[str]:
     if len(counts.used()) < len(counts.per_server):
         diffs.append(f"{L4_CLIENTS} connections should be spread over both servers: {counts.per_server}")
     return diffs
+
+
+# -- the lesson ---------------------------------------------------------------------------------
+
+# Lesson 9: mutual TLS on both hops; nginx L7 (grpc_pass, TLS terminated) on 8091, L4 (stream) on 8092.
+L9_SERVERS = tuple(Server(n, p, tls=True, flags=("--host", "127.0.0.1")) for n, p in (("server1", 50091),
+                                                                                       ("server2", 50092)))
+L9_L7, L9_L4 = "127.0.0.1:8091", "127.0.0.1:8092"
+L9_DEFAULTS = Nginx("lesson-9-defaults.conf", 8091, more_ports=(8092,))
+L9_FINAL = Nginx("lesson-9.conf", 8091, more_ports=(8092,))
+
+LESSON = Lesson(
+    number=9,
+    slug="streams-and-l4-vs-l7",
+    title="Streams through nginx, L4 vs L7",
+    goal="Stream through nginx with TLS on both hops, hit its limits, and compare TCP with per-call balancing.",
+    tutorial=False,
+    hide=CHUNK_NOISE,
+    steps=(
+        Step(
+            key="three-streams",
+            title="three stream kinds through nginx",
+            why="Each stream is one HTTP/2 stream (one POST) that nginx proxies as a whole, whatever the number of "
+                "messages in it; nginx logs it once, when it ends, with the backend that served it.",
+            servers=L9_SERVERS,
+            nginx=L9_DEFAULTS,
+            client=Probe(L9_L7, ("streams", "--upload-bytes", str(SMALL_IMAGE))),
+            act=streams_logged,
+            judge=three_ok_and_logged,
+            claims=("SearchLaptop, UploadImage (64 KiB) and RateLaptop succeed through nginx",
+             "nginx's access log has a 200 line for each"),
+        ),
+        Step(
+            key="big-upload-direct",
+            title="an image near 1 MiB uploads directly",
+            why=f"{BIG_IMAGE} bytes is under the service's limit of 1 MiB of image data.",
+            servers=L9_SERVERS,
+            client=Probe("127.0.0.1:50091", ("streams", "--upload-bytes", str(BIG_IMAGE))),
+            act=upload,
+            judge=upload_ok,
+            claims=(f"an image of {BIG_IMAGE} bytes uploads straight to server1",),
+        ),
+        Step(
+            key="upload-413",
+            title="nginx refuses the upload with 413",
+            why="client_max_body_size counts every DATA byte of the call: 1023 chunks of 1 KiB plus 8 bytes of gRPC "
+                "and protobuf framing each is over 1m, so nginx answers an HTTP 413, which grpcio reports as UNKNOWN.",
+            servers=L9_SERVERS,
+            nginx=L9_DEFAULTS,
+            client=Probe(L9_L7, ("streams", "--upload-bytes", str(BIG_IMAGE))),
+            act=upload_through_nginx,
+            judge=upload_refused,
+            claims=("the same upload through nginx fails with `Received http2 header with status: 413`",
+             "nginx logs `client intended to send too large chunked body`"),
+        ),
+        Step(
+            key="quiet-cut",
+            title="nginx cuts the quiet stream",
+            why="grpc_read_timeout is the longest nginx waits between two reads from the backend, not the length "
+                "of the call: after 1 s of silence nginx gives up and resets the stream (RST_STREAM), which the "
+                "client sees as INTERNAL. The default, 60 s, does the same to any stream quiet for a minute.",
+            servers=L9_SERVERS,
+            nginx=L9_DEFAULTS,
+            client=Probe(L9_L7, ("quiet", "--pause", f"{QUIET_PAUSE:g}")),
+            act=quiet_cut,
+            judge=stream_cut,
+            claims=(f"a RateLaptop stream quiet for {QUIET_PAUSE:g} s fails with RST_STREAM (INTERNAL)",
+             "nginx logs `upstream timed out`"),
+        ),
+        Step(
+            key="streams-and-big-upload",
+            title="three stream kinds and the near-1 MiB image through nginx",
+            why="The UploadImage location raises client_max_body_size; each stream is still one POST that nginx "
+                "proxies as a whole.",
+            servers=L9_SERVERS,
+            nginx=L9_FINAL,
+            client=Probe(L9_L7, ("streams", "--upload-bytes", str(BIG_IMAGE))),
+            act=streams,
+            judge=three_ok,
+            claims=(f"SearchLaptop, UploadImage ({BIG_IMAGE} bytes) and RateLaptop succeed through nginx",),
+            checkpoint=True,
+        ),
+        Step(
+            key="quiet-survives",
+            title="the quiet stream survives",
+            why="The RateLaptop location raises grpc_read_timeout (and the send and client body timeouts) for that "
+                "method only; every other call still gets the short timeout.",
+            servers=L9_SERVERS,
+            nginx=L9_FINAL,
+            client=Probe(L9_L7, ("quiet", "--pause", f"{QUIET_PAUSE:g}")),
+            act=quiet,
+            judge=quiet_ok,
+            claims=(f"a RateLaptop stream quiet for {QUIET_PAUSE:g} s gets both replies",),
+            checkpoint=True,
+        ),
+        Step(
+            key="l7-one-connection",
+            title="L7 (grpc_pass): one connection",
+            why="nginx reads every HTTP/2 stream of the connection and picks a backend for each call: "
+                "round robin per call.",
+            servers=L9_SERVERS,
+            nginx=L9_FINAL,
+            client=Probe(L9_L7, ("calls", "--calls", str(CALLS))),
+            act=calls,
+            judge=per_call,
+            claims=(f"one client's {CALLS + 1} calls on one connection reach both servers",),
+            checkpoint=True,
+        ),
+        Step(
+            key="l4-one-connection",
+            title="L4 (stream, TLS passed through): one connection",
+            why="nginx only sees a TCP connection and picks a backend once, when it opens; every call the "
+                "client multiplexes on that connection goes to that backend.",
+            servers=L9_SERVERS,
+            nginx=L9_FINAL,
+            client=Probe(L9_L4, ("calls", "--calls", str(CALLS))),
+            act=calls,
+            judge=per_connection,
+            claims=(f"the same client's {CALLS + 1} calls through port 8092 all reach one server",),
+            checkpoint=True,
+        ),
+        Step(
+            key="l4-several-connections",
+            title="L4: several connections",
+            why="Round robin per TCP connection: the load spreads only as far as the clients open connections, "
+                "and a long-lived connection stays on its backend.",
+            servers=L9_SERVERS,
+            nginx=L9_FINAL,
+            client=Probe(L9_L4, ("calls", "--calls", str(CALLS), "--clients", str(L4_CLIENTS))),
+            act=calls,
+            judge=spread_connections,
+            claims=(f"{L4_CLIENTS} clients, one connection each: the calls spread over both servers",),
+            checkpoint=True,
+        ),
+        *refusals(L9_SERVERS, L9_FINAL, L9_L7),
+    ),
+)

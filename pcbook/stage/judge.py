@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from pcbook.workbook.model import Expect
+from pcbook.stage.model import Expect
 
 # The server's interceptors log every call: `2021/05/12 19:48:13 --> unary interceptor:  /pkg.Service/Method`.
 # Anchored to the whole line: the server escapes control characters in what clients send, so no client

@@ -16,10 +16,11 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from pcbook.measure import verdicts
-from pcbook.workbook.results import Calls, Latency, Phases
+from pcbook.stage.model import Driver, Lesson, Nginx, Server, Step
+from pcbook.stage.results import Calls, Latency, Phases
 
 if TYPE_CHECKING:
-    from pcbook.workbook.runner import StepContext
+    from pcbook.stage.context import StepContext
 
 # How long after a server's health change the client may still pick it (the Watch stream needs a
 # moment to deliver the news). Calls that start inside this window are not judged.
@@ -168,3 +169,91 @@ def three_medians(result: Latency) -> list[str]:
     if set(medians) != {"direct", "nginx", "client-side"} or not all(v > 0 for v in medians.values()):
         return [f"expected three positive medians, got {medians}"]
     return []
+
+
+# -- the lesson ---------------------------------------------------------------------------------
+
+# Lesson 7: the client dials both servers itself; nginx only for the latency comparison.
+L7_TARGET = "ipv4:127.0.0.1:50071,127.0.0.1:50072"
+# 20 ms of work per CreateLaptop, so that a call is in flight when a server is killed.
+L7_WORKING = tuple(Server(n, p, flags=("--work-ms", "20")) for n, p in (("server1", 50071), ("server2", 50072)))
+L7_IDLE = (Server("server1", 50071), Server("server2", 50072))
+
+LESSON = Lesson(
+    number=7,
+    slug="client-side-balancing",
+    title="Client-side load balancing",
+    goal="Let the client balance by itself: pick_first vs round_robin, health-aware, a dying server.",
+    tutorial=False,
+    steps=(
+        Step(
+            key="pick-first",
+            title="pick_first: the client knows both servers, every call goes to one",
+            why="pick_first connects to the first address that answers and sends every call there; the "
+                "second address is only a fallback. It is grpcio's default policy.",
+            servers=L7_WORKING,
+            client=Driver(L7_TARGET, calls=10, lb_policy="pick_first"),
+            act=send,
+            judge=one_server,
+            claims=("every call reaches the same server",),
+            checkpoint=True,
+        ),
+        Step(
+            key="round-robin",
+            title="round_robin: the same client spreads its calls over both servers",
+            why="round_robin keeps a connection to every address and picks the next READY one for each "
+                "call. The first calls may all land on the server that connected first.",
+            servers=L7_WORKING,
+            client=Driver(L7_TARGET, calls=10, lb_policy="round_robin"),
+            act=send,
+            judge=every_server,
+            claims=("both servers receive calls",),
+            checkpoint=True,
+        ),
+        Step(
+            key="health-checking",
+            title="round_robin with health checking: a NOT_SERVING server gets no calls, then gets them back",
+            why="With healthCheckConfig the client keeps a grpc.health.v1 Watch stream open to each server; "
+                "a NOT_SERVING answer takes that server out of round robin at once, SERVING puts it back. "
+                "Nothing was restarted: the server process stayed up the whole time.",
+            servers=L7_WORKING,
+            client=Driver(L7_TARGET, calls=70, rate=60, concurrency=4, lb_policy="round_robin",
+                   health_check=True),
+            then=("after 20 calls server2 gets SIGUSR1 (NOT_SERVING); after 40 calls SIGUSR2 (SERVING)",),
+            act=health_flip,
+            judge=health_judge,
+            claims=("server2 gets calls, then none while NOT_SERVING, then calls again",),
+            checkpoint=True,
+        ),
+        Step(
+            key="server-dies",
+            title="a server dies mid-run: its calls in flight fail, round robin moves on",
+            why="A call in flight on a server that dies ends with UNAVAILABLE: the connection is gone and "
+                "grpcio does not know whether the server ran it, so it does not retry it. The channel sees the "
+                "connection drop, cannot reconnect (connection refused), and round robin picks only server1.",
+            servers=L7_WORKING,
+            client=Driver(L7_TARGET, calls=40, rate=40, concurrency=4, lb_policy="round_robin"),
+            then=("after 10 calls, while server2 is working on a call, server2 is killed (SIGKILL)",),
+            act=kill_one,
+            judge=dies_judge,
+            claims=("the calls in flight on server2 fail with UNAVAILABLE", "later calls all succeed on server1"),
+            checkpoint=True,
+        ),
+        Step(
+            key="cost-of-the-hop",
+            title="the cost of the hop: the same call direct, through nginx, and client-side balanced",
+            why="Through nginx every call crosses two connections and one more process; client-side balancing "
+                "goes straight to a server, like the direct call, and only adds the client's pick. The numbers "
+                "are this machine's, now: each difference is shown with its interval, and called one only when "
+                "the interval excludes zero.",
+            servers=L7_IDLE,
+            nginx=Nginx("lesson-7.conf", 8071),
+            client=Driver(compare=("direct=127.0.0.1:50071", "nginx=127.0.0.1:8071",
+                            f"client-side=round_robin@{L7_TARGET}"), calls=100, warmup=20),
+            act=latency,
+            judge=three_medians,
+            claims=("three medians; the servers do no simulated work here, so the hop is what differs",),
+            quiet=True,
+        ),
+    ),
+)

@@ -16,10 +16,11 @@ import dataclasses
 import re
 from typing import TYPE_CHECKING
 
-from pcbook.workbook.results import Calls, NginxRun
+from pcbook.stage.model import Driver, Lesson, Nginx, Server, Step
+from pcbook.stage.results import Calls, NginxRun
 
 if TYPE_CHECKING:
-    from pcbook.workbook.runner import StepContext
+    from pcbook.stage.context import StepContext
 
 KILL_GRACE = 0.25  # calls that start this long after a kill must all succeed
 CONCURRENT = 24  # "20+ concurrent calls" for worker_connections
@@ -275,3 +276,149 @@ def enough_connections(result: NginxRun) -> list[str]:
     if result.error_lines:
         diffs.append(f"nginx's error log says `{NOT_ENOUGH}`")
     return diffs
+
+
+# -- the lesson ---------------------------------------------------------------------------------
+
+# Lesson 8: 50 ms of work per CreateLaptop keeps calls in flight (a kill hits some, 24 calls overlap);
+# 32 workers let a server take all 24 concurrent calls at once.
+L8_BOTH = tuple(Server(n, p, flags=("--work-ms", "50", "--workers", "32"))
+                for n, p in (("server1", 50081), ("server2", 50082)))
+L8_ADDRESS = "127.0.0.1:8081"
+L8_TUTORIAL = Nginx("lesson-8-tutorial.conf", 8081)
+L8_FINAL = Nginx("lesson-8.conf", 8081)
+
+LESSON = Lesson(
+    number=8,
+    slug="when-a-backend-fails",
+    title="When a backend fails",
+    goal="Kill a backend under load, see what nginx retries and what it cannot, and answer in gRPC.",
+    tutorial=False,
+    steps=(
+        Step(
+            key="html-502",
+            title="no backend, the tutorial's config: nginx answers with an HTML 502 page",
+            why="With no backend, nginx answers 502 Bad Gateway with an HTML body. grpcio finds no grpc-status, "
+                "so it makes one up from the HTTP status (502 -> UNAVAILABLE) and can only say "
+                "`Received http2 header with status: 502`. The first call tried both servers (connection "
+                "refused twice); after that both are marked down and nginx says `no live upstreams`.",
+            servers=(),
+            nginx=L8_TUTORIAL,
+            client=Driver(L8_ADDRESS, calls=3, login_optional=True),
+            act=no_backend,
+            judge=html_502,
+            claims=("every call fails with UNAVAILABLE: `Received http2 header with status: 502`",),
+        ),
+        Step(
+            key="grpc-status",
+            title="no backend, error_page: nginx answers with a gRPC status",
+            why="`error_page 502 = @grpc_unavailable` sends the error to a named location that answers "
+                "204 with the headers grpc-status: 14 and grpc-message; grpcio reads the status from them, "
+                "so the client gets nginx's own words and a status it can act on (UNAVAILABLE: try again). "
+                "The message says which 502 it was: the Login found no server to connect to, the calls after "
+                "it found every server marked down (no live upstreams).",
+            servers=(),
+            nginx=L8_FINAL,
+            client=Driver(L8_ADDRESS, calls=3, login_optional=True),
+            act=no_backend,
+            judge=grpc_status,
+            claims=("every call fails with UNAVAILABLE and nginx's own message (grpc-status 14 / grpc-message)",
+             "the Login: `nginx: could not connect to any backend`; the calls after it: "
+             "`nginx: no live backend (each failed less than fail_timeout ago)`"),
+            checkpoint=True,
+        ),
+        Step(
+            key="kill-under-load",
+            title="server1 dies with calls in flight: those calls fail, the others go to server2",
+            why="A gRPC call is a POST whose body nginx streams to the backend as it arrives. Once a call has "
+                "been sent, nginx cannot know whether server1 ran it, and has no copy of the body to send "
+                "again: the call fails (upstream prematurely closed connection -> 502 -> UNAVAILABLE). "
+                "The failure also marks server1 down (max_fails=1), so later calls go straight to server2.",
+            servers=L8_BOTH,
+            nginx=L8_FINAL,
+            client=Driver(L8_ADDRESS, calls=30, rate=40, concurrency=4),
+            then=("after 10 calls, while server1 works on a call, server1 is killed (SIGKILL)",),
+            act=kill_under_load,
+            judge=not_retried,
+            claims=("the calls in flight on server1 fail with UNAVAILABLE (`nginx: the backend closed the "
+             "connection before answering; not retried`) and are not retried",
+             "every call started after the kill succeeds"),
+            checkpoint=True,
+        ),
+        Step(
+            key="non-idempotent",
+            title="the same with `non_idempotent`: nginx still cannot retry a call it has sent",
+            why="`non_idempotent` lets nginx retry POSTs it has already sent, but only when it kept the request "
+                "body; grpc_pass never does (it streams the body, for client streams), so a sent gRPC call is "
+                "never retried. Good: for CreateLaptop a retry could run it twice, one laptop saved on each "
+                "server while the client sees one answer. A client that retries must make the call "
+                "idempotent itself, e.g. with the client-chosen laptop id the server refuses twice.",
+            servers=L8_BOTH,
+            nginx=Nginx("lesson-8-non-idempotent.conf", 8081),
+            client=Driver(L8_ADDRESS, calls=30, rate=40, concurrency=4),
+            then=("after 10 calls, while server1 works on a call, server1 is killed (SIGKILL)",),
+            act=kill_under_load,
+            judge=not_retried,
+            claims=("the same as before: non_idempotent does not make nginx retry a gRPC call",),
+        ),
+        Step(
+            key="refused-retried",
+            title="server1 is down, nginx is new: a refused connection is retried, then server1 is left alone",
+            why="Connection refused means the call never left nginx, so nginx may try the next server "
+                "(grpc_next_upstream error). The failure counts against server1: with max_fails=1 it is out "
+                "of rotation for fail_timeout, so nginx does not pay a refused connection on every other call.",
+            servers=L8_BOTH[1:],
+            nginx=L8_FINAL,
+            client=Driver(L8_ADDRESS, calls=10),
+            act=refused,
+            judge=refused_is_retried,
+            claims=("every call succeeds", "nginx tries server1 once (refused) and retries that call on server2",
+             "the next calls go straight to server2"),
+            checkpoint=True,
+        ),
+        Step(
+            key="all-down",
+            title="server2 dies too: no live upstreams, then nginx waits fail_timeout before trying again",
+            why="With every server marked down, nginx does not even try: it answers at once (`no live upstreams`, "
+                "502, here as UNAVAILABLE through error_page). It tries a server again only when fail_timeout has "
+                "passed since that server's last failure (counted in whole seconds: 2 to 3 s for 2s), even if the "
+                "server is back sooner. Active health checks, which would notice sooner, are NGINX Plus only.",
+            servers=L8_BOTH[1:],
+            nginx=L8_FINAL,
+            client=Driver(L8_ADDRESS, calls=100, rate=10, progress_every=5),
+            then=("after 5 calls server2 is killed and started again at once",
+             f"the client stops once server2 has saved a laptop again ({BACK_WITHIN:g} s at most)"),
+            act=all_down,
+            judge=no_live_upstreams,
+            claims=("calls fail with UNAVAILABLE (no live upstreams) until fail_timeout after the last failure",),
+        ),
+        Step(
+            key="worker-connections-10",
+            title=f"the tutorial's worker_connections 10 under {CONCURRENT} concurrent calls",
+            why="The 10 connections must hold the listening socket, the 4 client connections and one upstream "
+                "connection per call in flight: a handful of calls use them up. A call that finds none left is "
+                "answered 500 (grpcio: UNKNOWN, `Received http2 header with status: 500`); a client connection "
+                "nginx cannot accept is closed at once (UNAVAILABLE: `Socket closed`).",
+            servers=L8_BOTH,
+            nginx=L8_TUTORIAL,
+            client=Driver(L8_ADDRESS, calls=2 * CONCURRENT, concurrency=CONCURRENT, channels=4),
+            act=concurrent,
+            judge=too_few_connections,
+            claims=("calls fail; nginx logs `worker_connections are not enough`",),
+        ),
+        Step(
+            key="enough-worker-connections",
+            title=f"the same {CONCURRENT} concurrent calls with enough worker connections",
+            why="Each call in flight holds one upstream connection of its own (nginx does not multiplex "
+                "calls on a backend connection), and worker_connections counts those, the clients' "
+                "connections and the listening socket. 1024 leaves room for this load and much more.",
+            servers=L8_BOTH,
+            nginx=L8_FINAL,
+            client=Driver(L8_ADDRESS, calls=2 * CONCURRENT, concurrency=CONCURRENT, channels=4),
+            act=concurrent,
+            judge=enough_connections,
+            claims=("every call succeeds",),
+            checkpoint=True,
+        ),
+    ),
+)

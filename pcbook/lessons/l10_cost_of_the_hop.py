@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING
 
 from pcbook.measure import bench, verdicts
 from pcbook.measure.stats import Spread, ratio
-from pcbook.workbook.results import Connections, HopRun, Rounds, ScaleRun
+from pcbook.stage.model import Lesson, Nginx, Server, Step
+from pcbook.stage.results import Connections, HopRun, Rounds, ScaleRun
 
 if TYPE_CHECKING:
-    from pcbook.workbook.runner import StepContext
+    from pcbook.stage.context import StepContext
 
 SCALE_MIN = verdicts.SCALE_MIN
 KEEPALIVE_MIN_CALLS = verdicts.KEEPALIVE_MIN_CALLS
@@ -120,3 +121,83 @@ def scale(ctx: StepContext) -> ScaleRun:
 
 def scale_judge(result: ScaleRun) -> list[str]:
     return verdicts.judge_scale(result.evidence)
+
+
+# -- the lesson ---------------------------------------------------------------------------------
+
+# Lesson 10: the servers' per-call lines go to files (through the pipe they would cost more CPU than
+# the calls measured). The hop's four servers stay up for steps 1 and 2.
+_BENCH = ("--host", "127.0.0.1")
+L10_HOP = (
+    Server("server1", 50101, flags=_BENCH, log_file=True),
+    Server("server2", 50102, flags=_BENCH, log_file=True),
+    Server("server3", 50103, tls=True, flags=_BENCH, log_file=True),
+    Server("server4", 50104, tls=True, flags=_BENCH, log_file=True),
+)
+L10_HOP_NGINX = Nginx("bench-hop.conf", 8101, more_ports=(8102, 8103, 8104))
+_SCALE = (*_BENCH, "--workers", str(SCALE_SETTINGS.workers),
+          "--work-ms", str(SCALE_SETTINGS.work_ms))
+L10_SCALE = tuple(Server(n, p, flags=_SCALE, log_file=True) for n, p in (("server1", 50101), ("server2", 50102)))
+
+LESSON = Lesson(
+    number=10,
+    slug="cost-of-the-hop",
+    title="The cost of the hop, the gain of scale-out",
+    goal="Measure the proxy's latency and two backends' throughput on your own machine.",
+    tutorial=False,
+    pinned=True,
+    steps=(
+        Step(
+            key="hop",
+            title="one call in flight: direct to server1 vs through nginx",
+            why="nginx receives the call, decodes its HTTP/2 frames, picks a backend and writes the call again on "
+                "a second connection. Every call of the nginx path is in nginx's log; the time the hop adds is "
+                "measured, and only called a difference when its interval excludes zero.",
+            servers=L10_HOP,
+            nginx=L10_HOP_NGINX,
+            then=(f"{SETTINGS.reps} rounds of (direct, nginx) in balanced order, "
+             f"{SETTINGS.latency_window:g} s each, one call in flight, from a load generator",),
+            act=hop,
+            judge=hop_judge,
+            claims=("every call of the nginx path appears in nginx's log, and no direct call does",
+             "the hop's added time, shown with its interval (measured, not asserted)"),
+            checkpoint=True,
+        ),
+        Step(
+            key="keepalive",
+            title="backend connections nginx opens, with and without upstream keepalive",
+            why="With keepalive nginx keeps its connection to the backend (and its TLS session) for the next "
+                "call; with `keepalive_requests 1;` every call pays a new TCP connection and a mutual TLS "
+                "handshake.",
+            servers=L10_HOP,
+            nginx=L10_HOP_NGINX,
+            then=(f"calls, in rounds of 0.5 s until each path has {KEEPALIVE_MIN_CALLS}, through "
+             "8103 (keepalive) and 8104 (a connection per call) to server3 and server4; the backend "
+             "connections are counted in /proc/net/tcp",),
+            act=keepalive,
+            judge=keepalive_judge,
+            claims=("with upstream keepalive nginx opens one backend connection for all calls; without, "
+             "one per call",),
+            checkpoint=True,
+        ),
+        Step(
+            key="scale-out",
+            title="saturated servers of fixed capacity: one vs two behind nginx",
+            why=f"Each server does at most {SCALE_SETTINGS.capacity:.0f} calls/s "
+                f"({SCALE_SETTINGS.workers} threads x {SCALE_SETTINGS.work_ms} ms of simulated "
+                "work per call); with more calls waiting than two servers can take, nginx keeps both busy: capacity "
+                "adds up.",
+            servers=L10_SCALE,
+            nginx=Nginx("bench-scale.conf", 8101, more_ports=(8105,)),
+            then=(f"{SCALE_SETTINGS.reps} rounds of (1 server direct, 2 behind nginx, 2 with client "
+             f"RR), {SCALE_SETTINGS.scale_concurrency} calls in flight",
+             "a round of them in which nginx reaches only one server ends the measurement"),
+            act=scale,
+            judge=scale_judge,
+            claims=("calls wait at the one server (it is saturated)",
+             f"two saturated servers behind nginx both serve calls and deliver at least "
+             f"{SCALE_MIN}x the calls of one"),
+            checkpoint=True,
+        ),
+    ),
+)

@@ -1,0 +1,230 @@
+"""The lesson model: the types every lesson is declared with (each lesson in its module of pcbook/lessons/).
+
+A lesson is an ordered list of steps. A step is a state of the stack (which servers run with which
+flags, which nginx config, which client or load driver, the registry and control plane of lessons
+11-12: the process specs of pcbook.stack.specs) and how it is judged: declaratively by an `Expect`
+(what the tutorial's client and the logs must show), or by an `act` + `judge` pair of plain functions
+of the lesson's module: `act(ctx)` drives the step through its StepContext (pcbook.stage.context) and
+returns what it measured (a pcbook.stage.results type), `judge(result)` returns what differs from the
+lesson's story (empty: the step passed). The stage and the runner own everything else.
+
+Every field is given by keyword; a step's `key` is its stable name (tests, notebooks and docs refer to
+it), its `title` is prose.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pcbook.paths import NGINX_DIR
+from pcbook.stack.specs import (
+    NGINX_PORT,
+    TUTORIAL_PORTS,
+    Client,
+    ClientKind,
+    ControlPlane,
+    Driver,
+    Nginx,
+    Probe,
+    Registry,
+    RegistrySync,
+    Server,
+)
+
+if TYPE_CHECKING:
+    from pcbook.stage.context import StepContext
+
+__all__ = ["DOCS_URL", "NGINX_PORT", "TUTORIAL_PORTS", "Client", "ClientKind", "ControlPlane", "Driver", "Expect",
+           "Lesson", "Nginx", "Probe", "Registry", "RegistrySync", "Server", "Step", "Text"]
+
+# Where `make docs` (mkdocs serve) shows the site; notebooks link their page there.
+DOCS_URL = "http://127.0.0.1:8000/"
+_KEY = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+
+Act = Callable[["StepContext"], Any]
+Judge = Callable[[Any], list[str]]
+
+
+@dataclass(frozen=True)
+class Text:
+    """A regex the evidence must match, and the same claim in plain words (for people)."""
+
+    regex: str
+    words: str
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What a step of the tutorial's client must show. Every field left at its default is not checked."""
+
+    ok: bool = True  # the client exits 0; False: it must fail
+    client_says: Text | None = None  # the client's output must match
+    nginx_error: Text | None = None  # a line of nginx's error log must match
+    server_says: Text | None = None  # a line of some server's output must match
+    # Every server listed got at least one call (round robin reached them all).
+    spread: tuple[str, ...] = ()
+    # method -> the only servers allowed to serve it (and at least one of them must).
+    routes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    access_posts: int | None = None  # at least this many POST lines in nginx's access log
+    no_calls: bool = False  # no server logged any call: nginx refused it before any backend saw it
+
+    def describe(self) -> list[str]:
+        """Plain-English claims, for the docs and the runner's output."""
+        claims = ["the client succeeds" if self.ok else "the client fails"]
+        if self.client_says:
+            claims.append(f"the client prints {self.client_says.words}")
+        if self.nginx_error:
+            claims.append(f"nginx's error log shows {self.nginx_error.words}")
+        if self.server_says:
+            claims.append(f"a server logs {self.server_says.words}")
+        if self.spread:
+            claims.append("calls reach " + " and ".join(self.spread))
+        for method, servers in self.routes.items():
+            claims.append(f"{method} is served only by {' or '.join(servers)}")
+        if self.access_posts:
+            claims.append(f"nginx's access log shows {self.access_posts} POST lines")
+        if self.no_calls:
+            claims.append("no call reaches a server")
+        return claims
+
+
+@dataclass(frozen=True, kw_only=True)
+class Step:
+    """One state of the stack and what it must show.
+
+    Judged by `expect` (the tutorial's client, run `client.runs` times), or by `act` + `judge`.
+    Servers not listed are stopped; nginx is started afresh for every step that names one (as in
+    the tutorial, which also clears nginx's memory of failed backends).
+    """
+
+    key: str  # stable, lowercase-with-dashes: what tests, notebooks and docs name the step by
+    title: str
+    why: str  # one or two sentences: the cause of what the learner sees
+    servers: tuple[Server, ...] = ()
+    # Servers of the step that its act starts at its moment (a server that joins): declared here so
+    # that their ports are the lesson's and their command lines are the specs'.
+    standby: tuple[Server, ...] = ()
+    nginx: Nginx | None = None
+    sync: RegistrySync | None = None  # nginx's upstream rendered from the registry (lesson 11)
+    registry: Registry | None = None  # lessons 11-12: etcd, empty at the step's start
+    control_plane: ControlPlane | None = None  # lesson 12: the xDS control plane fed from that registry
+    client: ClientKind | None = None
+    expect: Expect | None = None
+    act: Act | None = None
+    judge: Judge | None = None
+    checkpoint: bool = False
+    then: tuple[str, ...] = ()  # what happens while the client runs (a kill, a signal), announced
+    claims: tuple[str, ...] = ()  # what an act/judge step must show, in plain words
+    quiet: bool = False  # the servers' and nginx's lines are captured, not shown (a measurement)
+
+    def must_show(self) -> list[str]:
+        return self.expect.describe() if self.expect is not None else list(self.claims)
+
+    def server(self, name: str) -> Server:
+        """The step's server (running or standby) called `name`."""
+        for server in (*self.servers, *self.standby):
+            if server.name == name:
+                return server
+        raise KeyError(f"step {self.key!r} declares no server {name!r}")
+
+    def __post_init__(self) -> None:
+        if not _KEY.match(self.key):
+            raise ValueError(f"step key {self.key!r}: lowercase words joined by dashes")
+        if (self.expect is None) == (self.judge is None):
+            raise ValueError(f"step {self.key!r}: give either expect or judge (with act)")
+        if self.expect is not None and not isinstance(self.client, Client):
+            raise ValueError(f"step {self.key!r}: an Expect judges the tutorial's client; give client=Client()")
+        if self.judge is not None and self.act is None:
+            raise ValueError(f"step {self.key!r}: a judge needs an act that measures what it judges")
+        if (self.control_plane is not None or self.sync is not None) and self.registry is None:
+            raise ValueError(f"step {self.key!r}: a control plane or nginx_sync needs a registry to read from")
+        if self.sync is not None and self.nginx is None:
+            raise ValueError(f"step {self.key!r}: nginx_sync needs the nginx whose upstream it renders")
+        if any(s.register for s in (*self.servers, *self.standby)) and self.registry is None:
+            raise ValueError(f"step {self.key!r}: a server that registers needs the step's registry")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Lesson:
+    number: int
+    slug: str
+    title: str
+    goal: str
+    steps: tuple[Step, ...]
+    tutorial: bool = True  # False: beyond the tutorial (lessons 7-10)
+    # Lines of the servers' output not echoed (still captured): e.g. lesson 9's two lines per 1 KiB chunk.
+    hide: tuple[str, ...] = ()
+    # Servers, nginx and load generators pinned on separate cores (pcbook.measure.placement): on a
+    # small machine the scheduler would otherwise put a load generator on its server's core now and then.
+    pinned: bool = False
+
+    @property
+    def target(self) -> str:
+        return f"lesson-{self.number}"
+
+    @property
+    def doc_page(self) -> str:
+        """Path of the lesson's page inside docs/."""
+        return f"lessons/{self.number:02d}-{self.slug}.md"
+
+    @property
+    def doc_url(self) -> str:
+        return f"{DOCS_URL}lessons/{self.number:02d}-{self.slug}/"
+
+    @property
+    def notebook(self) -> str:
+        return f"lessons/{self.number:02d}-{self.slug}.ipynb"
+
+    def step(self, key: str) -> Step:
+        for step in self.steps:
+            if step.key == key:
+                return step
+        raise KeyError(f"lesson {self.number} has no step {key!r}")
+
+    def number_of(self, key: str) -> int:
+        """The step's number in the lesson's story (1-based), as the runner and the notebook show it."""
+        return self.steps.index(self.step(key)) + 1
+
+    def __post_init__(self) -> None:
+        keys = [s.key for s in self.steps]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"lesson {self.number}: two steps share a key: {keys}")
+
+    @property
+    def checkpoint_steps(self) -> tuple[Step, ...]:
+        return tuple(s for s in self.steps if s.checkpoint)
+
+    @property
+    def nginx_configs(self) -> list[Path]:
+        """The lesson's own configs in story order, without repeats."""
+        return list(dict.fromkeys(s.nginx.path for s in self.steps if s.nginx))
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        """Every port the lesson's processes listen on, sorted."""
+        found = {srv.port for s in self.steps for srv in (*s.servers, *s.standby)}
+        found |= {p for s in self.steps if s.nginx for p in s.nginx.ports}
+        return tuple(sorted(found))
+
+    @property
+    def exercise(self) -> Path | None:
+        path = NGINX_DIR / "exercises" / f"lesson-{self.number}.conf"
+        return path if path.exists() else None
+
+    @property
+    def checkpoint_config(self) -> Path | None:
+        """The nginx config a learner's `CONF=` replaces: the one the checkpoint steps end with.
+        None: the checkpoint uses no nginx (and `make check-N` takes no CONF)."""
+        confs = [s.nginx.path for s in self.checkpoint_steps if s.nginx]
+        return confs[-1] if confs else None
+
+    @property
+    def nginx_step(self) -> Step | None:
+        """The step whose stack `make nginx-N` puts up: the last checkpoint step with nginx, else
+        the last step with nginx."""
+        with_nginx = [s for s in self.checkpoint_steps if s.nginx] or [s for s in self.steps if s.nginx]
+        return with_nginx[-1] if with_nginx else None
