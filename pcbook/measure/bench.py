@@ -51,6 +51,7 @@ from pcbook.measure.stats import (
     Spread,
     balanced_orders,
     block_percentiles,
+    grid,
     paired_difference,
     percentile,
     queued_calls,
@@ -880,18 +881,7 @@ def hop_table(hop: HopResult, labels: dict[str, str], level: float = LEVEL) -> l
         body.append((labels.get(name, name), f"{row.p50_ms.median:.3f}", added, state.ljust(12),
                      f"{ratio(row.p50_ms.median, base.p50_ms.median):.2f}",
                      f"{row.p99_ms.median:.3f} [{row.p99_ms.low:.3f}-{row.p99_ms.high:.3f}]", tput, tput_x))
-    return _grid(header, body)
-
-
-def _grid(header: tuple[str, ...], body: Sequence[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(row[i]) for row in (header, *body)) for i in range(len(header))]
-
-    def line(row: tuple[str, ...]) -> str:
-        first = row[0].ljust(widths[0])
-        rest = (cell.rjust(w) for cell, w in zip(row[1:], widths[1:], strict=True))
-        return "  ".join((first, *rest)).rstrip()
-
-    return [line(header), "  ".join("-" * w for w in widths), *(line(row) for row in body)]
+    return grid(header, body)
 
 
 def comparison_lines(hop: HopResult, labels: dict[str, str], level: float = LEVEL) -> list[str]:
@@ -905,7 +895,7 @@ def comparison_lines(hop: HopResult, labels: dict[str, str], level: float = LEVE
         tput = added_throughput(hop, name, base, level)
         body.append((what, f"{name} - {base}", lat.short(), lat.state().ljust(12),
                      tput.short() if tput else "-", tput.state("more", "fewer").ljust(12) if tput else ""))
-    return _grid(header, body) if body else []
+    return grid(header, body) if body else []
 
 
 def load_generator_lines(records: Sequence[RoundRecord], processes: int, cores: int) -> list[str]:
@@ -965,7 +955,7 @@ def h2_lines(h2: H2Result | None, hop: HopResult, note: str, level: float = LEVE
         native = Spread.of(values).median
         python = hop.stats[name].p50_ms.median
         body.append((LABELS.get(name, name), f"{native:.3f}", f"{python:.3f}", f"{(python - native) * 1000:.0f} us"))
-    lines = _grid(header, body)
+    lines = grid(header, body)
     names = list(h2.rounds)
     if len(names) == 2:
         d = paired_difference(names[1], [v * 1000 for v in h2.rounds[names[1]]],
@@ -988,7 +978,7 @@ def architecture_lines(arch: ArchResult, level: float = LEVEL) -> list[str]:
                         (row.added.short(), row.added.state(more="resolved", less="resolved: faster")))
         body.append((ARCH_LABELS.get(row.name, row.name), f"{row.p50_ms:.3f}", f"{row.x_p50:.2f}",
                      f"{row.p99_ms:.3f}", f"{row.x_p99:.2f}", added, state))
-    lines = _grid(header, body)
+    lines = grid(header, body)
     lines.append("")
     header = ("client", "calls", "lost: join / graceful stop / kill", "registration to server3's 1st call")
     body = []
@@ -996,7 +986,7 @@ def architecture_lines(arch: ArchResult, level: float = LEVEL) -> list[str]:
         first = f"{c.register_to_first_call:.3f} s" if c.register_to_first_call < float("inf") else "never"
         body.append((_kind(c.name), str(c.calls),
                      " / ".join(str(c.failed.get(k, 0)) for k in ("join", "graceful stop", "kill")), first))
-    lines += _grid(header, body)
+    lines += grid(header, body)
     lines.append(f"server2's key left the registry {arch.kill_to_removal:.2f} s after its SIGKILL (its lease's TTL), "
                  "the same registry for all three")
     lines.append("what the three changes (a join, a graceful stop, a lease's expiry) took:")
