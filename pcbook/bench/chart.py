@@ -7,7 +7,7 @@ from pathlib import Path
 from pcbook.bench.settings import DIRECT
 
 
-def draw_chart(results: dict[str, object], png: Path, title: str | None = None) -> None:
+def draw_chart(results: dict[str, object], png: Path) -> None:
     """Two panels: the p50 each path adds to direct's, with its interval; scale-out throughput."""
     import matplotlib
 
@@ -57,9 +57,9 @@ def draw_chart(results: dict[str, object], png: Path, title: str | None = None) 
     right.set_title("The gain of scale-out\n(capacity simulated: sleeping workers)", fontsize=10)
     right.set_ylim(0, max(tput + [2 * capacity if isinstance(capacity, int | float) else 0]) * 1.25)
 
-    default_title = (f"{str(info.get('date', ''))[:10]} · {info.get('cores')} cores · {info.get('cpu', '')} · "
+    title = (f"{str(info.get('date', ''))[:10]} · {info.get('cores')} cores · {info.get('cpu', '')} · "
                      f"nginx {info.get('nginx')} · grpcio {info.get('grpcio')} · {info.get('placement', '')}")
-    fig.suptitle(title or default_title, fontsize=9)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=110)

@@ -32,16 +32,15 @@ from pcbook.stack import procs
 from pcbook.stack.ports import wait_bindable
 
 
-def start_look_aside(stack: procs.Stack, servers: dict[str, str] = XDS_SERVERS,
-                     placement: Placement | None = None) -> tuple[Lab, Path]:
-    """etcd listing `servers` (name -> host:port) and lesson 12's control plane fed from it; returns the
+def start_look_aside(stack: procs.Stack, placement: Placement | None = None) -> tuple[Lab, Path]:
+    """etcd listing XDS_SERVERS (name -> host:port) and lesson 12's control plane fed from it; returns the
     lab (lab.close() stops both) and the bootstrap file an xds:/// client needs in GRPC_XDS_BOOTSTRAP.
 
     The keys have no lease: the bench's servers do not register themselves, the bench lists them.
     Pinned with nginx: like nginx it is the part of the path that is not the client nor the server."""
     with pinned(placement or Placement(), NGINX):
         lab = Lab(stack, work_ms=0)
-        for name, address in servers.items():
+        for name, address in XDS_SERVERS.items():
             lab.registry.put(f"{PREFIX}/{name}", address)
         return lab, lab.control_plane()
 
@@ -120,5 +119,4 @@ def measure_architectures(stack: procs.Stack, settings: Settings, say: Say, out_
         assert kill_to_removal is not None  # end_unfollowed=False: the kill was played
     finally:
         lab.close()
-    return ArchResult(latency, changes, settings.reps, settings.arch_calls, kill_to_removal,
-                      samples_ms=calls.samples_ms)
+    return ArchResult(latency, changes, settings.reps, settings.arch_calls, kill_to_removal)

@@ -33,7 +33,7 @@ def _check(r: Round) -> None:
 
 
 def _record(records: list[RoundRecord], phase: str, path: str, rep: int, r: Round) -> None:
-    records.append(RoundRecord(phase, path, rep, dict(r.cpu), r.machine_busy, r.throughput))
+    records.append(RoundRecord(phase, path, rep, dict(r.cpu), r.machine_busy))
 
 
 def measure_hop(load: LoadGenerator, targets: Sequence[Target], settings: Settings, say: Say,
@@ -163,7 +163,7 @@ def measure_scale(load: LoadGenerator, targets: Sequence[Target], settings: Sett
             say(f"{clock} stopped after repetition {rep + 1}: {why}")
             break
     return ScaleResult({n: Spread.of(v) for n, v in rates.items()}, rates,
-                       cpu={n: median_cpu(c) for n, c in cpu.items()}, capacity=settings.capacity, errors=errors,
+                       cpu={n: median_cpu(c) for n, c in cpu.items()}, errors=errors,
                        waiting=waiting, service_ms=service_s * 1000, served=served, records=records)
 
 

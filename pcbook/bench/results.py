@@ -16,7 +16,6 @@ class RoundRecord:
     rep: int
     cpu: dict[str, float]  # role -> cores (our processes)
     machine_busy: float | None  # cores busy machine-wide, anyone's processes
-    calls_per_s: float
 
 
 @dataclass
@@ -34,7 +33,6 @@ class ScaleResult:
     throughput: dict[str, Spread]
     rounds: dict[str, list[float]]
     cpu: dict[str, dict[str, float]] = field(default_factory=dict)
-    capacity: float = 0.0
     errors: int = 0
     waiting: dict[str, list[float]] = field(default_factory=dict)  # per setup, per round: calls waiting (mean)
     service_ms: float = 0.0  # one call alone, work included: what a call costs with nothing waiting
@@ -72,7 +70,6 @@ class ArchResult:
     blocks: int
     calls: int  # per architecture, in the latency rounds
     kill_to_removal: float  # s from server2's SIGKILL to its key's expiry (the same registry for all)
-    samples_ms: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass

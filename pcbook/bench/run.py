@@ -82,8 +82,7 @@ def machine() -> dict[str, object]:
     }
 
 
-def run_bench(settings: Settings, out_dir: Path, say: Say = say_flushed, *, chart: bool = True,
-              scale_conf: Path = SCALE_CONF) -> dict[str, object]:
+def run_bench(settings: Settings, out_dir: Path, say: Say = say_flushed, *, chart: bool = True) -> dict[str, object]:
     """The three phases, the report, results.json and (with `chart`) bench.png in `out_dir`."""
     clock = Clock()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -123,11 +122,11 @@ def run_bench(settings: Settings, out_dir: Path, say: Say = say_flushed, *, char
         stop_all(stack, [s.name for s in HOP_SERVERS])
 
         say(f"{clock} phase 2/3: scale-out — 2 servers, each --workers {settings.workers} --work-ms "
-            f"{settings.work_ms} (capacity {settings.capacity:.0f} calls/s each, simulated), nginx ({scale_conf.name})")
+            f"{settings.work_ms} (capacity {settings.capacity:.0f} calls/s each, simulated), nginx ({SCALE_CONF.name})")
         with hold_ports(UNUSED_IN_SCALE):
             start_servers(stack, SCALE_SERVERS, out_dir, settings.workers, settings.work_ms, placement=where,
                           say=say)
-            scale_nginx = start_nginx(stack, scale_conf, SCALE_NGINX_PORT, where)
+            scale_nginx = start_nginx(stack, SCALE_CONF, SCALE_NGINX_PORT, where)
             load = start_load(stack, settings.processes, where)
             load.open(BENCH_SCALE_PATHS)
             watch = {"servers": [stack.proc(s.name).pid for s in SCALE_SERVERS], "nginx": [scale_nginx.pid]}

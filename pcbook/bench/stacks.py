@@ -67,10 +67,9 @@ def start_load(stack: procs.Stack, processes: int, placement: Placement | None =
         return LoadGenerator(stack, processes, env=env)
 
 
-def start_hop_nginx(stack: procs.Stack, conf: Path = HOP_CONF,
-                    placement: Placement | None = None) -> nginx.NginxProcess:
-    """nginx with `conf` (bench-hop.conf), waited for on each of the hop's ports."""
-    proc = start_nginx(stack, conf, HOP_NGINX_PORTS[0], placement)
+def start_hop_nginx(stack: procs.Stack, placement: Placement | None = None) -> nginx.NginxProcess:
+    """nginx with bench-hop.conf, waited for on each of the hop's ports."""
+    proc = start_nginx(stack, HOP_CONF, HOP_NGINX_PORTS[0], placement)
     for port in HOP_NGINX_PORTS[1:]:
         procs.wait_port("127.0.0.1", port, READY_TIMEOUT, proc=proc.proc)
     return proc
