@@ -50,7 +50,7 @@ CLI_MODULES = {
     "workbook": "pcbook.workbook.cli",
     "stream_probe": "pcbook.measure.stream_probe",  # lesson 9's driver
     "load": "pcbook.measure.driver",  # lessons 7 and 8: the load driver
-    "bench": "pcbook.measure.bench",  # lesson 10: `make bench`
+    "bench": "pcbook.bench.__main__",  # lesson 10: `make bench` (python -m pcbook.bench)
     "containers": "pcbook.stack.containers",  # deploy/: the image's entry point and the k8s renderer
     "nginx_sync": "pcbook.discovery.nginx_sync",  # lesson 11: nginx fed by the registry
     "xds": "pcbook.discovery.xds",  # lesson 12: the xDS control plane
@@ -203,7 +203,7 @@ def render_cli(kind: str) -> str:
             f"    `{module_name}` does not exist in this checkout yet, so its flags cannot be listed.\n"
             f"    This table is rendered from the module's own parser at build time.\n"
         )
-    parser.prog = f"python -m {module_name}"
+    parser.prog = f"python -m {module_name.removesuffix('.__main__')}"  # a package runs as itself
     out = ["| Flag | Default | Meaning |", "|---|---|---|", *_action_rows(parser), ""]
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):

@@ -20,7 +20,8 @@ import re
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from pcbook.measure import bench, verdicts
+from pcbook.bench import phases, settings
+from pcbook.measure import verdicts
 from pcbook.measure.stats import Spread, ratio
 from pcbook.stage.model import Lesson, Nginx, Server, Step
 from pcbook.stage.results import Connections, HopRun, Rounds, ScaleRun
@@ -32,10 +33,10 @@ SCALE_MIN = verdicts.SCALE_MIN
 KEEPALIVE_MIN_CALLS = verdicts.KEEPALIVE_MIN_CALLS
 # 6 repetitions of (direct, nginx) in balanced order: enough for a 97 % interval of the median.
 # A round of 0.3 s holds a few hundred calls: plenty for a p50; the repetitions make the interval.
-SETTINGS = bench.Settings(reps=6, warmup=0.1, latency_window=0.3, scale_window=0.6, scale_warmup=0.3)
+SETTINGS = settings.Settings(reps=6, warmup=0.1, latency_window=0.3, scale_window=0.6, scale_warmup=0.3)
 SCALE_SETTINGS = replace(SETTINGS, reps=2)  # its rounds are the long ones, and capacity barely varies
-HOP_TARGETS = tuple(t for t in bench.HOP_PATHS if t.name in (bench.DIRECT, bench.NGINX_PLAIN))
-KEEPALIVE_TARGETS = tuple(t for t in bench.HOP_PATHS if t.name in bench.UPSTREAM_PORT)
+HOP_TARGETS = tuple(t for t in settings.HOP_PATHS if t.name in (settings.DIRECT, settings.NGINX_PLAIN))
+KEEPALIVE_TARGETS = tuple(t for t in settings.HOP_PATHS if t.name in settings.UPSTREAM_PORT)
 NGINX_PORT = 8101
 CALL_LINE = re.compile(rf"^{NGINX_PORT} /techschool_pcbook\.LaptopService/CreateLaptop 200 0$")
 LOG_FLUSH = 5.0  # nginx writes its buffered log every second: wait this long at most for the last lines
@@ -58,11 +59,11 @@ def _logged_calls(ctx: StepContext, expected: int) -> int:
 def hop(ctx: StepContext) -> HopRun:
     load = ctx.load_generator(1)
     load.open(HOP_TARGETS)
-    measured = bench.measure_hop(load, HOP_TARGETS, SETTINGS, ctx.say, {}, throughput=False)
-    sent = load.completed(bench.NGINX_PLAIN)
-    evidence = verdicts.HopEvidence(NGINX_PORT, sent, _logged_calls(ctx, sent), load.completed(bench.DIRECT),
-                                    bench.added_latency(measured, bench.NGINX_PLAIN, bench.DIRECT))
-    direct, via = measured.stats[bench.DIRECT], measured.stats[bench.NGINX_PLAIN]
+    measured = phases.measure_hop(load, HOP_TARGETS, SETTINGS, ctx.say, {}, throughput=False)
+    sent = load.completed(settings.NGINX_PLAIN)
+    evidence = verdicts.HopEvidence(NGINX_PORT, sent, _logged_calls(ctx, sent), load.completed(settings.DIRECT),
+                                    phases.added_latency(measured, settings.NGINX_PLAIN, settings.DIRECT))
+    direct, via = measured.stats[settings.DIRECT], measured.stats[settings.NGINX_PLAIN]
     x = ratio(via.p50_ms.median, direct.p50_ms.median)
     ctx.say(f"calls: {evidence.nginx_calls} through nginx, {evidence.logged_calls} in nginx's log for "
             f"{NGINX_PORT}; {evidence.direct_calls} direct")
@@ -81,7 +82,7 @@ def hop_judge(result: HopRun) -> list[str]:
 def keepalive(ctx: StepContext) -> Connections:
     load = ctx.load_generator(1)
     load.open(KEEPALIVE_TARGETS)
-    counts = bench.count_upstream_connections(load, bench.UPSTREAM_PORT, ctx.say, window=0.5)
+    counts = phases.count_upstream_connections(load, settings.UPSTREAM_PORT, ctx.say, window=0.5)
     if not counts:
         return Connections({}, {}, skipped="needs Linux's /proc/net/tcp")
     return Connections({n: o for n, (o, _) in counts.items()}, {n: c for n, (_, c) in counts.items()})
@@ -91,13 +92,13 @@ def keepalive_judge(result: Connections) -> list[str]:
     if result.skipped:  # not Linux: nothing to count with
         return []
     keep, no_keep = (verdicts.ConnectionCount(result.opened[n], result.calls[n])
-                     for n in (bench.NGINX_KEEPALIVE, bench.NGINX_NO_KEEPALIVE))
+                     for n in (settings.NGINX_KEEPALIVE, settings.NGINX_NO_KEEPALIVE))
     return verdicts.judge_keepalive(keep, no_keep)
 
 
 def _idle(served: dict[str, dict[str, int]]) -> str:
     """A server that nginx never reached in a whole repetition fails the step whatever comes next."""
-    idle = verdicts.idle_servers(served[bench.NGINX_TWO])
+    idle = verdicts.idle_servers(served[settings.NGINX_TWO])
     return f"{', '.join(idle)} served no call through nginx" if idle else ""
 
 
@@ -105,15 +106,15 @@ def scale(ctx: StepContext) -> ScaleRun:
     s = SCALE_SETTINGS
     logs = {name: ctx.log_dir / f"{name}.log" for name in ctx.server_names}
     load = ctx.load_generator(s.processes)
-    load.open(bench.SCALE_PATHS)
-    measured = bench.measure_scale(load, bench.SCALE_PATHS, s, ctx.say, {}, server_logs=logs, decided=_idle)
+    load.open(settings.SCALE_PATHS)
+    measured = phases.measure_scale(load, settings.SCALE_PATHS, s, ctx.say, {}, server_logs=logs, decided=_idle)
     evidence = verdicts.ScaleEvidence(
-        measured.rounds[bench.ONE], measured.rounds[bench.NGINX_TWO], Spread.of(measured.waiting[bench.ONE]).median,
-        measured.served[bench.NGINX_TWO], s.capacity)
-    one, two = measured.throughput[bench.ONE], measured.throughput[bench.NGINX_TWO]
+        measured.rounds[settings.ONE], measured.rounds[settings.NGINX_TWO],
+        Spread.of(measured.waiting[settings.ONE]).median, measured.served[settings.NGINX_TWO], s.capacity)
+    one, two = measured.throughput[settings.ONE], measured.throughput[settings.NGINX_TWO]
     x = ratio(two.median, one.median)
     ctx.say(f"calls/s: 1 server {one.median:.0f} ({evidence.waiting_one:.1f} calls waiting), 2 behind nginx "
-            f"{two.median:.0f} = {x:.2f}x, 2 with client RR {measured.throughput[bench.RR_TWO].median:.0f}")
+            f"{two.median:.0f} = {x:.2f}x, 2 with client RR {measured.throughput[settings.RR_TWO].median:.0f}")
     ctx.say("served through nginx: " + ", ".join(f"{k} {v}" for k, v in evidence.served_through_nginx.items()))
     return ScaleRun(Rounds("calls/s", dict(measured.rounds), x, capacity=s.capacity), evidence,
                     dict(measured.waiting), measured.served)

@@ -1,1 +1,2 @@
-"""Load and measurement tools: the per-call driver, the multi-process load generator, the bench."""
+"""Load and measurement tools: the per-call driver, the multi-process load generator, the stream probe, h2load,
+CPU placement, the soak, their statistics and verdicts. The bench that composes them is pcbook.bench."""

@@ -92,7 +92,7 @@ def latency_table(rows: Sequence[PathStats], base: str, labels: dict[str, str] |
             _fmt_spread(r.p99_ms, 3), f"{ratio(r.p99_ms.median, ref.p99_ms.median):.2f}",
             tput, tput_x,
         ))
-    return _grid(header, body)
+    return grid(header, body)
 
 
 def throughput_table(rows: Sequence[tuple[str, Spread]], base: str) -> list[str]:
@@ -101,10 +101,11 @@ def throughput_table(rows: Sequence[tuple[str, Spread]], base: str) -> list[str]
     if ref is None:
         raise ValueError(f"no row named {base!r} to compare with")
     body = [(name, _fmt_spread(s, 0), f"{ratio(s.median, ref.median):.2f}") for name, s in rows]
-    return _grid(("setup", "calls/s [min-max]", f"x {base}"), body)
+    return grid(("setup", "calls/s [min-max]", f"x {base}"), body)
 
 
-def _grid(header: tuple[str, ...], body: Sequence[tuple[str, ...]]) -> list[str]:
+def grid(header: tuple[str, ...], body: Sequence[tuple[str, ...]]) -> list[str]:
+    """A table as lines: the first column left-aligned, the others right-aligned, a rule under the header."""
     widths = [max(len(row[i]) for row in (header, *body)) for i in range(len(header))]
 
     def line(row: tuple[str, ...]) -> str:

@@ -7,7 +7,26 @@ from pathlib import Path
 
 import pytest
 
-from pcbook.measure import bench
+from pcbook.bench.accounting import opened_between, peer_ports
+from pcbook.bench.phases import architecture_latency, count_upstream_connections
+from pcbook.bench.results import ArchResult, ChangeCost
+from pcbook.bench.run import quiet
+from pcbook.bench.settings import (
+    CLIENT_RR,
+    COMPARISONS,
+    DIRECT,
+    HOP_PATHS,
+    NGINX_KEEPALIVE,
+    NGINX_PLAIN,
+    NGINX_TWO,
+    ONE,
+    RR_TWO,
+    XDS,
+    XDS_SERVERS,
+    BenchServer,
+)
+from pcbook.bench.stacks import server_argv
+from pcbook.bench.tables import architecture_lines, targets_met
 from pcbook.measure.loadgen import Round
 from pcbook.measure.stats import (
     PathStats,
@@ -96,23 +115,23 @@ def test_throughput_table() -> None:
 
 def test_targets_met_reports_each_target() -> None:
     hop = {
-        bench.DIRECT: _row(bench.DIRECT, 1.0),
-        bench.NGINX_PLAIN: _row(bench.NGINX_PLAIN, 1.3),
-        bench.NGINX_KEEPALIVE: _row(bench.NGINX_KEEPALIVE, 1.4),
-        bench.CLIENT_RR: _row(bench.CLIENT_RR, 1.0),
+        DIRECT: _row(DIRECT, 1.0),
+        NGINX_PLAIN: _row(NGINX_PLAIN, 1.3),
+        NGINX_KEEPALIVE: _row(NGINX_KEEPALIVE, 1.4),
+        CLIENT_RR: _row(CLIENT_RR, 1.0),
     }
-    scale = {bench.ONE: Spread.of([200]), bench.NGINX_TWO: Spread.of([390]), bench.RR_TWO: Spread.of([385])}
-    verdicts = bench.targets_met(hop, scale)
+    scale = {ONE: Spread.of([200]), NGINX_TWO: Spread.of([390]), RR_TWO: Spread.of([385])}
+    verdicts = targets_met(hop, scale)
     assert [ok for _, ok, _ in verdicts] == [True, True, True]
-    scale[bench.NGINX_TWO] = Spread.of([300])
-    hop[bench.NGINX_KEEPALIVE] = _row(bench.NGINX_KEEPALIVE, 1.6)
-    hop[bench.CLIENT_RR] = _row(bench.CLIENT_RR, 1.5)  # slower than nginx: client RR target missed
-    assert [ok for _, ok, _ in bench.targets_met(hop, scale)] == [False, False, False]
+    scale[NGINX_TWO] = Spread.of([300])
+    hop[NGINX_KEEPALIVE] = _row(NGINX_KEEPALIVE, 1.6)
+    hop[CLIENT_RR] = _row(CLIENT_RR, 1.5)  # slower than nginx: client RR target missed
+    assert [ok for _, ok, _ in targets_met(hop, scale)] == [False, False, False]
 
 
 def test_server_argv_keeps_stdout_out_of_the_pipe(tmp_path) -> None:  # type: ignore[no-untyped-def]
     log = tmp_path / "a dir" / "server1.log"
-    argv = bench.server_argv(bench.BenchServer("server3", 50103, mtls=True), log, workers=4, work_ms=20)
+    argv = server_argv(BenchServer("server3", 50103, mtls=True), log, workers=4, work_ms=20)
     assert argv[:2] == ["/bin/sh", "-c"]
     assert "'" in argv[2] and str(log) in argv[2]  # quoted: the path has a space
     assert argv[argv.index("--port") + 1] == "50103"
@@ -127,7 +146,7 @@ def test_opened_connections_count_a_reused_time_wait_port() -> None:
     # 40006: a TIME_WAIT whose timer ran out in between, still listed at 0 (not reaped yet): not new.
     before: dict[int, float | None] = {40001: None, 40002: 30.0, 40003: 30.0, 40004: 12.0, 40006: 0.23}
     after: dict[int, float | None] = {40001: None, 40002: 29.5, 40003: 59.8, 40004: None, 40005: 59.9, 40006: 0.0}
-    assert bench.opened_between(before, after, elapsed=0.5) == 3
+    assert opened_between(before, after, elapsed=0.5) == 3
     # A set of ports alone would see one.
     assert len(after.keys() - before.keys()) == 1
 
@@ -147,7 +166,7 @@ def test_time_wait_timers_are_read_from_the_kernel_table() -> None:
         client.close()  # the side that closes first holds TIME_WAIT
         conn.close()
         deadline = time.monotonic() + 5  # loopback delivers the FINs at once; the deadline is a backstop
-        while not any((waits := bench.peer_ports(port)).values()) and time.monotonic() < deadline:
+        while not any((waits := peer_ports(port)).values()) and time.monotonic() < deadline:
             time.sleep(0.01)
     assert len(waits) == 1 and 50 < next(iter(waits.values())) <= 60, waits
     assert any(s.time_wait_left > 50 for s in tcp_sockets() if s.remote_port == port)
@@ -167,7 +186,7 @@ def test_block_percentiles_cut_consecutive_slices() -> None:
 def test_architecture_latency_pairs_blocks_and_gives_ratios() -> None:
     direct = [1.0] * 6 + [2.0] * 6  # a slow second half of the run: every path felt it
     samples = {"direct": direct, "nginx": [v + 0.3 for v in direct], "xds": list(direct)}
-    rows = {r.name: r for r in bench.architecture_latency(samples, "direct", blocks=6)}
+    rows = {r.name: r for r in architecture_latency(samples, "direct", blocks=6)}
     assert rows["direct"].added is None and rows["direct"].x_p50 == 1.0
     nginx = rows["nginx"]
     assert nginx.added is not None
@@ -179,11 +198,11 @@ def test_architecture_latency_pairs_blocks_and_gives_ratios() -> None:
 
 
 def test_architecture_lines_show_ratios_losses_and_what_was_redone() -> None:
-    latency = bench.architecture_latency({"direct": [1.0, 1.0], "xds": [1.5, 1.5]}, "direct", blocks=2)
-    changes = [bench.ChangeCost("nginx", 400, {"join": 0, "graceful stop": 0, "kill": 1}, 0.2,
+    latency = architecture_latency({"direct": [1.0, 1.0], "xds": [1.5, 1.5]}, "direct", blocks=2)
+    changes = [ChangeCost("nginx", 400, {"join": 0, "graceful stop": 0, "kill": 1}, 0.2,
                                 ["3 nginx reloads", "4 client connections"]),
-               bench.ChangeCost("xds", 410, {"join": 0, "graceful stop": 0, "kill": 0}, math.inf, ["4 EDS pushes"])]
-    text = "\n".join(bench.architecture_lines(bench.ArchResult(latency, changes, 2, 2, 3.1)))
+               ChangeCost("xds", 410, {"join": 0, "graceful stop": 0, "kill": 0}, math.inf, ["4 EDS pushes"])]
+    text = "\n".join(architecture_lines(ArchResult(latency, changes, 2, 2, 3.1)))
     assert "1.50" in text  # xds p50 ratio
     assert "0 / 0 / 1" in text and "never" in text and "3.10 s after its SIGKILL" in text
     assert "proxy: 3 nginx reloads; 4 client connections" in text
@@ -192,7 +211,7 @@ def test_architecture_lines_show_ratios_losses_and_what_was_redone() -> None:
 
 def test_quiet_echo_drops_per_call_lines_only() -> None:
     shown: list[str] = []
-    say = bench.quiet(shown.append)
+    say = quiet(shown.append)
     for line in ("server1  | 2026/12/03 06:59:29 receive a create-laptop request with id: abc",
                  "server1  | 2026/12/03 06:59:29 saved laptop with id: abc",
                  "fast1    | 2026/12/03 06:59:29 --> unary interceptor:  /techschool_pcbook.LaptopService/CreateLaptop",
@@ -204,12 +223,12 @@ def test_quiet_echo_drops_per_call_lines_only() -> None:
 
 
 def test_the_xds_path_balances_over_the_servers_of_client_rr() -> None:
-    xds = next(t for t in bench.HOP_PATHS if t.name == bench.XDS)
-    rr = next(t for t in bench.HOP_PATHS if t.name == bench.CLIENT_RR)
+    xds = next(t for t in HOP_PATHS if t.name == XDS)
+    rr = next(t for t in HOP_PATHS if t.name == CLIENT_RR)
     assert xds.address == "xds:///pcbook" and xds.lb_policy is None  # the policy comes from the control plane
-    assert rr.address == "ipv4:" + ",".join(bench.XDS_SERVERS.values())
-    compared = {(name, base) for name, base, _ in bench.COMPARISONS}
-    assert {(bench.XDS, bench.CLIENT_RR), (bench.XDS, bench.NGINX_PLAIN)} <= compared
+    assert rr.address == "ipv4:" + ",".join(XDS_SERVERS.values())
+    compared = {(name, base) for name, base, _ in COMPARISONS}
+    assert {(XDS, CLIENT_RR), (XDS, NGINX_PLAIN)} <= compared
 
 
 class _SlowLoad:
@@ -226,7 +245,7 @@ class _SlowLoad:
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="counts connections in Linux's /proc/net/tcp")
 def test_connection_counting_runs_rounds_until_enough_calls() -> None:
     def count(load: _SlowLoad) -> dict[str, tuple[int, int]]:
-        return bench.count_upstream_connections(load, {"path": 1}, lambda _line: None, min_calls=20)  # type: ignore[arg-type]
+        return count_upstream_connections(load, {"path": 1}, lambda _line: None, min_calls=20)  # type: ignore[arg-type]
 
     slow, dead = _SlowLoad(8), _SlowLoad(0)
     assert count(slow) == {"path": (0, 24)} and slow.rounds == 3  # nothing listens on port 1: no connection
