@@ -31,6 +31,7 @@ from pcbook.bench.settings import (
     UPSTREAM_PORT,
     Say,
     Settings,
+    saturated,
 )
 from pcbook.bench.stacks import start_hop_nginx, start_load, start_nginx, start_servers, stop_all
 from pcbook.measure import h2load
@@ -99,9 +100,9 @@ def run_bench(settings: Settings, out_dir: Path, say: Say = say_flushed, *, char
     with procs.Stack(echo=quiet(say)) as stack:
         say(f"{clock} phase 1/3: the hop — starting 4 servers, nginx ({HOP_CONF.name}), etcd and the xDS control "
             "plane, and the load generator")
-        start_servers(stack, HOP_SERVERS, out_dir, placement=where, say=say)
+        servers = start_servers(stack, HOP_SERVERS, out_dir, placement=where, say=say)
         hop_nginx = start_hop_nginx(stack, placement=where)
-        look_aside, bootstrap = start_look_aside(stack, placement=where)
+        look_aside, bootstrap = start_look_aside(stack, out_dir, placement=where)
         load = start_load(stack, settings.processes, where, env={"GRPC_XDS_BOOTSTRAP": str(bootstrap)})
         load.open(HOP_PATHS)
         say(f"{clock} counting the backend connections nginx opens (keepalive vs not):")
@@ -119,13 +120,13 @@ def run_bench(settings: Settings, out_dir: Path, say: Say = say_flushed, *, char
                                 clock)
         hop_nginx.stop()
         look_aside.close()
-        stop_all(stack, [s.name for s in HOP_SERVERS])
+        servers.close()
 
         say(f"{clock} phase 2/3: scale-out — 2 servers, each --workers {settings.workers} --work-ms "
             f"{settings.work_ms} (capacity {settings.capacity:.0f} calls/s each, simulated), nginx ({SCALE_CONF.name})")
         with hold_ports(UNUSED_IN_SCALE):
-            start_servers(stack, SCALE_SERVERS, out_dir, settings.workers, settings.work_ms, placement=where,
-                          say=say)
+            servers = start_servers(stack, saturated(SCALE_SERVERS, settings.workers, settings.work_ms), out_dir,
+                                    placement=where, say=say)
             scale_nginx = start_nginx(stack, SCALE_CONF, SCALE_NGINX_PORT, where)
             load = start_load(stack, settings.processes, where)
             load.open(BENCH_SCALE_PATHS)
@@ -133,7 +134,8 @@ def run_bench(settings: Settings, out_dir: Path, say: Say = say_flushed, *, char
             logs = {s.name: out_dir / f"{s.name}.log" for s in SCALE_SERVERS}
             scale = measure_scale(load, BENCH_SCALE_PATHS, settings, say, watch, clock=clock, server_logs=logs)
             load.close()
-            stop_all(stack, [*load.names, scale_nginx.name, *(s.name for s in SCALE_SERVERS)])
+            stop_all(stack, [*load.names, scale_nginx.name])
+            servers.close()
 
         if settings.architectures:
             say(f"{clock} phase 3/3: three architectures on one registry — etcd, nginx fed by nginx_sync "

@@ -4,10 +4,11 @@ and the thresholds its report applies."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pcbook import paths
 from pcbook.measure.loadgen import Target
+from pcbook.stack.specs import Server
 
 Say = Callable[[str], None]
 
@@ -20,23 +21,24 @@ READY_TIMEOUT = 20.0
 RR_TARGET = "ipv4:127.0.0.1:50101,127.0.0.1:50102"
 
 
-@dataclass(frozen=True)
-class BenchServer:
-    """One of the bench's servers: its Stack name, port, and whether it requires mutual TLS."""
-
-    name: str
-    port: int
-    mtls: bool = False
-
-
+# The servers' per-call lines go to files (log_file): through the Stack's pipe they would cost the
+# runner more CPU than the calls being measured. Lesson 10 runs the same servers.
+_ON_LOOPBACK = ("--host", "127.0.0.1")
 HOP_SERVERS = (
-    BenchServer("server1", 50101),
-    BenchServer("server2", 50102),
-    BenchServer("server3", 50103, mtls=True),
-    BenchServer("server4", 50104, mtls=True),
+    Server("server1", 50101, flags=_ON_LOOPBACK, log_file=True),
+    Server("server2", 50102, flags=_ON_LOOPBACK, log_file=True),
+    Server("server3", 50103, tls=True, flags=_ON_LOOPBACK, log_file=True),
+    Server("server4", 50104, tls=True, flags=_ON_LOOPBACK, log_file=True),
 )
-SCALE_SERVERS = (BenchServer("server1", 50101), BenchServer("server2", 50102))
-UNUSED_IN_SCALE = tuple(s.port for s in HOP_SERVERS if s not in SCALE_SERVERS)
+SCALE_SERVERS = HOP_SERVERS[:2]
+
+
+def saturated(servers: tuple[Server, ...], workers: int, work_ms: int) -> tuple[Server, ...]:
+    """The servers of fixed capacity: `workers` threads doing `work_ms` of simulated work per call."""
+    return tuple(replace(s, flags=(*s.flags, "--workers", str(workers), "--work-ms", str(work_ms))) for s in servers)
+
+
+UNUSED_IN_SCALE = tuple(s.port for s in HOP_SERVERS[2:])
 
 DIRECT = "direct"
 NGINX_PLAIN = "nginx"
@@ -135,7 +137,12 @@ class Settings:
 
 ARCH_CONF = paths.NGINX_DIR / "discovery" / "bench.conf"
 ARCH_NGINX_PORT = 8106
-ARCH_FAST = {"fast1": 50101, "fast2": 50102}  # the latency rounds' servers: no simulated work
+# Phase 3's servers, each registering itself: fast1 and fast2 for the latency rounds (no simulated work),
+# then lesson 11's story on server1-3 (20 ms of work per call, so that a kill finds calls in flight).
+ARCH_FAST = tuple(Server(name, port, flags=_ON_LOOPBACK, register=True) for name, port in (("fast1", 50101),
+                                                                                          ("fast2", 50102)))
+ARCH_STORY = tuple(Server(name, port, flags=(*_ON_LOOPBACK, "--work-ms", "20"), register=True)
+                   for name, port in (("server1", 50111), ("server2", 50112), ("server3", 50113)))
 ARCH_DIRECT = "direct"
 ARCH_LABELS = {
     ARCH_DIRECT: "direct to fast1",

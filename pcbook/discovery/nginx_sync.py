@@ -28,8 +28,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from pcbook.service.registry import Etcd, Members, RegistryUrl, parse_url
 from pcbook.service.logs import fatal, log
+from pcbook.service.registry import Etcd, Members, RegistryUrl, parse_url
 from pcbook.stack.nginx import (
     NGINX_ENV,
     NginxConfigError,

@@ -64,8 +64,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import any_pb2, wrappers_pb2
 
-from pcbook.service.registry import Etcd, Members, RegistryUrl, parse_url
 from pcbook.service.logs import fatal, log
+from pcbook.service.registry import Etcd, Members, RegistryUrl, parse_url
 
 SERVICE = "pcbook"
 DEFAULT_PORT = 18000

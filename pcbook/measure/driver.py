@@ -19,13 +19,9 @@ target in turn (interleaved, so a busy machine slows every path alike), warm-up 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
-import os
-import re
 import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -37,7 +33,6 @@ from pathlib import Path
 
 import grpc
 
-from pcbook.service.registry import RegistryError, parse_url
 from pcbook.discovery.thick import DiscoveredChannel
 from pcbook.pb import laptop_service_pb2 as pb
 from pcbook.pb import laptop_service_pb2_grpc as pb_grpc
@@ -45,7 +40,7 @@ from pcbook.service import sample
 from pcbook.service.channels import LB_POLICIES, make_channel
 from pcbook.service.interceptors import AuthClientInterceptor
 from pcbook.service.laptop_client import AuthClient, TokenRefresher
-from pcbook.stack import procs
+from pcbook.service.registry import RegistryError, parse_url
 
 CALL_ID_HEADER = "x-call-id"
 DEFAULT_TIMEOUT = 5.0
@@ -323,77 +318,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         write_report(report, args.json)
     return 2 if report.login_error else 0
-
-
-# -- for the discovery lab (pcbook/discovery/lab.py): run the driver in a Stack --------------------------
-# (The lessons run it through pcbook/workbook/runner.py's StepContext.)
-
-# The laptop service logs `receive a create-laptop request with id: <uuid>` for every CreateLaptop.
-_RECEIVED = re.compile(r"receive a create-laptop request with id: (\S+)")
-_runs = itertools.count(1)
-
-
-def received_by(stack: procs.Stack, since: int, servers: Sequence[str]) -> dict[str, list[str]]:
-    """Laptop id -> the servers that received that CreateLaptop (more than one: it ran twice)."""
-    out: dict[str, list[str]] = {}
-    for rec in stack.records(since=since):
-        if rec.name in servers and (m := _RECEIVED.search(rec.text)):
-            out.setdefault(m.group(1), []).append(rec.name)
-    return out
-
-
-def settle(stack: procs.Stack, since: int, servers: Sequence[str], calls: Sequence[Call],
-           timeout: float = 3.0) -> dict[str, list[str]]:
-    """received_by(), once every successful call's server line has been read (or at the deadline):
-    a server's output reaches the runner a moment after the client has its answer."""
-    wanted = {c.laptop_id for c in calls if c.ok}
-    deadline = time.monotonic() + timeout
-    while True:
-        seen = received_by(stack, since, servers)
-        if wanted <= seen.keys() or time.monotonic() > deadline:
-            return seen
-        stack.wait_for_output(0.05)
-
-
-def driver_argv(address: str, json_path: Path, *, calls: int, rate: float = 0.0, concurrency: int = 1,
-                channels: int = 1, lb_policy: str | None = None, health_check: bool = False,
-                login_optional: bool = False, progress_every: int = 10) -> list[str]:
-    # etcd://... is a registry: the driver discovers the servers there (lesson 11's thick client).
-    target = ["--discover", address] if address.startswith("etcd://") else ["--address", address]
-    argv = [sys.executable, "-u", "-m", "pcbook.measure.driver", *target, "--calls", str(calls),
-            "--concurrency", str(concurrency), "--channels", str(channels), "--json", str(json_path),
-            "--progress-every", str(progress_every)]
-    if rate:
-        argv += ["--rate", f"{rate:g}"]
-    if lb_policy:
-        argv += ["--lb-policy", lb_policy]
-    if health_check:
-        argv.append("--health-check")
-    if login_optional:
-        argv.append("--login-optional")
-    return argv
-
-
-def report_path(stack: procs.Stack) -> Path:
-    stack.run_dir.mkdir(parents=True, exist_ok=True)
-    return stack.run_dir / f"load-{os.getpid()}-{next(_runs)}.json"
-
-
-def collect(stack: procs.Stack, name: str, path: Path, timeout: float) -> Report:
-    """Wait for a driver started with stack.start() to finish and read its report."""
-    proc = stack.proc(name)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        stack.stop(name)
-        raise procs.NotReadyError(f"{name} did not finish within {timeout:g} s", name=name,
-                                  tail=proc.tail(15)) from None
-    if not path.exists():  # exit code 2 with a report: the Login failed, the report says how
-        raise procs.NotReadyError(f"{name} failed ({proc.returncode})", name=name, tail=proc.tail(15))
-    try:
-        return read_report(path)
-    finally:
-        path.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

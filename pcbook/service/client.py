@@ -15,11 +15,11 @@ import threading
 
 import grpc
 
-from pcbook.service.registry import RegistryError, parse_url
 from pcbook.pb import filter_message_pb2, memory_message_pb2
 from pcbook.service import channels, laptop_client, sample
 from pcbook.service.grpc_errors import format_rpc_error
 from pcbook.service.logs import fatal, log
+from pcbook.service.registry import RegistryError, parse_url
 from pcbook.service.tls import CertificateFileError
 
 RATE_SCORES = (8.0, 7.5, 10.0)  # the reference's example: averages 8, 7.75, 8.5 on one laptop

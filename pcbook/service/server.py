@@ -16,13 +16,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from pcbook.service.registry import Etcd, Registration, RegistryError, parse_url
 from pcbook.pb import auth_service_pb2, auth_service_pb2_grpc, laptop_service_pb2, laptop_service_pb2_grpc
 from pcbook.service import auth, tls
 from pcbook.service.auth_service import AuthServicer
 from pcbook.service.interceptors import AuthServerInterceptor, ConcurrencyInterceptor, ErrorInterceptor
 from pcbook.service.laptop_service import LaptopServicer
 from pcbook.service.logs import fatal, log
+from pcbook.service.registry import Etcd, Registration, RegistryError, parse_url
 from pcbook.service.stores import ImageStore, LaptopStore, RatingStore, UserStore
 
 LAPTOP_SERVICE = laptop_service_pb2.DESCRIPTOR.services_by_name["LaptopService"].full_name

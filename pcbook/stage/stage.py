@@ -293,11 +293,11 @@ class Stage:
 
     # -- load drivers ----------------------------------------------------------------------------------
     def start_driver(self, driver: Driver, name: str = "client") -> DriverRun:
-        """Start the load driver in the background; an xds:/// target gets the control plane's bootstrap."""
+        """Start the load driver in the background; with a control plane up it gets its bootstrap file, so
+        that an xds:/// target (also one of --compare's) finds it."""
         self.stack.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.stack.run_dir / f"load-{os.getpid()}-{next(_runs)}.json"
-        env = {"GRPC_XDS_BOOTSTRAP": str(self.bootstrap)} if driver.address.startswith("xds:") and self.bootstrap \
-            else None
+        env = {"GRPC_XDS_BOOTSTRAP": str(self.bootstrap)} if self.bootstrap else None
         run = DriverRun(self, name, path, self.stack.mark(), driver)
         self.stack.start(name, driver.argv(path), env=env)
         if name not in self.drivers:

@@ -41,7 +41,8 @@ def cmd_lesson(args: argparse.Namespace) -> int:
     print()
     for outcome in result.steps:
         if not outcome.passed and not outcome.checkpoint:
-            print(f"step '{outcome.title}' did not show what the tutorial shows: {'; '.join(outcome.diffs)}")
+            print(f"step {outcome.key} ('{outcome.title}') did not show what the tutorial shows: "
+                  f"{'; '.join(outcome.diffs)}")
     print(result.checkpoint_line())
     return 0 if result.story_passed and result.checkpoint_passed else 1
 
@@ -57,26 +58,40 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_nginx(args: argparse.Namespace) -> int:
-    """nginx with the config of the lesson's checkpoint stack (or the learner's), and what to run next to it."""
+    """nginx with a config of the lesson (or the learner's, in place of the checkpoint's), and, for each step
+    that runs with that config, the servers and the client to start next to it: the steps' own specs."""
     lesson = _lesson(args.number)
+    learner = _config(args.conf)
+    lesson_conf = learner.resolve() if learner else None
+    own = {s.nginx.path.resolve() for s in lesson.steps if s.nginx}
+    if lesson_conf is not None and lesson_conf not in own:
+        # A learner's file stands in for the checkpoint's config: the steps it replaces are those.
+        lesson_conf = lesson.checkpoint_config.resolve() if lesson.checkpoint_config else None
     step = lesson.nginx_step
     if step is None or step.nginx is None:
         raise SystemExit(f"lesson {lesson.number} uses no nginx: run `make {lesson.target}` to see it")
-    conf = _config(args.conf) or step.nginx.path
+    target = lesson_conf or step.nginx.path.resolve()
+    steps = [(n, s) for n, s in enumerate(lesson.steps, 1) if s.nginx and s.nginx.path.resolve() == target]
+    spec = steps[-1][1].nginx if steps else step.nginx
+    assert spec is not None
+    conf = learner or spec.path
     with procs.Stack() as stack:
         try:
-            for port in step.nginx.more_ports:
+            for port in spec.more_ports:
                 procs.check_port_free(port)
-            nginx.start_nginx(stack, conf, port=step.nginx.port)
+            nginx.start_nginx(stack, conf, port=spec.port)
         except (procs.PortBusyError, procs.NotReadyError, nginx.NginxError) as err:
             print(err, file=sys.stderr)
             return 1
-        ports = " and ".join(map(str, step.nginx.ports))
-        print(f"nginx is up on {ports} with {shown(conf)}, as in step '{step.title}'. In other terminals:")
-        for server in step.servers:
-            print(f"  {server.command()}")
-        if step.client is not None:
-            print(f"  {step.client.command()}")
+        print(f"nginx is up on {' and '.join(map(str, spec.ports))} with {shown(conf)}.")
+        print("The lesson's steps that run with this config; for one of them, start in other terminals:")
+        for number, s in steps:
+            print(f"  step {number}/{len(lesson.steps)} ({s.key}): {s.title}")
+            for server in s.servers:
+                print(f"      {server.command()}")
+            if s.client is not None:
+                print(f"      {s.client.command()}")
+            print(f"      expect: {'; '.join(s.must_show())}")
         print("Ctrl-C stops nginx.")
         try:
             stack.wait_forever()

@@ -31,7 +31,6 @@ from typing import Any
 
 from pcbook.paths import NGINX_DIR, ROOT
 from pcbook.stack import procs
-from pcbook.workbook import manifest
 from pcbook.stage.model import Lesson, Step
 from pcbook.stage.results import (
     Calls,
@@ -45,6 +44,7 @@ from pcbook.stage.results import (
     ProbeRun,
     ScaleRun,
 )
+from pcbook.workbook import manifest
 from pcbook.workbook.runner import STACK_ERRORS, LessonResult, LessonRunner, Outcome, describe
 
 # `rpc error: code = Unavailable desc = ...`, as the tutorial's client prints a failed call.
@@ -211,17 +211,21 @@ class Session:
             self.close()
             raise
 
-    def step(self) -> Outcome:
-        """Run the lesson's next step on the live stack, show it as it happens, and judge it."""
+    def step(self, key: str | None = None) -> Outcome:
+        """Run the lesson's next step on the live stack, show it as it happens, and judge it. `key`: the
+        step the cell means to run (the notebook names each); a cell out of order says so."""
         if self.stack not in procs.live_stacks():
             raise RuntimeError("this session is closed: run the notebook from the top (Session(...)) again")
         number = len(self.outcomes) + 1
         if number > len(self.lesson.steps):
             raise RuntimeError(f"lesson {self.lesson.number} has {len(self.lesson.steps)} steps, all run already")
         step = self.lesson.steps[number - 1]
+        if key is not None and key != step.key:
+            raise RuntimeError(f"this cell runs step {key!r}, but the next step is {number} ({step.key!r}): "
+                               "run the notebook's cells in order, from the top")
         conf = step.nginx.path if step.nginx else None
         with self._guard():
-            self.runner.leave(step.servers)  # what stopping prints comes before this step's heading
+            self.runner.leave_for(step)  # what stopping prints comes before this step's heading
         _display(_step_heading(number, len(self.lesson.steps), step, conf))
         with self._guard():
             try:
@@ -229,7 +233,7 @@ class Session:
             except STACK_ERRORS as err:  # "Run All" stops here with the reason, not in a chart cell later
                 raise LessonStopped(f"step {number} could not run: {err}") from None
         if (policy := _policy_of(step)) is not None:
-            _POLICIES[outcome.title] = policy
+            _POLICIES[outcome.key] = policy
         self.outcomes.append(outcome)
         _show_outcome(step, outcome)
         return outcome
@@ -245,7 +249,8 @@ class Session:
         result = self.lesson_result()
         for outcome in result.steps:
             if not outcome.passed and not outcome.checkpoint:
-                _print(f"step '{outcome.title}' did not show what the lesson shows: {'; '.join(outcome.diffs)}")
+                _print(f"step {outcome.key} ('{outcome.title}') did not show what the lesson shows: "
+                       f"{'; '.join(outcome.diffs)}")
         _print(result.checkpoint_line())
 
     def close(self) -> None:
@@ -310,7 +315,7 @@ def _legend_outside(ax: Any) -> None:
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
 
 
-# Outcome title -> the client's balancing policy of that step, as Session.step() ran it.
+# Outcome key -> the client's balancing policy of that step, as Session.step() ran it.
 _POLICIES: dict[str, str] = {}
 
 
@@ -323,7 +328,7 @@ def _policy_of(step: Step) -> str | None:
 
 
 def _with_policy(title: str, source: object) -> str:
-    policy = _POLICIES.get(source.title) if isinstance(source, Outcome) else None
+    policy = _POLICIES.get(source.key) if isinstance(source, Outcome) else None
     return f"{title} ({policy})" if policy else title
 
 

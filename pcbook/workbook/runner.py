@@ -226,8 +226,7 @@ class LessonRunner:
             for index, step in enumerate(steps, 1):
                 step_conf = conf_for(lesson, step, conf)
                 # What stopping the previous step's processes prints comes before this header, not under it.
-                self.stage.leave(step.servers, keep_registry=step.registry is not None,
-                                 control_plane=step.control_plane)
+                self.leave_for(step)
                 announce(say, index, len(steps), step, step_conf, self.stage.registry_url)
                 outcome = self.run_step(step, step_conf)
                 result.steps.append(outcome)
@@ -243,6 +242,11 @@ class LessonRunner:
             result.error = str(err)
             say(f"!! {err}")
         return result
+
+    def leave_for(self, step: Step) -> None:
+        """Stop what `step` does not keep; called before its announcement, so that what stopping prints
+        stays with the step that ran those processes."""
+        self.stage.leave(step.servers, keep_registry=step.registry is not None, control_plane=step.control_plane)
 
     # -- one step ------------------------------------------------------------------------------------------
     def run_step(self, step: Step, conf: Path | None) -> Outcome:

@@ -9,8 +9,8 @@ from ownership import ours  # tests/ownership.py (tests/ is on sys.path)
 
 from pcbook.service import certs
 from pcbook.stack.ports import find_listener
-from pcbook.workbook.cli import leftovers
 from pcbook.stage.model import TUTORIAL_PORTS
+from pcbook.workbook.cli import leftovers
 
 PORTS = TUTORIAL_PORTS  # lessons beyond the tutorial check their own (support.lesson_ports_fixture)
 

@@ -10,8 +10,8 @@ import pytest
 
 from pcbook.paths import NGINX_DIR
 from pcbook.stack.ports import find_listener
-from pcbook.workbook import manifest
 from pcbook.stage.model import Step
+from pcbook.workbook import manifest
 from pcbook.workbook.runner import LessonResult, run_lesson
 
 

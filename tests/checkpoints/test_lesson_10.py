@@ -20,9 +20,9 @@ from pcbook.bench.settings import (
     RR_TWO,
     SCALE_CONF,
 )
-from pcbook.lessons import benchmark
-from pcbook.workbook import manifest
+from pcbook.lessons import l10_cost_of_the_hop as benchmark
 from pcbook.stage.results import Connections, HopRun, ScaleRun
+from pcbook.workbook import manifest
 from pcbook.workbook.runner import conf_for, run_checkpoints
 
 from .support import conf_variant, explain, lesson_ports_fixture, story

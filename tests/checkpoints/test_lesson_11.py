@@ -1,20 +1,17 @@
-"""Lesson 11: service discovery with etcd, on real etcd, servers, thick client and nginx (free ports, nginx 8080)."""
+"""Lesson 11: service discovery with etcd, on real etcd, servers, thick client and nginx (the lesson's ports)."""
 
 from __future__ import annotations
 
 import math
 
-from pcbook.discovery import lab as discovery_lab
-from pcbook.discovery.lab import Lab
-from pcbook.lessons import discovery
-from pcbook.stack.ports import pick_free_port
+from pcbook.lessons import l11_service_discovery as discovery
+from pcbook.stage.context import StepContext
 from pcbook.stage.results import Discovered
-from pcbook.workbook.runner import StepContext
 
 from .support import explain, run_steps, story, variant
 
-THICK = "the thick client follows the registry"
-NGINX = "nginx fed by the registry"
+THICK = "thick-client"
+NGINX = "nginx-sync"
 
 
 def test_story_shows_both_paths_following_the_registry() -> None:
@@ -39,28 +36,14 @@ def test_story_shows_both_paths_following_the_registry() -> None:
 
 def _fixed_list(ctx: StepContext) -> Discovered:
     """A wrong setup: lesson 7's client, a fixed address list that nobody updates."""
-    lab = Lab(ctx.stack)
-    try:
-        p1, p2 = pick_free_port(), pick_free_port()
-        lab.server("server1", port=p1)
-        lab.server("server2", port=p2)
-        return discovery._discovered("fixed list", discovery_lab.story(
-            lab, f"ipv4:127.0.0.1:{p1},127.0.0.1:{p2}"))
-    finally:
-        lab.close()
+    s1, s2 = ctx.step.servers
+    return discovery.discovered("fixed list", discovery.play(ctx, f"ipv4:127.0.0.1:{s1.port},127.0.0.1:{s2.port}"))
 
 
 def _nginx_without_sync(ctx: StepContext) -> Discovered:
     """A wrong setup: nginx rendered once from the registry, then nobody reloads it."""
-    lab = Lab(ctx.stack)
-    try:
-        lab.server("server1")
-        lab.server("server2")
-        lab.nginx()
-        ctx.stack.stop("sync")
-        return discovery._discovered("static nginx", discovery_lab.story(lab, "127.0.0.1:8080"))
-    finally:
-        lab.close()
+    ctx.stack.stop("sync")
+    return discovery.discovered("static nginx", discovery.play(ctx, f"127.0.0.1:{discovery.NGINX_PORT}"))
 
 
 def test_checkpoint_fails_for_a_client_that_does_not_watch() -> None:
@@ -70,7 +53,7 @@ def test_checkpoint_fails_for_a_client_that_does_not_watch() -> None:
     assert any("is the client watching?" in d for d in outcome.diffs), outcome.diffs
     assert math.isinf(outcome.result.register_to_first_call)
     joined = dict(outcome.result.phases["joined"].per_server)
-    assert not discovery_lab.spread(joined, {"server1", "server2", "server3"}), joined
+    assert not discovery.spread(joined, {"server1", "server2", "server3"}), joined
 
 
 def test_checkpoint_fails_for_nginx_that_is_never_reloaded() -> None:

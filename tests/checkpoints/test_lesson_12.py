@@ -1,19 +1,19 @@
-"""Lesson 12: look-aside balancing with xDS, on real grpc xDS clients and our control plane (free ports)."""
+"""Lesson 12: look-aside balancing with xDS, on real grpc xDS clients and our control plane (the lesson's ports)."""
 
 from __future__ import annotations
 
 import dataclasses
 
-from pcbook.discovery import lab as discovery_lab
-from pcbook.lessons import discovery
-from pcbook.workbook import manifest
+from pcbook.lessons import l11_service_discovery as discovery_lab
+from pcbook.lessons import l12_look_aside_xds as discovery
 from pcbook.stage.model import ControlPlane
 from pcbook.stage.results import Discovered
+from pcbook.workbook import manifest
 
 from .support import explain, run_steps, story, variant
 
-FOLLOW = "xDS clients follow the registry"
-WEIGHTS = "the control plane shifts traffic by weight"
+FOLLOW = "xds-story"
+WEIGHTS = "weights"
 
 
 def test_story_shows_pushes_weights_drain_and_restart() -> None:
@@ -47,11 +47,11 @@ def test_checkpoint_fails_for_weights_round_robin_ignores() -> None:
     # third step (the weight step's act and registry, ControlPlane(weights="endpoint")), so the weight step's
     # judge is applied to what that step measured instead of running the same stack again.
     step = manifest.get(12).step(WEIGHTS)
-    endpoint = manifest.get(12).step("round robin ignores endpoint weights")
-    assert dataclasses.replace(step, control_plane=ControlPlane(weights="endpoint"), title=endpoint.title,
-                               why=endpoint.why, then=endpoint.then, judge=endpoint.judge,
+    endpoint = manifest.get(12).step("endpoint-weights")
+    assert dataclasses.replace(step, control_plane=ControlPlane(weights="endpoint"), key=endpoint.key,
+                               title=endpoint.title, why=endpoint.why, then=endpoint.then, judge=endpoint.judge,
                                claims=endpoint.claims, checkpoint=endpoint.checkpoint) == endpoint
     measured = story(12).steps[2]
-    assert measured.title == endpoint.title
+    assert measured.key == endpoint.key
     diffs = step.judge(measured.result)
     assert any("the weights did not reach the client" in d for d in diffs), diffs

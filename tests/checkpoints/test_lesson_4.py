@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from pcbook.workbook.manifest import UPSTREAM_DROPPED
+from pcbook.lessons.tutorial import UPSTREAM_DROPPED
 
 from .support import checkpoint, explain, story
 

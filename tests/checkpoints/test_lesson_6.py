@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pcbook.workbook.manifest import AUTH_LOGIN, CREATE_LAPTOP
+from pcbook.lessons.tutorial import AUTH_LOGIN, CREATE_LAPTOP
 
 from .support import checkpoint, explain, story
 

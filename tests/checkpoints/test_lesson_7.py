@@ -8,9 +8,9 @@ from .support import client_variant, explain, lesson_ports_fixture, run_steps, s
 
 _ports = lesson_ports_fixture(7)
 
-PICK_FIRST = "pick_first: the client knows both servers, every call goes to one"
-ROUND_ROBIN = "round_robin: the same client spreads its calls over both servers"
-HEALTH = "round_robin with health checking: a NOT_SERVING server gets no calls, then gets them back"
+PICK_FIRST = "pick-first"
+ROUND_ROBIN = "round-robin"
+HEALTH = "health-checking"
 
 
 def test_story_shows_each_policy_health_a_dying_server_and_the_hop() -> None:

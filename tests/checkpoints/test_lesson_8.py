@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pcbook.lessons import failures
-from pcbook.workbook import manifest
+from pcbook.lessons import l08_when_a_backend_fails as failures
 from pcbook.stage.model import Nginx
 from pcbook.stage.results import NginxRun
+from pcbook.workbook import manifest
 
 from .support import checkpoint, conf_variant, explain, lesson_ports_fixture, run_steps, story, variant
 
 _ports = lesson_ports_fixture(8)
 
-CONF = manifest.L8_FINAL.path
-GRPC_STATUS = "no backend, error_page: nginx answers with a gRPC status"
-KILLED = "server1 dies with calls in flight: those calls fail, the others go to server2"
-REFUSED = "server1 is down, nginx is new: a refused connection is retried, then server1 is left alone"
+CONF = failures.L8_FINAL.path
+GRPC_STATUS = "grpc-status"
+KILLED = "kill-under-load"
+REFUSED = "refused-retried"
 ENOUGH = f"the same {failures.CONCURRENT} concurrent calls with enough worker connections"
 
 
@@ -71,7 +71,7 @@ def test_checkpoints_fail_on_wrong_configs(tmp_path: Path) -> None:
     alone = conf_variant(tmp_path, CONF, "alone.conf", "server 127.0.0.1:50082 max_fails=1 fail_timeout=2s;", "")
     result = run_steps(8, [
         # error_page check against the tutorial's config: the client gets grpcio's HTML-page message.
-        _with(GRPC_STATUS, manifest.L8_TUTORIAL.path),
+        _with(GRPC_STATUS, failures.L8_TUTORIAL.path),
         # Retrying a refused connection, with retries turned off: the call that met server1 fails.
         _with(REFUSED, no_retry),
         # Passive health turned off (max_fails=0): nginx tries the dead server for every other call.
@@ -79,7 +79,7 @@ def test_checkpoints_fail_on_wrong_configs(tmp_path: Path) -> None:
         # A kill with nowhere else to go (one server in the upstream): later calls fail too.
         _with(KILLED, alone),
         # 24 concurrent calls against the tutorial's worker_connections 10.
-        _with(ENOUGH, manifest.L8_TUTORIAL.path),
+        _with(ENOUGH, failures.L8_TUTORIAL.path),
     ])
     html, no_retry_step, blind, lonely, ten = result.steps
     assert not html.passed and "HTTP error page" in html.diffs[0]
@@ -91,5 +91,5 @@ def test_checkpoints_fail_on_wrong_configs(tmp_path: Path) -> None:
 
 def test_check_with_the_tutorial_config_replays_only_the_checkpoint_and_fails() -> None:
     result = checkpoint(8, "lesson-8-tutorial.conf")
-    assert [s.title for s in result.steps] == [s.title for s in manifest.get(8).checkpoint_steps]
+    assert [s.key for s in result.steps] == [s.key for s in manifest.get(8).checkpoint_steps]
     assert not result.checkpoint_passed, explain(result)

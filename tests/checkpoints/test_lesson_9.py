@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from ownership import ours  # tests/ is on sys.path
 
-from pcbook.lessons.streams import BIG_IMAGE
+from pcbook.lessons.l09_streams_and_l4_vs_l7 import BIG_IMAGE
 from pcbook.stack.ports import find_listener
-from pcbook.workbook import manifest
 from pcbook.stage.judge import Observation
 from pcbook.stage.results import ProbeRun
+from pcbook.workbook import manifest
 from pcbook.workbook.runner import LessonResult, Outcome
 
 from .support import checkpoint, explain, story
@@ -53,7 +53,7 @@ def result() -> LessonResult:
 
 
 def _step(result: LessonResult, title: str) -> Outcome:
-    return next(s for s in result.steps if s.title == title)
+    return next(s for s in result.steps if s.key == title)
 
 
 def _run(outcome: Outcome) -> ProbeRun:
@@ -84,9 +84,9 @@ def test_three_stream_kinds_go_through_nginx_with_mutual_tls(result: LessonResul
 
 
 def test_big_upload_works_direct_and_gets_413_through_nginx(result: LessonResult) -> None:
-    direct = _step(result, "an image near 1 MiB uploads directly")
+    direct = _step(result, "big-upload-direct")
     assert "UploadImage ok" in _client(direct) and f"{BIG_IMAGE} bytes" in _client(direct)
-    refused = _step(result, "nginx refuses the upload with 413")
+    refused = _step(result, "upload-413")
     assert re.search(r"UploadImage failed .*code = Unknown desc = Received http2 header with status: 413",
                      _client(refused))
     assert re.search(r"client intended to send too large chunked body: \d+ bytes", _errors(refused))
@@ -95,16 +95,16 @@ def test_big_upload_works_direct_and_gets_413_through_nginx(result: LessonResult
 
 
 def test_quiet_stream_is_cut_by_the_read_timeout_then_survives(result: LessonResult) -> None:
-    cut = _step(result, "nginx cuts the quiet stream")
+    cut = _step(result, "quiet-cut")
     assert re.search(r"RateLaptop failed .*code = Internal .*RST_STREAM", _client(cut))
     assert "upstream timed out" in _errors(cut)
-    survived = _step(result, "the quiet stream survives")
+    survived = _step(result, "quiet-survives")
     assert survived.passed and "2 replies on one stream quiet" in _client(survived)
 
 
 def test_l7_balances_per_call_and_l4_per_connection(result: LessonResult) -> None:
-    titles = ("L7 (grpc_pass): one connection", "L4 (stream, TLS passed through): one connection",
-              "L4: several connections")
+    titles = ("l7-one-connection", "l4-one-connection",
+              "l4-several-connections")
     l7, l4, many = (_run(_step(result, title)).counts().per_server for title in titles)
     assert all(n > 0 for n in l7.values()), l7
     assert sorted(l4.values())[0] == 0 and sum(l4.values()) == sum(l7.values()), l4
@@ -113,7 +113,7 @@ def test_l7_balances_per_call_and_l4_per_connection(result: LessonResult) -> Non
 
 def test_checkpoint_fails_on_the_starting_config() -> None:
     failed = checkpoint(9, "lesson-9-defaults.conf")
-    assert [s.title for s in failed.steps] == [s.title for s in manifest.get(9).checkpoint_steps]
+    assert [s.key for s in failed.steps] == [s.key for s in manifest.get(9).checkpoint_steps]
     assert not failed.checkpoint_passed
     line = failed.checkpoint_line()
     assert "UploadImage should succeed but failed" in line, line
@@ -126,9 +126,9 @@ def test_checkpoint_fails_per_call_step_on_an_l4_only_config() -> None:
     assert not failed.checkpoint_passed
     wrong = [s for s in failed.steps if not s.passed]
     # At L4 nginx checks no certificate (the backends do, so the refusal is not nginx's 400).
-    assert [s.title for s in wrong] == [
-        "L7 (grpc_pass): one connection",
-        "a TLS client without a certificate is refused by nginx",
-        "a TLS client with another CA's certificate is refused by nginx",
+    assert [s.key for s in wrong] == [
+        "l7-one-connection",
+        "no-client-cert",
+        "foreign-client-cert",
     ], explain(failed)
     assert "spread one connection's calls over both servers" in failed.checkpoint_line()

@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from pcbook.service import certs
-from pcbook.stack import containers, dockerd
-from pcbook.workbook import manifest
+from pcbook.stack import dockerd
 from pcbook.stage.judge import Observation, calls_in, differences, settled
+from pcbook.workbook import deploy as containers
+from pcbook.workbook import manifest
 
 from .support import compose
 

@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 
 from pcbook import paths
-from pcbook.stack import containers, dockerd
-from pcbook.workbook import manifest
+from pcbook.stack import dockerd
 from pcbook.stage.judge import calls_in
+from pcbook.workbook import deploy as containers
+from pcbook.workbook import manifest
 
 pytestmark = pytest.mark.timeout(600)
 LABEL = "pcbook.test"
@@ -104,7 +105,7 @@ def test_the_manifests_commands_spread_calls_over_the_pods(daemon: dockerd.Daemo
 def _wait_ready(daemon: dockerd.Daemon, targets: list[tuple[str, str]], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     for cid, role in targets:
-        while daemon.docker("exec", cid, "python", "-m", "pcbook.stack.containers", "ready", role, "--lesson", "5",
+        while daemon.docker("exec", cid, "python", "-m", "pcbook.workbook.deploy", "ready", role, "--lesson", "5",
                             check=False).returncode != 0:
             if time.monotonic() > deadline:
                 logs = daemon.docker("logs", cid, check=False)

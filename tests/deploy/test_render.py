@@ -15,7 +15,8 @@ from cryptography import x509
 
 from pcbook import paths
 from pcbook.service import certs
-from pcbook.stack import containers, nginx
+from pcbook.stack import nginx
+from pcbook.workbook import deploy as containers
 from pcbook.workbook import manifest
 
 K8S = paths.ROOT / "deploy" / "k8s"
@@ -90,7 +91,7 @@ def test_the_container_plan_follows_the_manifest() -> None:
     (["run", "server1", "--", "--tls"], "only the client takes flags after --"),
 ])
 def test_cli_mistakes_are_one_line(argv: list[str], said: str) -> None:
-    out = subprocess.run([sys.executable, "-m", "pcbook.stack.containers", *argv], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "pcbook.workbook.deploy", *argv], capture_output=True, text=True,
                          timeout=60, cwd=paths.ROOT)
     assert out.returncode == 1
     assert out.stderr.strip().splitlines() == [out.stderr.strip()] and said in out.stderr
@@ -154,8 +155,8 @@ def test_old_certificates_without_the_names_are_regenerated(tmp_path: Path, monk
 def test_committed_manifests_are_what_the_renderer_writes() -> None:
     for name, text in containers.k8s_files().items():
         path = K8S / name
-        assert path.is_file(), f"deploy/k8s/{name} is missing: run python -m pcbook.stack.containers k8s"
-        assert path.read_text() == text, f"deploy/k8s/{name} is stale: run python -m pcbook.stack.containers k8s"
+        assert path.is_file(), f"deploy/k8s/{name} is missing: run python -m pcbook.workbook.deploy k8s"
+        assert path.read_text() == text, f"deploy/k8s/{name} is stale: run python -m pcbook.workbook.deploy k8s"
     committed = {p.relative_to(K8S).as_posix() for p in K8S.rglob("*.yaml")}
     assert committed == set(containers.k8s_files()), "deploy/k8s holds files the renderer does not write"
 

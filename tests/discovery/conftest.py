@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pcbook.discovery.lab import Lab
+from pcbook.stack.ports import pick_free_port
 from pcbook.stack.procs import Stack
+from pcbook.stack.specs import Registry, Server
+from pcbook.stage.stage import Stage
 
 ECHO = True  # every process's lines, which pytest shows when a test fails
 
@@ -26,5 +28,13 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 
 
 @pytest.fixture
-def lab(stack: Stack) -> Lab:
-    return Lab(stack)
+def lab(stack: Stack) -> Stage:
+    """A stage with a registry up (a real etcd on free ports)."""
+    stage = Stage(stack, stack.run_dir)
+    stage.start_registry(Registry())
+    return stage
+
+
+def start(stage: Stage, name: str) -> float:
+    """A server on a free port that registers itself as /pcbook/<name>; returns when it registered."""
+    return stage.start_server(Server(name, pick_free_port(), flags=("--host", "127.0.0.1"), register=True))

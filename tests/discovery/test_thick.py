@@ -3,16 +3,18 @@ shows it following the registry, and that a fixed address list does not."""
 
 from __future__ import annotations
 
-from pcbook.discovery.lab import Lab
+from pcbook.stage.stage import Stage
+
+from .conftest import start
 
 
-def test_the_tutorial_client_discovers_too(lab: Lab) -> None:
+def test_the_tutorial_client_discovers_too(lab: Stage) -> None:
     import subprocess
     import sys
 
-    lab.server("server1")
-    lab.server("server2")
-    out = subprocess.run([sys.executable, "-m", "pcbook.client", "--discover", lab.url, "--laptops", "4",
+    start(lab, "server1")
+    start(lab, "server2")
+    out = subprocess.run([sys.executable, "-m", "pcbook.client", "--discover", lab.registry_url, "--laptops", "4",
                           "--search"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     got = lab.receivers_of_lines()  # stores are per server (as behind nginx): upload/rate would miss

@@ -1,6 +1,6 @@
 """A lesson built from exactly the files CONTRIBUTING.md lists runs, checks, documents and plays.
 
-The sample lesson (number 99, ports 50191, 50192 and 8191) lives here, not in the manifest: learners
+The sample lesson (number 99, ports 50191, 50192 and 8191) lives here, not in the manifest's index: learners
 never see it. Each of its files stands for one row of CONTRIBUTING.md's table.
 """
 
@@ -21,15 +21,14 @@ from pcbook.stack.ports import find_listener
 from pcbook.stage.model import Nginx
 from pcbook.workbook.runner import run_lesson
 
-from .entry import HERE, LESSON
+from .l99_sample import HERE, LESSON
 
 sys.path.insert(0, str(ROOT / "docs" / "hooks"))
 import generate  # noqa: E402  (the MkDocs hook)
 
 # CONTRIBUTING.md's row -> the sample's file that plays its part.
 ROLES = {
-    "pcbook/workbook/manifest.py": "entry.py",
-    "pcbook/lessons/<name>.py": "sample.py",
+    "pcbook/lessons/lNN_slug.py": "l99_sample.py",
     "nginx/lesson-N.conf": "lesson-99.conf",
     "lessons/NN-slug.ipynb": "99-sample.ipynb",
     "docs/lessons/NN-slug.md": "99-sample.md",

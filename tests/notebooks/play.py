@@ -30,8 +30,8 @@ from nbclient import NotebookClient
 
 from pcbook.paths import ROOT
 from pcbook.stack.ports import find_listener
-from pcbook.workbook import manifest
 from pcbook.stage.model import Lesson
+from pcbook.workbook import manifest
 from pcbook.workbook.runner import LessonResult
 
 LESSONS_DIR = ROOT / "lessons"
@@ -168,34 +168,34 @@ class Played:
     held_ports: dict[int, tuple[int, str]]
 
 
-STEP_CALL = re.compile(r"^(\w+ = )?session\.step\(\)$", re.M)
+STEP_CALL = re.compile(r'^(?:\w+ = )?session\.step\("([a-z0-9-]+)"\)$', re.M)
 
 
 def steps_in(nb: nbformat.NotebookNode) -> list[tuple[str, int]]:
-    """(heading, number of `session.step()` calls up to the next heading) for every ### heading."""
-    found: list[list] = []
+    """(heading, the keys of the `session.step("key")` calls up to the next heading) for every ### heading."""
+    found: list[tuple[str, list[str]]] = []
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             for line in cell.source.splitlines():
                 if line.startswith("### "):
-                    found.append([line[4:].strip(), 0])
+                    found.append((line[4:].strip(), []))
         elif found:
-            found[-1][1] += len(STEP_CALL.findall(cell.source))
+            found[-1][1].extend(STEP_CALL.findall(cell.source))
         else:
             assert not STEP_CALL.search(cell.source), "a step runs before its heading"
-    return [(title, calls) for title, calls in found]
+    return [(title, len(keys)) for title, keys in found if not keys] + [(title, keys) for title, keys in found if keys]
 
 
 def check_steps(lesson: Lesson, nb: nbformat.NotebookNode) -> None:
     """One `### <step title>` heading per step, in the model's order, each followed by one `session.step()`;
     headings without a step (a chart, a table) never use a step's title."""
     found = steps_in(nb)
-    shown = [(title, calls) for title, calls in found if calls]
-    assert shown == [(step.title, 1) for step in lesson.steps], (
-        "one `### <step title>` heading from the lesson's manifest entry per step, each followed by one "
-        f"`session.step()`; found {shown}")
+    shown = [(title, keys) for title, keys in found if keys]
+    assert shown == [(step.title, [step.key]) for step in lesson.steps], (
+        "one `### <step title>` heading from the lesson's declaration per step, each followed by one "
+        f'`session.step("<its key>")`; found {shown}')
     titles = {step.title for step in lesson.steps}
-    assert all(calls or title not in titles for title, calls in found)
+    assert all(keys or title not in titles for title, keys in found)
 
 
 @functools.cache

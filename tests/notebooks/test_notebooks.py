@@ -14,8 +14,8 @@ from nbclient.util import run_sync
 from pcbook.paths import ROOT
 from pcbook.service import certs
 from pcbook.stack.ports import find_listener
-from pcbook.workbook import manifest
 from pcbook.stage.model import TUTORIAL_PORTS
+from pcbook.workbook import manifest
 
 from .play import LESSONS_DIR, Kernel, check_steps, eventually, kernel, outputs_text, play, read
 

@@ -7,8 +7,8 @@ import dataclasses
 import re
 from pathlib import Path
 
-from pcbook.workbook import manifest
 from pcbook.stage.model import Lesson
+from pcbook.workbook import manifest
 from pcbook.workbook.runner import line_kind, run_lesson
 
 RECEIVED = "receive a create-laptop request with id:"

@@ -16,6 +16,7 @@ from pcbook.bench.settings import (
     COMPARISONS,
     DIRECT,
     HOP_PATHS,
+    HOP_SERVERS,
     NGINX_KEEPALIVE,
     NGINX_PLAIN,
     NGINX_TWO,
@@ -23,9 +24,8 @@ from pcbook.bench.settings import (
     RR_TWO,
     XDS,
     XDS_SERVERS,
-    BenchServer,
+    saturated,
 )
-from pcbook.bench.stacks import server_argv
 from pcbook.bench.tables import architecture_lines, targets_met
 from pcbook.measure.loadgen import Round
 from pcbook.measure.stats import (
@@ -130,10 +130,11 @@ def test_targets_met_reports_each_target() -> None:
 
 
 def test_server_argv_keeps_stdout_out_of_the_pipe(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    log = tmp_path / "a dir" / "server1.log"
-    argv = server_argv(BenchServer("server3", 50103, mtls=True), log, workers=4, work_ms=20)
+    log_dir = tmp_path / "a dir"
+    server = saturated((HOP_SERVERS[2],), workers=4, work_ms=20)[0]
+    argv = server.argv(log_dir=log_dir)
     assert argv[:2] == ["/bin/sh", "-c"]
-    assert "'" in argv[2] and str(log) in argv[2]  # quoted: the path has a space
+    assert "'" in argv[2] and str(log_dir / "server3.log") in argv[2]  # quoted: the path has a space
     assert argv[argv.index("--port") + 1] == "50103"
     assert ["--tls", "--client-auth", "require"] == argv[argv.index("--tls"):argv.index("--tls") + 3]
     assert argv[argv.index("--work-ms") + 1] == "20"

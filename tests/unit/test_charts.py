@@ -11,8 +11,8 @@ import pytest
 
 matplotlib.use("Agg")
 
-from pcbook.workbook import manifest, notebook  # noqa: E402
 from pcbook.stage.results import Call, Calls, Counts, HopRun, Phases, Rounds, ScaleRun  # noqa: E402
+from pcbook.workbook import manifest, notebook  # noqa: E402
 from pcbook.workbook.runner import Outcome  # noqa: E402
 
 

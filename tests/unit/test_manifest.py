@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from pcbook.paths import NGINX_DIR, ROOT
-from pcbook.workbook import manifest
 from pcbook.stage.model import Client, ControlPlane, Driver, Expect, Nginx, Registry, Server, Step
+from pcbook.workbook import manifest
 from pcbook.workbook.runner import conf_for
 
 # Wrong setups that only the checkpoint tests use, to show a checkpoint failing.
@@ -115,13 +115,14 @@ def test_discovery_lessons_declare_their_registry_and_control_plane() -> None:
     for number in (11, 12):
         assert all(step.registry == Registry() for step in manifest.get(number).steps), number
     assert all(step.control_plane is None for step in manifest.get(11).steps)
-    planes = {step.title: step.control_plane for step in manifest.get(12).steps}
-    assert planes.pop("round robin ignores endpoint weights") == ControlPlane(weights="endpoint")
+    planes = {step.key: step.control_plane for step in manifest.get(12).steps}
+    assert planes.pop("endpoint-weights") == ControlPlane(weights="endpoint")
     assert set(planes.values()) == {ControlPlane()}
 
 
 def test_control_plane_flags_and_its_registry() -> None:
-    assert ControlPlane().args() == []
-    assert ControlPlane(weights="endpoint", follow=False).args() == ["--weights", "endpoint", "--no-follow"]
+    assert ControlPlane().args("etcd://x") == ["serve", "--registry", "etcd://x"]
+    assert ControlPlane(weights="endpoint", follow=False).args("etcd://x") == [
+        "serve", "--registry", "etcd://x", "--weights", "endpoint", "--no-follow"]
     with pytest.raises(ValueError, match="needs a registry"):
         Step("t", "w", act=lambda ctx: None, judge=lambda r: [], control_plane=ControlPlane())

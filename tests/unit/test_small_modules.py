@@ -108,8 +108,8 @@ def test_an_upload_with_no_status_past_its_deadline_is_cancelled_and_named() -> 
 
 def test_soak_says_in_one_line_why_a_stack_could_not_start(monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    from pcbook.measure import soak
     from pcbook.stack.ports import PortBusyError
+    from pcbook.workbook import soak
 
     def busy(*_args: object) -> None:
         raise PortBusyError(50092, 4242, "python -m pcbook.server --port 50092")

@@ -1,6 +1,6 @@
 """`make soak`: run the measurements that used to flake, many times, and count the passes.
 
-    python -m pcbook.measure.soak [--runs N] [--only lesson-10,probe-413,notebook-10]
+    python -m pcbook.workbook.soak [--runs N] [--only lesson-10,probe-413,notebook-10]
 
 - lesson-10:   `make lesson-10` (the story and its checkpoint), N times;
 - probe-413:   lesson 9's probe of an image nginx refuses (413) through nginx/lesson-9-defaults.conf,
@@ -73,24 +73,18 @@ PROBE_TIMEOUT = 30.0  # what lesson 9 gives a probe run
 def probes_413(runs: int, report: Callable[[int, bool, float, str], None]) -> Tally:
     """All runs on one stack: lesson 9's two TLS servers and nginx with its starting config; each run is
     the probe of step 3 (an image of 1023 KiB, which nginx refuses with 413)."""
-    from pcbook.lessons import streams
-    from pcbook.paths import NGINX_DIR
-    from pcbook.service import tls
-    from pcbook.stack import nginx, ports, procs
+    from pcbook.lessons import l09_streams_and_l4_vs_l7 as streams
+    from pcbook.stack import procs
+    from pcbook.stage.stage import Stage
 
     tally = Tally("probe-413")
+    step = streams.LESSON.step("upload-413")  # its servers, nginx and probe, as the lesson runs them
+    assert isinstance(step.client, streams.Probe)
     with procs.Stack(echo=None) as stack:
-        for name, port in (("server1", 50091), ("server2", 50092)):
-            # 50091-50092 lie in Linux's ephemeral range: an earlier run's closed connection may hold one.
-            ports.wait_bindable(port, print)
-            stack.start(name, [sys.executable, "-u", "-m", "pcbook.server", "--port", str(port), "--host",
-                               "127.0.0.1", "--tls"])
-        for name, port in (("server1", 50091), ("server2", 50092)):
-            stack.wait_ready(name, port=port, health=f"127.0.0.1:{port}", credentials=tls.client_credentials(),
-                             timeout=20)
-        nginx.start_nginx(stack, NGINX_DIR / "lesson-9-defaults.conf", port=8091)
-        argv = [sys.executable, "-u", "-m", "pcbook.measure.stream_probe", "--address", "127.0.0.1:8091", "--tls",
-                "--dump-after", f"{PROBE_TIMEOUT - 3:g}", "streams", "--upload-bytes", str(streams.BIG_IMAGE)]
+        # The stage waits for a port an earlier run's closed connection holds (50091-50092 lie in Linux's
+        # ephemeral range).
+        Stage(stack, stack.run_dir / "soak", say=print).apply(step.servers, nginx=step.nginx)
+        argv = step.client.argv(dump_after=PROBE_TIMEOUT - 3)
         for n in range(1, runs + 1):
             t0 = time.monotonic()
             result = stack.run("probe", argv, timeout=PROBE_TIMEOUT)
@@ -105,7 +99,7 @@ def probes_413(runs: int, report: Callable[[int, bool, float, str], None]) -> Ta
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pcbook.measure.soak", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m pcbook.workbook.soak", description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=10, help="runs of each kind (default 10)")
     p.add_argument("--only", default=",".join(KINDS), help=f"comma-separated kinds among {', '.join(KINDS)}")
     args = p.parse_args(argv)
@@ -124,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
         return line
 
-    from pcbook.workbook.runner import STACK_ERRORS
+    from pcbook.stage.stage import STACK_ERRORS
 
     try:
         _run_all(kinds, args.runs, tallies, report)
