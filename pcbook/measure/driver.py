@@ -33,7 +33,6 @@ from pathlib import Path
 
 import grpc
 
-from pcbook.discovery.thick import DiscoveredChannel
 from pcbook.pb import laptop_service_pb2 as pb
 from pcbook.pb import laptop_service_pb2_grpc as pb_grpc
 from pcbook.service import sample
@@ -41,6 +40,7 @@ from pcbook.service.channels import LB_POLICIES, make_channel
 from pcbook.service.interceptors import AuthClientInterceptor
 from pcbook.service.laptop_client import AuthClient, TokenRefresher
 from pcbook.service.registry import RegistryError, parse_url
+from pcbook.service.thick import DiscoveredChannel
 
 CALL_ID_HEADER = "x-call-id"
 DEFAULT_TIMEOUT = 5.0

@@ -221,7 +221,7 @@ def connect(
     robin over the servers registered there (registry.RegistryError if etcd cannot be read).
     """
     if discover is not None:
-        from pcbook.discovery.thick import DiscoveredChannel
+        from pcbook.service.thick import DiscoveredChannel
 
         discovered = DiscoveredChannel(discover, factory=lambda target: make_channel(
             target, tls_enabled=tls_enabled, certs_dir=certs_dir, client_cert=client_cert, lb_policy="round_robin",

@@ -3,6 +3,7 @@ legends beside (not over) the data, and tables with one unit per column."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from unittest import mock
 
@@ -30,7 +31,7 @@ def figures(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
 
 def _outcome(title: str, result: object) -> Outcome:
-    return Outcome(title, "why", False, [], result=result)
+    return Outcome(re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-"), title, "why", False, [], result=result)
 
 
 def _calls(codes: list[str], servers: tuple[str, ...] = ("server1", "server2")) -> Calls:
@@ -56,7 +57,7 @@ def _ran(step_number: int, outcome: Outcome) -> Outcome:
     """What Session.step() records for lesson 7's step: the policy its client ran with."""
     step = manifest.get(7).steps[step_number - 1]
     if (policy := notebook._policy_of(step)) is not None:
-        notebook._POLICIES[outcome.title] = policy
+        notebook._POLICIES[outcome.key] = policy
     return outcome
 
 
