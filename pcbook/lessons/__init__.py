@@ -1,1 +1,2 @@
-"""Lessons beyond the tutorial: each module tells one lesson's story (see Lesson.scenario)."""
+"""One module per lesson (lNN_<slug>.py): its declaration (LESSON), its acts and its judges; tutorial.py holds
+what the tutorial's lessons share."""

@@ -1,1 +1,2 @@
-"""The workbook: the lesson manifest, the runner that replays it, the judge, the CLI, notebook support."""
+"""The workbook: the course's index of lessons, the runner that replays them, the CLI, notebook support, the
+container rendering and the soak."""

@@ -346,7 +346,11 @@ def run_lesson(
     """
     with procs.Stack(echo=echo) as stack:
         runner = LessonRunner(stack, lesson, echo)
-        return runner.replay(conf=conf, checkpoint_only=checkpoint_only, keep=keep, stop_at_failure=stop_at_failure)
+        try:
+            return runner.replay(conf=conf, checkpoint_only=checkpoint_only, keep=keep,
+                                 stop_at_failure=stop_at_failure)
+        finally:
+            runner.stage.close()  # servers side by side (each drains), before the Stack stops the rest
 
 
 def run_checkpoints(lesson: Lesson, confs: Sequence[Path], *, echo: Echo | None = None) -> list[LessonResult]:
@@ -360,9 +364,12 @@ def run_checkpoints(lesson: Lesson, confs: Sequence[Path], *, echo: Echo | None 
     first: str | None = None
     with procs.Stack(echo=echo) as stack:
         runner = LessonRunner(stack, lesson, echo)
-        for conf in confs:
-            results.append(runner.replay(conf=conf, checkpoint_only=True, stop_at_failure=True, first=first))
-            first = next((o.key for o in results[-1].steps if o.checkpoint and not o.passed), first)
+        try:
+            for conf in confs:
+                results.append(runner.replay(conf=conf, checkpoint_only=True, stop_at_failure=True, first=first))
+                first = next((o.key for o in results[-1].steps if o.checkpoint and not o.passed), first)
+        finally:
+            runner.stage.close()
     return results
 
 
