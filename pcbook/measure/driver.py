@@ -10,7 +10,9 @@ can log it) and a fresh laptop id (the servers log it), so a call can be followe
 The driver prints a line per failed call, a progress line every ``--progress-every`` finished calls
 (`20 calls done: 19 OK, 1 UNAVAILABLE`; the lessons wait on these lines: pcbook/workbook/runner.py
 starts the driver for them) and a summary. ``--json``
-writes every call's record, read back by `read_report()`.
+writes every call's record, read back by `read_report()`. Whole lines, not rich or a `\\r` line: its
+stdout is a pipe read line by line, where rich shows only the end state and a `\\r` line arrives whole
+at its end (measured), and the lessons time events by these lines.
 
 ``--compare NAME=TARGET`` (repeated) measures latency instead: the same small unary call on each
 target in turn (interleaved, so a busy machine slows every path alike), warm-up calls first.

@@ -5,6 +5,7 @@ working folder is inside this checkout or its run folder (RUN_DIR): every proces
 inherits the checkout as its folder (nginx runs in its prefix folder under RUN_DIR), and `make server1`
 runs from the checkout. The lessons of another checkout on the same machine, or another user's, run
 from their own folders and are left alone. Linux only (/proc); elsewhere nothing is found.
+Not psutil: the same on Linux (measured) for 5 fewer lines, but ~15 ms more to import and twice the CPU per scan.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pcbook import paths
+
+from .ports import process_command
 
 # The lesson CLI (`python -m pcbook.workbook`) is the learner's own terminal: `make stop` leaves it.
 _CLI = "-m pcbook.workbook"
@@ -27,14 +30,6 @@ class PcbookProcess:
     pid: int
     command: str
     ours: bool | None  # None: its folder cannot be read (another user's process)
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return ""
-    return " ".join(part.decode(errors="replace") for part in raw.split(b"\0") if part)
 
 
 def _inside(path: str, folders: tuple[Path, ...]) -> bool:
@@ -72,7 +67,7 @@ def _ours(pid: int, command: str) -> bool | None:
 
 def is_ours(pid: int) -> bool:
     """Would `make stop` stop `pid`: pcbook or nginx, started from this checkout?"""
-    command = _cmdline(pid)
+    command = process_command(pid)
     return bool(command) and _is_pcbook(command) and bool(_ours(pid, command))
 
 
@@ -87,7 +82,7 @@ def pcbook_processes() -> list[PcbookProcess]:
         if not entry.name.isdigit() or int(entry.name) == me:
             continue
         pid = int(entry.name)
-        command = _cmdline(pid)
+        command = process_command(pid)
         if command and _is_pcbook(command):
             found.append(PcbookProcess(pid, command, _ours(pid, command)))
     return found

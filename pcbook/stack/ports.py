@@ -2,6 +2,8 @@
 
 A busy port is the most common reason a lesson cannot start (a forgotten nginx, a server from an
 earlier run). `check_port_free` says which port and, on Linux, which process holds it.
+Not psutil: its net_connections names one process per socket, the last in /proc order (an nginx worker,
+not the master a learner should stop; measured), and it has no TIME_WAIT timers (`tcp_sockets`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ class PortBusyError(RuntimeError):
 
 def holder(pid: int | None, command: str | None) -> str:
     """Who holds a port and what the learner can do about it, e.g. for a PortBusyError."""
-    from .owners import is_ours  # owners imports nothing of ours; this keeps ports.py standalone
+    from .owners import is_ours  # owners imports this module
 
     if pid is None:
         return "a process this user cannot see (another user's?) — free the port"

@@ -19,6 +19,8 @@ a timestamp. How children are kept from outliving the runner:
   (macOS) there is no such net: a SIGKILLed runner leaves its children running.
 - A registry of live Stacks: creating a Stack closes the earlier ones first (re-running a notebook
   cell must not hit "port in use"); `close_all()` closes every one.
+
+No psutil here: a child's whole tree is reached by its process group, with no tree walk to race with.
 """
 
 from __future__ import annotations
