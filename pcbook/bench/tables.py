@@ -99,7 +99,7 @@ def load_generator_lines(records: Sequence[RoundRecord], processes: int, cores: 
     if not records:
         return []
     if not any("loadgen" in r.cpu for r in records):
-        return ["(CPU use unknown: psutil is not installed)"]
+        return ["(CPU use unknown: the processes could not be read)"]
     per_process = [(r.cpu.get("loadgen", 0.0) / processes, r) for r in records]
     worst, at = max(per_process, key=lambda x: x[0])
     busy = [r for share, r in per_process if share > LOADGEN_BUSY]
