@@ -258,8 +258,8 @@ class Stage:
         with pinned(self.placement, NGINX):
             self.nginx = nginx_stack.start_nginx(self.stack, conf, port=spec.port, timeout=READY_TIMEOUT,
                                                  files=files)
-        for port in spec.more_ports:
-            procs.wait_port("127.0.0.1", port, READY_TIMEOUT, proc=self.nginx.proc)
+        # nginx binds every listen socket before it serves any: once `port` answers, the others (those the
+        # config has: a learner's may have fewer) are bound too.
         if sync is not None:
             mark = self.stack.mark()
             assert self.registry_url is not None  # the model refuses a sync without a registry

@@ -560,3 +560,26 @@ def plot_bench(steps: LessonResult | Sequence[Outcome]) -> None:
         ax.set_ylabel("calls/s")
         ax.set_title(f"scale-out: {scale.ratio:.2f}x one server")
     _finish(fig)
+
+
+def header(lesson: Lesson) -> str:
+    """The notebook's first cell, from the lesson's declaration: title, goal, page, targets, ports
+    (tests/notebooks checks every notebook's first cell against it)."""
+    page = f"{lesson.number:02d}-{lesson.slug}"
+    # A second process the lesson really runs, as an example of the prefixes.
+    other = "nginx" if lesson.nginx_configs else "registry" if any(s.registry for s in lesson.steps) else "client"
+    return "\n".join([
+        f"# Lesson {lesson.number} — {lesson.title}",
+        "",
+        f"**Goal**: {lesson.goal}",
+        "",
+        f"- The lesson's page: [{lesson.doc_url}]({lesson.doc_url}) (run `make docs` first), or",
+        f"  [../docs/lessons/{page}.md](../docs/lessons/{page}.md) in the repository.",
+        f"- In a terminal, `make {lesson.target}` replays the same story and `make check-{lesson.number}` runs its "
+        "checkpoint.",
+        "- Run it with **Run → Run All Cells**. Every process a cell starts is printed with its name as a prefix",
+        f"  (`server1 | ...`, `{other:<8}| ...`). The last cell stops them all; so does a failing cell, an interrupted",
+        "  or restarted kernel, and running the notebook again from the top.",
+        f"- Ports used: {', '.join(map(str, lesson.ports))}. If one is busy, `make stop` ends what an earlier "
+        "crashed run left behind.",
+    ])

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from pcbook.lessons import tutorial
 from pcbook.service import certs
 from pcbook.stack import dockerd
 from pcbook.stage.judge import Observation, calls_in, differences, settled
@@ -57,7 +58,7 @@ def call_order(client_lines: list[str], server_lines: dict[str, list[str]]) -> l
     the laptops, found by laptop id in the servers' logs. (Docker's timestamps order two containers'
     lines as the daemon read them: on a busy machine they swapped two calls a few ms apart once, giving
     server1, server2, server2, server1.)"""
-    logins = [name for name, lines in server_lines.items() for line in lines if manifest.AUTH_LOGIN in line]
+    logins = [name for name, lines in server_lines.items() for line in lines if tutorial.AUTH_LOGIN in line]
     receiver = {m.group(1): name for name, lines in server_lines.items() for line in lines
                 if (m := _RECEIVED.search(line))}
     return logins + [receiver.get(m.group(1), "nobody") for line in client_lines if (m := _CREATED.search(line))]
@@ -124,7 +125,7 @@ def test_lesson_5_calls_alternate_between_the_containers(daemon: dockerd.Daemon,
     assert not differences(expect, seen), differences(expect, seen)
     # nginx's round robin: Login, then three CreateLaptop calls, each on the other container.
     assert len(order) == 4 and all(a != b for a, b in zip(order, order[1:], strict=False)), order
-    assert [path for path, _ in seen.posts] == [manifest.AUTH_LOGIN] + [manifest.CREATE_LAPTOP] * 3
+    assert [path for path, _ in seen.posts] == [tutorial.AUTH_LOGIN] + [tutorial.CREATE_LAPTOP] * 3
     assert {status for _, status in seen.posts} == {200}
     assert all("grpc-python/" in line for line in seen.access_lines if "POST" in line)
 
@@ -134,8 +135,8 @@ def test_lesson_6_routes_by_service_in_containers(daemon: dockerd.Daemon, image:
     assert client.returncode == 0, client.stdout
     expect = containers.plan(6).step.expect
     assert not differences(expect, seen), differences(expect, seen)
-    assert seen.servers_of(manifest.AUTH_LOGIN) == {"server1"}
-    assert seen.servers_of(manifest.CREATE_LAPTOP) == {"server2"}
+    assert seen.servers_of(tutorial.AUTH_LOGIN) == {"server1"}
+    assert seen.servers_of(tutorial.CREATE_LAPTOP) == {"server2"}
 
 
 def test_the_lectures_certificates_fail_on_service_names(daemon: dockerd.Daemon, image: str, tmp_path: Path,
@@ -156,7 +157,7 @@ def test_the_lectures_certificates_fail_on_service_names(daemon: dockerd.Daemon,
 
 def test_the_call_order_comes_from_the_laptop_ids_not_from_log_times() -> None:
     client = ["... created laptop with id: b", "... created laptop with id: a", "... created laptop with id: c"]
-    servers = {"server1": [f"... --> unary interceptor:  {manifest.AUTH_LOGIN}",  # listed first, in any order
+    servers = {"server1": [f"... --> unary interceptor:  {tutorial.AUTH_LOGIN}",  # listed first, in any order
                            "... receive a create-laptop request with id: a"],
                "server2": ["... receive a create-laptop request with id: c",
                            "... receive a create-laptop request with id: b"]}

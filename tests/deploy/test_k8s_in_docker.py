@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from pcbook.lessons import tutorial
 from pcbook import paths
 from pcbook.stack import dockerd
 from pcbook.stage.judge import calls_in
@@ -76,7 +77,7 @@ def test_the_manifests_commands_spread_calls_over_the_pods(daemon: dockerd.Daemo
             assert client.returncode == 0, client.stdout + client.stderr
             assert client.stdout.count("created laptop with id: ") == 6
             after = _wait_calls(daemon, pods, before, 7)  # Login + 6 CreateLaptop
-            return {pod: [m for m in new if m == manifest.CREATE_LAPTOP] for pod, new in after.items()}
+            return {pod: [m for m in new if m == tutorial.CREATE_LAPTOP] for pod, new in after.items()}
 
         # nginx resolved the headless name to every pod and balances per call: 2 on each.
         creates = run_job("pcbook-client-via-nginx")

@@ -50,9 +50,13 @@ def test_notebook_runs_each_step_once_under_its_title_in_order(lesson: manifest.
     check_steps(lesson, read(lesson))
 
 
-def test_notebook_ports_are_the_lessons() -> None:
+def test_notebook_header_is_generated_from_the_declaration() -> None:
+    from pcbook.workbook.notebook import header
+
     for lesson in manifest.LESSONS:
-        assert f"Ports used: {', '.join(map(str, lesson.ports))}." in read(lesson).cells[0].source
+        first = read(lesson).cells[0].source
+        assert first == header(lesson), f"{lesson.notebook}: its first cell is not header(lesson): paste it again"
+        assert f"Ports used: {', '.join(map(str, lesson.ports))}." in first
 
 
 # --- executing every notebook ----------------------------------------------------------------------------
