@@ -59,9 +59,10 @@ def test_story_shows_each_failure_and_its_fix() -> None:
     assert enough.run.codes() == {"OK": 2 * failures.CONCURRENT}
 
 
-def _with(title: str, conf: Path) -> manifest.Step:
-    step = manifest.get(8).step(title)
-    return variant(8, title, nginx=Nginx(conf, step.nginx.port))
+def _with(key: str, conf: Path) -> manifest.Step:
+    """Step `key` with another config; keyed by the config too, as two variants of one step may run."""
+    step = manifest.get(8).step(key)
+    return variant(8, key, key=f"{key}-{conf.stem}", nginx=Nginx(conf, step.nginx.port))
 
 
 def test_checkpoints_fail_on_wrong_configs(tmp_path: Path) -> None:
