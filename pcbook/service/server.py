@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from pcbook.discovery.endpoints import EndpointError, check_name, parse_endpoint
 from pcbook.discovery.registry import Etcd, Registration, RegistryError, parse_url
 from pcbook.pb import auth_service_pb2, auth_service_pb2_grpc, laptop_service_pb2, laptop_service_pb2_grpc
 from pcbook.service import auth, tls
@@ -180,6 +181,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     reg.add_argument("--name", default=None, help="the key under the prefix (default server-<port>)")
     reg.add_argument("--advertise", default=None,
                      help="the host clients should dial (default --host, or 127.0.0.1 when it is 0.0.0.0)")
+    reg.add_argument("--allow-remote", action="store_true",
+                     help="allow an --advertise address outside loopback (the lessons use 127.0.0.1)")
     reg.add_argument("--register-ttl", type=int, default=3, help="lease TTL, s (default 3)")
     reg.add_argument("--drain-seconds", type=float, default=1.0,
                      help="with --register: keep serving this long after deregistering, so clients that have"
@@ -194,8 +197,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error("--register-ttl must be at least 1 and --drain-seconds not negative")
         if args.port == 0:
             parser.error("--register needs a fixed --port (the address goes into the registry)")
-    elif args.name or args.advertise:
-        parser.error("--name and --advertise go with --register")
+        # What goes into the registry is parsed by the same rules its readers apply (endpoints.py).
+        try:
+            args.endpoint = parse_endpoint(f"{advertised_host(args)}:{args.port}", allow_remote=args.allow_remote)
+            check_name(args.name or f"server-{args.port}")
+        except EndpointError as e:
+            parser.error(f"--advertise/--name: {e}")
+    elif args.name or args.advertise or args.allow_remote:
+        parser.error("--name, --advertise and --allow-remote go with --register")
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be between 0 and 65535, not {args.port}")
     if args.workers < 1 or args.max_streams < 1:
@@ -205,18 +214,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def advertised_host(args: argparse.Namespace) -> str:
+    return args.advertise or ("127.0.0.1" if args.host in ("0.0.0.0", "") else args.host)
+
+
 def _register(args: argparse.Namespace, pcbook: PcbookServer) -> Registration:
     """Put <prefix>/<name> = host:port under a lease that a thread keeps alive (see registry.Registration)."""
-    host = args.advertise or ("127.0.0.1" if args.host in ("0.0.0.0", "") else args.host)
     name = args.name or f"server-{pcbook.port}"
     key = f"{args.registry.prefix}/{name}"
-    registration = Registration(Etcd(args.registry), key, f"{host}:{pcbook.port}", ttl=args.register_ttl, log=log)
+    endpoint = args.endpoint
+    if not endpoint.loopback:
+        log(f"advertising {endpoint}, outside loopback (--allow-remote)")
+    registration = Registration(Etcd(args.registry), key, str(endpoint), ttl=args.register_ttl, log=log)
     try:
         lease = registration.start()
     except RegistryError as e:
         pcbook.stop(0)
         fatal(f"cannot register in {args.registry}: {e}")
-    log(f"registered {key} = {host}:{pcbook.port} in {args.registry} (lease {lease.id:x}, TTL {lease.ttl} s)")
+    log(f"registered {key} = {endpoint} in {args.registry} (lease {lease.id:x}, TTL {lease.ttl} s)")
     return registration
 
 
