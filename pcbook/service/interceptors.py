@@ -116,7 +116,7 @@ class AuthServerInterceptor(grpc.ServerInterceptor):
         kind = _handler_kind(handler)
         # Go's log.Println("--> unary interceptor: ", method) puts two spaces before the method.
         if not method.startswith(UNLOGGED_PREFIXES):
-            log(f"--> {'unary' if kind == 'unary_unary' else 'stream'} interceptor:  {method}")
+            log(f"--> {'unary' if kind == 'unary_unary' else 'stream'} interceptor:  {clean(method, 200)}")
         if method not in self._roles:
             return handler  # untouched: keeps attributes such as the health service's non-blocking Watch
         return self._guarded(handler, kind, method, handler_call_details.invocation_metadata)
@@ -286,7 +286,7 @@ class AuthClientInterceptor(
     def _prepare(self, details: grpc.ClientCallDetails, kind: str) -> grpc.ClientCallDetails:
         method = details.method.decode() if isinstance(details.method, bytes) else details.method
         if self._log_calls:
-            log(f"--> {kind} interceptor: {method}")
+            log(f"--> {kind} interceptor: {clean(method, 200)}")
         if method not in self._auth_methods:
             return details
         metadata = [*(details.metadata or ()), (TOKEN_KEY, self._token())]

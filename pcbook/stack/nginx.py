@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pcbook import paths
+from pcbook.stack import runfiles
 
 from .ports import check_port_free
 from .procs import Proc, Stack, child_env
@@ -402,6 +403,7 @@ def new_prefix(run_dir: Path, keep: int = KEEP_RUNS) -> Path:
     """A fresh RUN_DIR/nginx-... folder; deletes all but the newest `keep` - 1 earlier ones."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    runfiles.prune(run_dir)  # and the loose files of earlier runs
     old = sorted((p for p in run_dir.glob("nginx-*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
     for stale in old[:max(0, len(old) - (keep - 1))]:
         if not _in_use(stale):
