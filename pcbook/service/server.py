@@ -21,7 +21,12 @@ from pcbook.discovery.registry import Etcd, Registration, RegistryError, parse_u
 from pcbook.pb import auth_service_pb2, auth_service_pb2_grpc, laptop_service_pb2, laptop_service_pb2_grpc
 from pcbook.service import auth, tls
 from pcbook.service.auth_service import AuthServicer
-from pcbook.service.interceptors import AuthServerInterceptor, ConcurrencyInterceptor, ErrorInterceptor
+from pcbook.service.interceptors import (
+    STALL_SECONDS,
+    AuthServerInterceptor,
+    ConcurrencyInterceptor,
+    ErrorInterceptor,
+)
 from pcbook.service.laptop_service import LaptopServicer
 from pcbook.service.logs import fatal, log
 from pcbook.service.stores import ImageStore, LaptopStore, RatingStore, UserStore
@@ -78,6 +83,7 @@ def build_server(
     work_ms: int = 0,
     search_delay_ms: int = 0,
     jwt_secret: str | None = None,
+    stream_stall: float = STALL_SECONDS,
 ) -> PcbookServer:
     """Build the server with its stores, seeded users, interceptor, health and reflection.
 
@@ -96,7 +102,8 @@ def build_server(
         futures.ThreadPoolExecutor(max_workers=workers + max_streams, thread_name_prefix="pcbook-rpc"),
         # Outermost first: unexpected errors anywhere become INTERNAL; the auth interceptor logs every
         # call and refuses a bad token before a stream slot is taken.
-        interceptors=[ErrorInterceptor(), AuthServerInterceptor(jwt_manager), ConcurrencyInterceptor(max_streams)],
+        interceptors=[ErrorInterceptor(), AuthServerInterceptor(jwt_manager),
+                      ConcurrencyInterceptor(max_streams, jwt_manager, stream_stall)],
         maximum_concurrent_rpcs=MAX_CALLS,
         # gRPC sets SO_REUSEPORT by default, which would let a second server share a busy port
         # silently (and split the calls); turn it off so that a busy port is an error.
@@ -170,6 +177,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=MAX_STREAMS,
         help=f"streams open at once, each on a thread of its own; more are refused (default {MAX_STREAMS})",
     )
+    parser.add_argument(
+        "--stream-stall-seconds",
+        type=float,
+        default=STALL_SECONDS,
+        help=f"cancel a server stream whose client reads nothing for this long (default {STALL_SECONDS:g}; 0: never)",
+    )
     parser.add_argument("--work-ms", type=int, default=0, help="simulated work per CreateLaptop, ms (default 0)")
     parser.add_argument(
         "--search-delay-ms", type=int, default=0, help="simulated work per laptop examined by SearchLaptop, ms"
@@ -209,6 +222,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--port must be between 0 and 65535, not {args.port}")
     if args.workers < 1 or args.max_streams < 1:
         parser.error("--workers and --max-streams must be at least 1")
+    if args.stream_stall_seconds < 0:
+        parser.error("--stream-stall-seconds cannot be negative")
     if args.work_ms < 0 or args.search_delay_ms < 0:
         parser.error("--work-ms and --search-delay-ms cannot be negative")
     return args
@@ -278,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             work_ms=args.work_ms,
             search_delay_ms=args.search_delay_ms,
             jwt_secret=secret,
+            stream_stall=args.stream_stall_seconds,
         )
     except RuntimeError as e:  # lost a race for the port, or an address gRPC cannot use
         fatal(f"cannot listen on {args.host}:{args.port}: {e}; choose another --port")
