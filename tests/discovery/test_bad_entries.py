@@ -16,6 +16,8 @@ from pcbook.discovery.lab import Lab
 from pcbook.discovery.registry import Members, parse_url
 from pcbook.discovery.thick import DiscoveredChannel
 from pcbook.discovery.xds import ControlPlane, RegistryFeed
+from pcbook.stack.etcd import start_etcd
+from pcbook.stack.ports import pick_free_port
 
 # key -> value; each one broke at least one of the three paths before the endpoint parser.
 BAD = {
@@ -124,3 +126,28 @@ def test_xds_control_plane_skips_each_bad_entry_and_keeps_following(lab: Lab) ->
         feed.close()
     assert all(_named(said, key) for key in BAD), [line for line in said if "skipped" in line]
     assert max(map(len, said)) < 2000
+
+
+def test_etcd_killed_and_restarted_the_thick_client_keeps_serving_and_follows_again(lab: Lab) -> None:
+    """Fault injection: the registry dies (SIGKILL) and comes back empty on the same port. The client keeps
+    the last set meanwhile, says so in one line, and follows the servers that register again."""
+    lab.server("server1")
+    lines: list[str] = []
+    with DiscoveredChannel(lab.url, log=lines.append) as channel:
+        check = health_pb2_grpc.HealthStub(channel).Check
+        channel.members.wait(lambda m: "server1" in m, 5)
+        lab.stack.kill(lab.etcd.name)
+        _until(lambda: any("keeping the last set (1 members)" in line for line in lines), 10, f"an error line: {lines}")
+        for _ in range(5):  # the last set goes on serving
+            check(health_pb2.HealthCheckRequest(), timeout=5)
+        restarted = start_etcd(lab.stack, name=lab.etcd.name, port=lab.etcd.port, peer_port=pick_free_port())
+        lab.etcd = restarted
+        lab.server("server2")
+        # server1's keepalive finds its lease gone and registers again; server2 is new
+        channel.members.wait(lambda m: m.keys() == {"server1", "server2"}, lab.ttl + 10)
+        _until(lambda: "server2=" in lines[-1] or any("server2=" in line for line in lines[-3:]), 5, str(lines[-3:]))
+        for _ in range(5):
+            check(health_pb2.HealthCheckRequest(), timeout=5)
+    assert sum("keeping the last set" in line for line in lines) == 1, lines  # one line, not one per retry
+    assert any("etcd had lost the lease; registered /pcbook/server1" in line
+               for line in lab.stack.lines("server1")), lab.stack.lines("server1")
