@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from pcbook.bench import phases, settings
 from pcbook.measure import verdicts
 from pcbook.measure.stats import Spread, ratio
-from pcbook.stage.model import Lesson, Nginx, Server, Step
+from pcbook.stage.model import Lesson, Nginx, Step
 from pcbook.stage.results import Connections, HopRun, Rounds, ScaleRun
 
 if TYPE_CHECKING:
@@ -126,19 +126,11 @@ def scale_judge(result: ScaleRun) -> list[str]:
 
 # -- the lesson ---------------------------------------------------------------------------------
 
-# Lesson 10: the servers' per-call lines go to files (through the pipe they would cost more CPU than
-# the calls measured). The hop's four servers stay up for steps 1 and 2.
-_BENCH = ("--host", "127.0.0.1")
-L10_HOP = (
-    Server("server1", 50101, flags=_BENCH, log_file=True),
-    Server("server2", 50102, flags=_BENCH, log_file=True),
-    Server("server3", 50103, tls=True, flags=_BENCH, log_file=True),
-    Server("server4", 50104, tls=True, flags=_BENCH, log_file=True),
-)
+# The bench's own servers (their per-call lines go to files: through the pipe they would cost more CPU
+# than the calls measured). The hop's four stay up for steps 1 and 2.
+L10_HOP = settings.HOP_SERVERS
 L10_HOP_NGINX = Nginx("bench-hop.conf", 8101, more_ports=(8102, 8103, 8104))
-_SCALE = (*_BENCH, "--workers", str(SCALE_SETTINGS.workers),
-          "--work-ms", str(SCALE_SETTINGS.work_ms))
-L10_SCALE = tuple(Server(n, p, flags=_SCALE, log_file=True) for n, p in (("server1", 50101), ("server2", 50102)))
+L10_SCALE = settings.saturated(settings.SCALE_SERVERS, SCALE_SETTINGS.workers, SCALE_SETTINGS.work_ms)
 
 LESSON = Lesson(
     number=10,

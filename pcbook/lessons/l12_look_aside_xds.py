@@ -26,6 +26,7 @@ from pcbook.lessons.l11_service_discovery import (
     spread,
 )
 from pcbook.measure import driver as load
+from pcbook.service.logs import RECEIVED_TEXT
 from pcbook.stack.specs import Driver
 from pcbook.stage.model import ControlPlane, Lesson, Registry, Step
 from pcbook.stage.results import Counts, Discovered
@@ -130,7 +131,7 @@ def restart(ctx: StepContext) -> Discovered:
     restarted = time.time()
     ctx.start_control_plane()
     stage.wait_line(XDS, "ACK EDS", 30, since=mark)  # the client reconnected (with backoff) and resynced
-    first = stage.wait_line("server3", "receive a create-laptop request", 15, since=mark)
+    first = stage.wait_line("server3", RECEIVED_TEXT, 15, since=mark)
     run.wait_more(30)
     report = run.finish()
     receivers = stage.receivers(report)

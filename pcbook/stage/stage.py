@@ -30,7 +30,7 @@ from pcbook.discovery.xds import write_bootstrap
 from pcbook.measure import driver as load_driver
 from pcbook.measure.placement import NGINX, SERVERS, Placement, pinned
 from pcbook.service import tls
-from pcbook.service.logs import RECEIVED
+from pcbook.service.logs import RECEIVED, RECEIVED_TEXT
 from pcbook.service.registry import Etcd, RegistryError
 from pcbook.stack import nginx as nginx_stack
 from pcbook.stack import procs
@@ -246,7 +246,7 @@ class Stage:
 
     def kill_working(self, name: str, timeout: float = 10) -> float:
         """SIGKILL a server once it is working on a CreateLaptop (a call is surely in flight); returns when."""
-        self.stack.wait_for_line(name, "receive a create-laptop request", timeout, since=self.stack.mark())
+        self.stack.wait_for_line(name, RECEIVED_TEXT, timeout, since=self.stack.mark())
         return self.kill(name)
 
     # -- nginx, nginx_sync and the control plane -----------------------------------------------------

@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from pcbook.measure import driver as load
+from pcbook.service.logs import RECEIVED_TEXT
 from pcbook.service.registry import Members
 from pcbook.stack import procs
 from pcbook.stack.specs import Driver, Server
@@ -60,7 +61,7 @@ def stories(stage: Stage, targets: dict[str, str], joiner: Server, *, rate: floa
         members.wait(lambda m: joiner.name in m, 5)
         t_reg = next(t for t, names in seen if joiner.name in names)  # the PUT, before the joiner logs it
         try:  # twice what the judge allows: "late" and "never" still read apart, a wrong setup is quick
-            stage.stack.wait_for_line(joiner.name, "receive a create-laptop request", 2 * FIRST_CALL_WITHIN,
+            stage.stack.wait_for_line(joiner.name, RECEIVED_TEXT, 2 * FIRST_CALL_WITHIN,
                                       since=mark3)
             followed = True
         except procs.NotReadyError:

@@ -74,6 +74,9 @@ def cmd_nginx(args: argparse.Namespace) -> int:
     steps = [(n, s) for n, s in enumerate(lesson.steps, 1) if s.nginx and s.nginx.path.resolve() == target]
     spec = steps[-1][1].nginx if steps else step.nginx
     assert spec is not None
+    if any(s.sync for _, s in steps):  # its upstream is rendered from etcd: nginx alone has none
+        raise SystemExit(f"lesson {lesson.number}'s nginx gets its upstream from the registry (nginx_sync): "
+                         f"`make {lesson.target} KEEP=1` leaves its whole stack up to explore")
     conf = learner or spec.path
     with procs.Stack() as stack:
         try:
