@@ -152,4 +152,4 @@ help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([^:]+):.*## (.*)/  make \1|\2/' | sed 's/%/N/' | awk -F'|' '{printf "%-28s %s\n", $$1, $$2}'
 	@echo
 	@if [ -f $(GEN) ]; then echo "Lessons:"; $(PY) -m pcbook.workbook list; \
-	  else echo "Lessons: make lesson-1 ... make lesson-10 (make list names them once set up)"; fi
+	  else echo "Lessons: make lesson-1 ... make lesson-$$(ls docs/lessons | grep -cE '^[0-9]+-.*\.md$$') (make list names them once set up)"; fi

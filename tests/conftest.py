@@ -35,11 +35,23 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if worker and not isolation.why_serial():
+    if worker and not os.environ.get(isolation.USERNS_ENV) and not isolation.why_serial():
         isolation.leave_machine_network()
+    if not worker:
+        use_userns_workers(config)
     # `make test` generates the code first; this covers `pytest` run by hand after a proto edit.
     if codegen.is_stale():
         codegen.generate()
+
+
+def use_userns_workers(config: pytest.Config) -> None:
+    """Not root, but the kernel allows user namespaces: start each local xdist worker through
+    userns_python.py, in a user + network namespace of its own (see tests/isolation.py)."""
+    specs = getattr(config.option, "tx", None) or []
+    if specs and all(spec == "popen" for spec in specs) and isolation.uses_userns():
+        config.option.tx = [isolation.worker_spec()] * len(specs)
+        print(f"tests run in {len(specs)} workers, each in an unprivileged user + network namespace",
+              file=sys.stderr)
 
 
 def group_of(nodeid: str) -> str | None:

@@ -28,6 +28,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from pcbook.service.endpoints import Endpoint, Screen, check_name
 from pcbook.service.logs import fatal, log
 from pcbook.service.registry import Etcd, Members, RegistryUrl, parse_url
 from pcbook.stack.nginx import (
@@ -47,18 +48,20 @@ UPSTREAM_FILE = "upstream.conf"
 EMPTY = "server 127.0.0.1:9 down;  # no server is registered\n"
 
 
-def render_upstream(members: dict[str, str]) -> str:
-    """The upstream block's body: one `server host:port;` per registered server, in name order."""
+def render_upstream(members: dict[str, Endpoint]) -> str:
+    """The upstream block's body: one `server host:port;` per registered server, in name order. Only
+    parsed parts go in (endpoints.Screen checked both the name and the address): a registry value
+    cannot add a line or a directive to nginx's config."""
     if not members:
         return EMPTY
-    return "".join(f"server {addr};  # {name}\n" for name, addr in sorted(members.items()))
+    return "".join(f"server {endpoint};  # {check_name(name)}\n" for name, endpoint in sorted(members.items()))
 
 
 class NginxSync:
     """Keeps PREFIX/upstream.conf equal to the registry and reloads the nginx running from PREFIX."""
 
     def __init__(self, registry: RegistryUrl | str, prefix: Path, *, binary: Path | None = None,
-                 file_name: str = UPSTREAM_FILE, say: Callable[[str], None] = log):
+                 file_name: str = UPSTREAM_FILE, say: Callable[[str], None] = log, allow_remote: bool = False):
         self.registry = parse_url(registry) if isinstance(registry, str) else registry
         self.prefix = Path(prefix)
         self.binary = binary or find_nginx()
@@ -66,11 +69,14 @@ class NginxSync:
         self.file = self.prefix / file_name
         self.say = say
         self.reloads = 0
+        self.screen = Screen(say, allow_remote=allow_remote)
         self.members = Members(Etcd(self.registry), on_change=self.apply,
                                on_error=lambda line: self.say(f"registry: {line}"))
 
-    def apply(self, members: dict[str, str]) -> bool:
-        """Write the list, `nginx -t`, `nginx -s reload`; False (old file back) when nginx rejects it."""
+    def apply(self, raw: dict[str, str]) -> bool:
+        """Write the list, `nginx -t`, `nginx -s reload`; False (old file back) when nginx rejects it.
+        A bad registry entry is left out (one line names it) and the others are written."""
+        members = self.screen(raw)
         text = render_upstream(members)
         listed = ", ".join(f"{name}={addr}" for name, addr in sorted(members.items())) or "none"
         try:
@@ -115,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nginx-prefix", required=True, type=Path,
                    help="the prefix folder of the running nginx (holds nginx.conf and logs/nginx.pid)")
     p.add_argument("--file", default=UPSTREAM_FILE, help=f"the file nginx.conf includes (default {UPSTREAM_FILE})")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="accept registered servers outside loopback (each is logged); the lessons use 127.0.0.1")
     return p
 
 
@@ -136,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _signum, _frame: stop.set())
     try:
-        sync = NginxSync(args.registry, args.nginx_prefix, file_name=args.file)
+        sync = NginxSync(args.registry, args.nginx_prefix, file_name=args.file, allow_remote=args.allow_remote)
     except NginxError as err:
         fatal(str(err))
     log(f"watching {args.registry} for nginx at {args.nginx_prefix}")

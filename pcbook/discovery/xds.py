@@ -45,6 +45,7 @@ import itertools
 import json
 import os
 import queue
+import re
 import signal
 import sys
 import threading
@@ -64,7 +65,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import any_pb2, wrappers_pb2
 
-from pcbook.service.logs import fatal, log
+from pcbook.service.endpoints import Endpoint, Screen, ip_only
+from pcbook.service.logs import clean, fatal, log
 from pcbook.service.registry import Etcd, Members, RegistryUrl, parse_url
 
 SERVICE = "pcbook"
@@ -89,18 +91,28 @@ class Backend:
         return f"{self.name}={self.host}:{self.port} w{self.weight}{state}"
 
 
-def backends_from(members: dict[str, str], knobs: dict[str, str]) -> list[Backend]:
-    """The registry's {name: host:port} with the operator's weight/<name> and drain/<name> keys applied."""
+MAX_WEIGHT = 1000  # grpc sums the locality weights in 32 bits; a knob beyond this is a typo or an attack
+_WEIGHT = re.compile(r"[0-9]{1,4}")
+
+
+def weight_of(knobs: dict[str, str], name: str) -> tuple[int, str | None]:
+    """The weight/<name> knob (default 1) and, when the knob is not 1-MAX_WEIGHT, why it was ignored."""
+    text = knobs.get(f"weight/{name}", "1")
+    if _WEIGHT.fullmatch(text) and 0 < int(text) <= MAX_WEIGHT:
+        return int(text), None
+    return 1, f"weight/{name} = '{clean(text, 40)}' is not a number from 1 to {MAX_WEIGHT}; using 1"
+
+
+def backends_from(members: dict[str, Endpoint], knobs: dict[str, str],
+                  say: Callable[[str], None] = lambda _line: None) -> list[Backend]:
+    """The registry's parsed {name: endpoint} (endpoints.Screen) with the operator's weight/<name> and
+    drain/<name> keys applied."""
     out = []
-    for name, address in sorted(members.items()):
-        host, _, port = address.rpartition(":")
-        if not host or not port.isdigit():
-            continue  # not an address: nothing a client could dial
-        try:
-            weight = max(1, int(knobs.get(f"weight/{name}", "1")))
-        except ValueError:
-            weight = 1
-        out.append(Backend(name, host, int(port), weight, f"drain/{name}" in knobs))
+    for name, endpoint in sorted(members.items()):
+        weight, why = weight_of(knobs, name)
+        if why:
+            say(why)
+        out.append(Backend(name, endpoint.host, endpoint.port, weight, f"drain/{name}" in knobs))
     return out
 
 
@@ -228,14 +240,14 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
 
     def _on_request(self, stream: _Stream, req: discovery_pb2.DiscoveryRequest) -> None:
         if req.node.id:
-            stream.node = req.node.id
-        kind = SHORT.get(req.type_url, req.type_url)
+            stream.node = clean(req.node.id)  # the client's text, in our log lines
+        kind = SHORT.get(req.type_url) or clean(req.type_url)
         names = set(req.resource_names)
         with self._lock:
             sub = stream.subs.get(req.type_url)
             if sub is None or not req.response_nonce:
                 stream.subs[req.type_url] = _Subscription(names)
-                self.say(f"request {kind} {sorted(names) or '*'} from {stream.who}")
+                self.say(f"request {kind} {clean(str(sorted(names)), 200) if names else '*'} from {stream.who}")
                 if req.type_url in self._resources:
                     self._send(stream, req.type_url)
                 return
@@ -244,10 +256,10 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             if req.HasField("error_detail"):
                 self.nacks += 1
                 self.say(f"NACK {kind} v{sub.version} from {stream.who} (nonce {sub.nonce}, keeps"
-                         f" v{req.version_info or 'none'}): {req.error_detail.message}")
+                         f" v{clean(req.version_info or 'none')}): {clean(req.error_detail.message, 300)}")
             else:
                 self.acks += 1
-                self.say(f"ACK {kind} v{req.version_info} from {stream.who} (nonce {sub.nonce})")
+                self.say(f"ACK {kind} v{clean(req.version_info)} from {stream.who} (nonce {sub.nonce})")
             if names != sub.names:  # the same nonce with other names: a change of subscription
                 sub.names = names
                 self._send(stream, req.type_url)
@@ -281,10 +293,12 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
 class RegistryFeed:
     """Feeds a ControlPlane from etcd: the servers under <prefix> and the knobs under <prefix>-lb."""
 
-    def __init__(self, plane: ControlPlane, registry: RegistryUrl):
+    def __init__(self, plane: ControlPlane, registry: RegistryUrl, *, allow_remote: bool = False):
         self.plane = plane
         etcd = Etcd(registry)
         self._lock = threading.Lock()
+        self._screen = Screen(plane.say, allow_remote=allow_remote, dialable=ip_only)  # grpc's EDS: IP literals
+        self._said: set[str] = set()  # knob lines already said
         on_error: Callable[[str], None] = lambda line: plane.say(f"registry: {line}")  # noqa: E731
         self.servers = Members(etcd, registry.prefix, on_change=lambda _m: self._update(), on_error=on_error)
         self.knobs = Members(etcd, registry.prefix + "-lb", on_change=lambda _m: self._update(), on_error=on_error)
@@ -303,7 +317,13 @@ class RegistryFeed:
     def _update(self) -> None:
         with self._lock:
             if self.servers.changes and self.knobs.changes:
-                self.plane.set_backends(backends_from(self.servers.snapshot(), self.knobs.snapshot()))
+                self.plane.set_backends(backends_from(self._screen(self.servers.snapshot()), self.knobs.snapshot(),
+                                                      self._say_once))
+
+    def _say_once(self, line: str) -> None:
+        if line not in self._said:
+            self._said.add(line)
+            self.plane.say(line)
 
     def close(self) -> None:
         self.servers.close()
@@ -325,9 +345,9 @@ def write_bootstrap(path: Path, server: str, node_id: str | None = None) -> Path
 
 
 def serve(registry: RegistryUrl, port: int, host: str = "127.0.0.1", service: str = SERVICE,
-          weights: str = "locality", follow: bool = True) -> int:
+          weights: str = "locality", follow: bool = True, allow_remote: bool = False) -> int:
     plane = ControlPlane(service, weights=weights)
-    feed = RegistryFeed(plane, registry)
+    feed = RegistryFeed(plane, registry, allow_remote=allow_remote)
     try:
         feed.start(follow=follow)
     except TimeoutError:
@@ -366,6 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--weights", choices=WEIGHTS, default="locality",
                    help="where a server's weight goes: its own locality's weight (default, honoured by grpc's"
                         " round robin) or its endpoint in one shared locality (ignored by round robin)")
+    s.add_argument("--allow-remote", action="store_true",
+                   help="accept registered servers outside loopback (each is logged); the lessons use 127.0.0.1")
     s.add_argument("--no-follow", action="store_true",
                    help="read the registry once and never push an update (a wrong setup the checkpoints must catch)")
     b = sub.add_parser("bootstrap", help="write the bootstrap file grpc clients read from GRPC_XDS_BOOTSTRAP")
@@ -387,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--registry: {err}")
     if not 0 < args.port < 65536:
         p.error("--port must be between 1 and 65535")
-    return serve(registry, args.port, service=args.service, weights=args.weights, follow=not args.no_follow)
+    return serve(registry, args.port, service=args.service, weights=args.weights, follow=not args.no_follow,
+                 allow_remote=args.allow_remote)
 
 
 if __name__ == "__main__":

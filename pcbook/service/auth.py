@@ -90,6 +90,12 @@ def secret_from_env() -> tuple[str, bool]:
     secret = os.environ.get(SECRET_ENV)
     if not secret:
         return DEV_SECRET, True
+    try:
+        secret.encode()
+    except UnicodeEncodeError:  # the environment's bytes are not UTF-8 (Python kept them as surrogates)
+        raise WeakSecretError(
+            f"{SECRET_ENV} is not valid UTF-8; use letters and digits (for example: {SECRET_ENV}=$(openssl rand"
+            " -hex 32)), or unset it to use the development secret") from None
     if len(secret.encode()) < MIN_SECRET_BYTES:
         raise WeakSecretError(
             f"{SECRET_ENV} is {len(secret.encode())} bytes long; HS256 needs a secret of at least"

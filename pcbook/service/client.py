@@ -30,6 +30,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--address", help="the server address, e.g. 0.0.0.0:8080 or ipv4:a:1,b:2")
     p.add_argument("--discover", metavar="etcd://HOST:PORT[/prefix]", default=None,
                    help="instead of --address: round robin over the servers registered there, as the set changes")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="with --discover: accept registered servers outside loopback (the lessons use 127.0.0.1)")
     p.add_argument("--tls", action="store_true", help="enable SSL/TLS (mutual: shows the client certificate)")
     p.add_argument(
         "--no-client-cert", action="store_true", help="with --tls: show no client certificate (to see a refusal)"
@@ -59,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--discover: {e}")
         if args.lb_policy:
             p.error("--discover always balances round robin; drop --lb-policy")
+    elif args.allow_remote:
+        p.error("--allow-remote goes with --discover")
     if args.laptops < 0 or args.upload_bytes < 0:
         p.error("--laptops and --upload-bytes cannot be negative")
     if args.refresh_seconds <= 0 or args.timeout <= 0:
@@ -82,6 +86,7 @@ def _run(args: argparse.Namespace) -> None:
             health_check=args.health_check,
             timeout=args.timeout,
             discover=args.discover,
+            allow_remote=args.allow_remote,
         )
     except RegistryError as e:
         fatal(f"cannot read the registry: {e}")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -116,7 +118,7 @@ class AuthServerInterceptor(grpc.ServerInterceptor):
         kind = _handler_kind(handler)
         # Go's log.Println("--> unary interceptor: ", method) puts two spaces before the method.
         if not method.startswith(UNLOGGED_PREFIXES):
-            log(f"--> {'unary' if kind == 'unary_unary' else 'stream'} interceptor:  {method}")
+            log(f"--> {'unary' if kind == 'unary_unary' else 'stream'} interceptor:  {clean(method, 200)}")
         if method not in self._roles:
             return handler  # untouched: keeps attributes such as the health service's non-blocking Watch
         return self._guarded(handler, kind, method, handler_call_details.invocation_metadata)
@@ -196,19 +198,49 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         )
 
 
+STALL_SECONDS = 10.0  # an unread server stream is cancelled after this long without its client reading
+
+
+@dataclass(eq=False)
+class _Slot:
+    """One open stream: who holds it, and since when its last response waits for the client to read."""
+
+    method: str
+    peer: str
+    anonymous: bool
+    context: grpc.ServicerContext
+    waiting_since: float | None = None
+    cancelled: bool = False
+
+
 class ConcurrencyInterceptor(grpc.ServerInterceptor):
-    """Keeps streams from taking the threads that unary calls and health checks need.
+    """Keeps streams from taking the threads that unary calls and health checks need, and shares the
+    stream slots fairly.
 
     grpcio's sync server runs every call on a thread of its pool, and a stream (a call whose request
     or response is a stream) holds its thread for as long as it is open, idle or not. The server's
     pool has ``workers`` threads more than ``streams``; beyond ``streams`` open streams a new one is
     refused at once with RESOURCE_EXHAUSTED, so at least ``workers`` threads are always left for unary
     calls and health checks. Unary calls are left untouched: they may use any free thread.
+
+    Fair shares, so that no single caller can lock the others out: one connection (grpc's peer) holds
+    at most half of the slots, and callers without a valid token (SearchLaptop is open to everyone, as
+    in the course) hold at most half of them together. A server stream whose client reads nothing
+    (its last response waits on HTTP/2 flow control) for ``stall`` seconds is cancelled, with a line.
+    Hand-written: grpcio has a limit on concurrent RPCs (maximum_concurrent_rpcs), not per caller.
     """
 
-    def __init__(self, streams: int) -> None:
+    def __init__(self, streams: int, jwt_manager: JWTManager | None = None, stall: float = STALL_SECONDS) -> None:
         self.streams = streams
-        self._streams = threading.BoundedSemaphore(streams)
+        self.per_peer = max(1, streams // 2)
+        self.anonymous_share = max(1, streams // 2)
+        self.stall = stall
+        self._jwt = jwt_manager
+        self._lock = threading.Lock()
+        self._open: set[_Slot] = set()
+        self._per_peer: collections.Counter[str] = collections.Counter()
+        self._anonymous = 0
+        self._watchdog: threading.Thread | None = None
 
     def intercept_service(
         self,
@@ -218,28 +250,33 @@ class ConcurrencyInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None or not (handler.request_streaming or handler.response_streaming):
             return handler
-        if handler_call_details.method.startswith("/grpc.health.v1.Health/"):
+        method = handler_call_details.method
+        if method.startswith("/grpc.health.v1.Health/"):
             return handler  # the health service's Watch is non-blocking: it holds no thread
+        metadata = handler_call_details.invocation_metadata
         kind = _handler_kind(handler)
         inner = getattr(handler, kind)
         if handler.response_streaming:
 
             def streaming(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
-                self._enter_stream(context)
+                slot = self._enter_stream(context, method, metadata)
                 try:
-                    yield from inner(request_or_iterator, context)
+                    for response in inner(request_or_iterator, context):
+                        slot.waiting_since = time.monotonic()
+                        yield response  # grpcio asks for the next one once this one is sent
+                        slot.waiting_since = None
                 finally:  # also when the call is cancelled and grpcio drops the generator
-                    self._streams.release()
+                    self._leave(slot)
 
             behavior: Callable[..., Any] = streaming
         else:
 
             def client_streaming(request_iterator: Any, context: grpc.ServicerContext) -> Any:
-                self._enter_stream(context)
+                slot = self._enter_stream(context, method, metadata)
                 try:
                     return inner(request_iterator, context)
                 finally:
-                    self._streams.release()
+                    self._leave(slot)
 
             behavior = client_streaming
         return _HANDLER_FACTORIES[kind](
@@ -248,11 +285,66 @@ class ConcurrencyInterceptor(grpc.ServerInterceptor):
             response_serializer=handler.response_serializer,
         )
 
-    def _enter_stream(self, context: grpc.ServicerContext) -> None:
-        if not self._streams.acquire(blocking=False):
-            message = f"too many streams in progress: this server takes at most {self.streams} streams at once"
+    def _authenticated(self, metadata: Metadata | None) -> bool:
+        if self._jwt is None:
+            return True  # no token checks at all: everyone is the same caller
+        for key, value in metadata or ():
+            if key.lower() == TOKEN_KEY:
+                try:
+                    self._jwt.verify(value.decode() if isinstance(value, bytes) else value)
+                    return True
+                except self._jwt.InvalidTokenError:
+                    return False
+        return False
+
+    def _enter_stream(self, context: grpc.ServicerContext, method: str, metadata: Metadata | None) -> _Slot:
+        slot = _Slot(method, context.peer(), not self._authenticated(metadata), context)
+        with self._lock:
+            if len(self._open) >= self.streams:
+                message = f"too many streams in progress: this server takes at most {self.streams} streams at once"
+            elif self._per_peer[slot.peer] >= self.per_peer:
+                message = (f"too many streams from one connection: one takes at most {self.per_peer} of this"
+                           f" server's {self.streams} streams")
+            elif slot.anonymous and self._anonymous >= self.anonymous_share:
+                message = (f"too many streams without a token: callers without one share {self.anonymous_share}"
+                           f" of this server's {self.streams} streams")
+            else:
+                message = ""
+                self._open.add(slot)
+                self._per_peer[slot.peer] += 1
+                self._anonymous += slot.anonymous
+                if self._watchdog is None and self.stall > 0:
+                    self._watchdog = threading.Thread(target=self._watch, name="stream-watchdog", daemon=True)
+                    self._watchdog.start()
+        if message:
             log(f"rpc error: code = {go_code_name(grpc.StatusCode.RESOURCE_EXHAUSTED)} desc = {message}")
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+        return slot
+
+    def _leave(self, slot: _Slot) -> None:
+        with self._lock:
+            if slot not in self._open:
+                return
+            self._open.discard(slot)
+            self._per_peer[slot.peer] -= 1
+            if not self._per_peer[slot.peer]:
+                del self._per_peer[slot.peer]
+            self._anonymous -= slot.anonymous
+
+    def _watch(self) -> None:
+        """Cancel the server streams whose client has read nothing for `stall` s (checked 4 times per stall)."""
+        tick = threading.Event()
+        while not tick.wait(self.stall / 4):
+            now = time.monotonic()
+            with self._lock:
+                stalled = [s for s in self._open if not s.cancelled and s.waiting_since is not None
+                           and now - s.waiting_since > self.stall]
+                for s in stalled:
+                    s.cancelled = True
+            for s in stalled:
+                log(f"cancelled {s.method} from {clean(s.peer)}: its client read nothing for {self.stall:g} s"
+                    " (the stream's slot is free again)")
+                s.context.cancel()
 
 
 class _CallDetails(
@@ -286,7 +378,7 @@ class AuthClientInterceptor(
     def _prepare(self, details: grpc.ClientCallDetails, kind: str) -> grpc.ClientCallDetails:
         method = details.method.decode() if isinstance(details.method, bytes) else details.method
         if self._log_calls:
-            log(f"--> {kind} interceptor: {method}")
+            log(f"--> {kind} interceptor: {clean(method, 200)}")
         if method not in self._auth_methods:
             return details
         metadata = [*(details.metadata or ()), (TOKEN_KEY, self._token())]

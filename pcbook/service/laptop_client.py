@@ -210,6 +210,7 @@ def connect(
     quiet: bool = False,
     client_cert: bool = True,
     discover: str | None = None,
+    allow_remote: bool = False,
 ) -> Connection:
     """Log in and return a ready Connection, as the tutorial's client sets itself up.
 
@@ -218,14 +219,15 @@ def connect(
     login fails and tls.CertificateFileError if a certificate file is missing.
 
     ``discover`` (etcd://...): ignore ``address``; both channels are one thick.DiscoveredChannel, round
-    robin over the servers registered there (registry.RegistryError if etcd cannot be read).
+    robin over the servers registered there (registry.RegistryError if etcd cannot be read);
+    ``allow_remote``: accept registered servers outside loopback (endpoints.parse_endpoint).
     """
     if discover is not None:
         from pcbook.service.thick import DiscoveredChannel
 
         discovered = DiscoveredChannel(discover, factory=lambda target: make_channel(
             target, tls_enabled=tls_enabled, certs_dir=certs_dir, client_cert=client_cert, lb_policy="round_robin",
-            health_check=health_check))
+            health_check=health_check), allow_remote=allow_remote)
         auth_channel: grpc.Channel = discovered
     else:
         auth_channel = make_channel(address, tls_enabled=tls_enabled, certs_dir=certs_dir, client_cert=client_cert)

@@ -75,6 +75,21 @@ def non_finite(msg: message.Message, prefix: str = "") -> str | None:
     return None
 
 
+MAX_ID = 45  # characters: urn:uuid: and the 36 of a UUID, the longest spelling uuid.UUID takes
+
+
+def canonical_id(text: str) -> str | None:
+    """A laptop id in its one stored form (lower-case, hyphenated), or None if it is not a UUID. Every
+    spelling uuid.UUID reads (braces, urn:uuid:, upper case, no hyphens) is the same laptop; a long
+    text (uuid.UUID drops any number of hyphens) or one with whitespace is not an id."""
+    if len(text) > MAX_ID or not text.isascii() or not text.isprintable() or " " in text:
+        return None
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        return None
+
+
 def _fail(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> None:
     # Go's logError: every refused call leaves a line in the server's log.
     log(f"rpc error: code = {go_code_name(code)} desc = {message}")
@@ -106,10 +121,11 @@ class LaptopServicer(pb_grpc.LaptopServiceServicer):
         laptop = request.laptop
         log(RECEIVED_TEXT + clean(laptop.id))
         if laptop.id:
-            try:
-                uuid.UUID(laptop.id)
-            except ValueError as e:
-                _fail(context, grpc.StatusCode.INVALID_ARGUMENT, f"laptop ID is not a valid UUID: {e}")
+            canonical = canonical_id(laptop.id)
+            if canonical is None:
+                _fail(context, grpc.StatusCode.INVALID_ARGUMENT,
+                      f"laptop ID is not a valid UUID: {clean(laptop.id)}")
+            laptop.id = canonical
         else:
             laptop.id = str(uuid.uuid4())
         bad = non_finite(laptop)
@@ -163,8 +179,9 @@ class LaptopServicer(pb_grpc.LaptopServiceServicer):
             _fail(context, grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry the image info")
         laptop_id, image_type = first.info.laptop_id, first.info.image_type
         log(f"receive an upload-image request for laptop {clean(laptop_id)} with image type {clean(image_type)}")
-        if self.laptop_store.find(laptop_id) is None:
+        if self.laptop_store.find(canonical_id(laptop_id) or laptop_id) is None:
             _fail(context, grpc.StatusCode.INVALID_ARGUMENT, f"laptop id {clean(laptop_id)} doesn't exist")
+        laptop_id = canonical_id(laptop_id) or laptop_id
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -182,8 +199,9 @@ class LaptopServicer(pb_grpc.LaptopServiceServicer):
             chunks.append(chunk)
         try:
             image_id = self.image_store.save(laptop_id, image_type, b"".join(chunks))
-        except OSError as e:
-            _fail(context, grpc.StatusCode.INTERNAL, f"cannot save image to the store: {e}")
+        except OSError as e:  # the message names the error, never the server's folder
+            log(f"cannot save image to {self.image_store.folder}: {e.strerror}")
+            _fail(context, grpc.StatusCode.INTERNAL, f"cannot save image to the store: {e.strerror or 'I/O error'}")
         log(f"saved image with id: {image_id}, size: {size}")
         return pb.UploadImageResponse(id=image_id, size=size)
 
@@ -199,7 +217,8 @@ class LaptopServicer(pb_grpc.LaptopServiceServicer):
             log(f"received a rate-laptop request: id = {clean(req.laptop_id)}, score = {req.score:.2f}")
             if not math.isfinite(req.score):
                 _fail(context, grpc.StatusCode.INVALID_ARGUMENT, f"score must be a finite number, not {req.score}")
-            if self.laptop_store.find(req.laptop_id) is None:
+            laptop_id = canonical_id(req.laptop_id)
+            if laptop_id is None or self.laptop_store.find(laptop_id) is None:
                 _fail(context, grpc.StatusCode.NOT_FOUND, f"laptopID {clean(req.laptop_id)} is not found")
-            rating = self.rating_store.add(req.laptop_id, req.score)
-            yield pb.RateLaptopResponse(laptop_id=req.laptop_id, rated_count=rating.count, average_score=rating.average)
+            rating = self.rating_store.add(laptop_id, req.score)
+            yield pb.RateLaptopResponse(laptop_id=laptop_id, rated_count=rating.count, average_score=rating.average)

@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from pcbook.service.logs import clean
+
 DEFAULT_PREFIX = "/pcbook"
 DEFAULT_TIMEOUT = 2.0
 
@@ -322,6 +324,13 @@ class Members:
                 if str(exc) != failing and self.on_error is not None:
                     self.on_error(f"{exc}; keeping the last set ({len(self._members)} members), retrying")
                 failing = str(exc)
+            except Exception as exc:  # noqa: BLE001 - no value and no handler may end the watch
+                if self._stop.is_set():
+                    return
+                line = f"the watch stopped on {type(exc).__name__}: {clean(str(exc), 200)}"
+                if line != failing and self.on_error is not None:
+                    self.on_error(f"{line}; reading the registry again")
+                failing = line
             finally:
                 if self._watch is not None:
                     self._watch.close()

@@ -19,7 +19,13 @@ from grpc_reflection.v1alpha import reflection
 from pcbook.pb import auth_service_pb2, auth_service_pb2_grpc, laptop_service_pb2, laptop_service_pb2_grpc
 from pcbook.service import auth, tls
 from pcbook.service.auth_service import AuthServicer
-from pcbook.service.interceptors import AuthServerInterceptor, ConcurrencyInterceptor, ErrorInterceptor
+from pcbook.service.endpoints import EndpointError, check_name, parse_endpoint
+from pcbook.service.interceptors import (
+    STALL_SECONDS,
+    AuthServerInterceptor,
+    ConcurrencyInterceptor,
+    ErrorInterceptor,
+)
 from pcbook.service.laptop_service import LaptopServicer
 from pcbook.service.logs import fatal, log
 from pcbook.service.registry import Etcd, Registration, RegistryError, parse_url
@@ -77,6 +83,7 @@ def build_server(
     work_ms: int = 0,
     search_delay_ms: int = 0,
     jwt_secret: str | None = None,
+    stream_stall: float = STALL_SECONDS,
 ) -> PcbookServer:
     """Build the server with its stores, seeded users, interceptor, health and reflection.
 
@@ -95,7 +102,8 @@ def build_server(
         futures.ThreadPoolExecutor(max_workers=workers + max_streams, thread_name_prefix="pcbook-rpc"),
         # Outermost first: unexpected errors anywhere become INTERNAL; the auth interceptor logs every
         # call and refuses a bad token before a stream slot is taken.
-        interceptors=[ErrorInterceptor(), AuthServerInterceptor(jwt_manager), ConcurrencyInterceptor(max_streams)],
+        interceptors=[ErrorInterceptor(), AuthServerInterceptor(jwt_manager),
+                      ConcurrencyInterceptor(max_streams, jwt_manager, stream_stall)],
         maximum_concurrent_rpcs=MAX_CALLS,
         # gRPC sets SO_REUSEPORT by default, which would let a second server share a busy port
         # silently (and split the calls); turn it off so that a busy port is an error.
@@ -169,6 +177,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=MAX_STREAMS,
         help=f"streams open at once, each on a thread of its own; more are refused (default {MAX_STREAMS})",
     )
+    parser.add_argument(
+        "--stream-stall-seconds",
+        type=float,
+        default=STALL_SECONDS,
+        help=f"cancel a server stream whose client reads nothing for this long (default {STALL_SECONDS:g}; 0: never)",
+    )
     parser.add_argument("--work-ms", type=int, default=0, help="simulated work per CreateLaptop, ms (default 0)")
     parser.add_argument(
         "--search-delay-ms", type=int, default=0, help="simulated work per laptop examined by SearchLaptop, ms"
@@ -180,6 +194,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     reg.add_argument("--name", default=None, help="the key under the prefix (default server-<port>)")
     reg.add_argument("--advertise", default=None,
                      help="the host clients should dial (default --host, or 127.0.0.1 when it is 0.0.0.0)")
+    reg.add_argument("--allow-remote", action="store_true",
+                     help="allow an --advertise address outside loopback (the lessons use 127.0.0.1)")
     reg.add_argument("--register-ttl", type=int, default=3, help="lease TTL, s (default 3)")
     reg.add_argument("--drain-seconds", type=float, default=1.0,
                      help="with --register: keep serving this long after deregistering, so clients that have"
@@ -194,29 +210,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error("--register-ttl must be at least 1 and --drain-seconds not negative")
         if args.port == 0:
             parser.error("--register needs a fixed --port (the address goes into the registry)")
-    elif args.name or args.advertise:
-        parser.error("--name and --advertise go with --register")
+        # What goes into the registry is parsed by the same rules its readers apply (endpoints.py).
+        try:
+            args.endpoint = parse_endpoint(f"{advertised_host(args)}:{args.port}", allow_remote=args.allow_remote)
+            check_name(args.name or f"server-{args.port}")
+        except EndpointError as e:
+            parser.error(f"--advertise/--name: {e}")
+    elif args.name or args.advertise or args.allow_remote:
+        parser.error("--name, --advertise and --allow-remote go with --register")
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be between 0 and 65535, not {args.port}")
     if args.workers < 1 or args.max_streams < 1:
         parser.error("--workers and --max-streams must be at least 1")
+    if args.stream_stall_seconds < 0:
+        parser.error("--stream-stall-seconds cannot be negative")
     if args.work_ms < 0 or args.search_delay_ms < 0:
         parser.error("--work-ms and --search-delay-ms cannot be negative")
     return args
 
 
+def advertised_host(args: argparse.Namespace) -> str:
+    return args.advertise or ("127.0.0.1" if args.host in ("0.0.0.0", "") else args.host)
+
+
 def _register(args: argparse.Namespace, pcbook: PcbookServer) -> Registration:
     """Put <prefix>/<name> = host:port under a lease that a thread keeps alive (see registry.Registration)."""
-    host = args.advertise or ("127.0.0.1" if args.host in ("0.0.0.0", "") else args.host)
     name = args.name or f"server-{pcbook.port}"
     key = f"{args.registry.prefix}/{name}"
-    registration = Registration(Etcd(args.registry), key, f"{host}:{pcbook.port}", ttl=args.register_ttl, log=log)
+    endpoint = args.endpoint
+    if not endpoint.loopback:
+        log(f"advertising {endpoint}, outside loopback (--allow-remote)")
+    registration = Registration(Etcd(args.registry), key, str(endpoint), ttl=args.register_ttl, log=log)
     try:
         lease = registration.start()
     except RegistryError as e:
         pcbook.stop(0)
         fatal(f"cannot register in {args.registry}: {e}")
-    log(f"registered {key} = {host}:{pcbook.port} in {args.registry} (lease {lease.id:x}, TTL {lease.ttl} s)")
+    log(f"registered {key} = {endpoint} in {args.registry} (lease {lease.id:x}, TTL {lease.ttl} s)")
     return registration
 
 
@@ -263,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             work_ms=args.work_ms,
             search_delay_ms=args.search_delay_ms,
             jwt_secret=secret,
+            stream_stall=args.stream_stall_seconds,
         )
     except RuntimeError as e:  # lost a race for the port, or an address gRPC cannot use
         fatal(f"cannot listen on {args.host}:{args.port}: {e}; choose another --port")

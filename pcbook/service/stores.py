@@ -109,11 +109,15 @@ class LaptopStore:
 @dataclass(frozen=True)
 class Rating:
     count: int
-    sum: float
+    average: float
 
-    @property
-    def average(self) -> float:
-        return self.sum / self.count
+
+def next_average(old: Rating, score: float) -> Rating:
+    """The running mean, kept as a mean rather than a sum: a sum of two finite scores near the float
+    maximum (1e308 twice) is infinite, and stays so; avg - avg/n + score/n never leaves the range of
+    the scores."""
+    n = old.count + 1
+    return Rating(n, old.average - old.average / n + score / n)
 
 
 class RatingStore:
@@ -125,8 +129,7 @@ class RatingStore:
 
     def add(self, laptop_id: str, score: float) -> Rating:
         with self._lock:
-            old = self._data.get(laptop_id, Rating(0, 0.0))
-            new = Rating(old.count + 1, old.sum + score)
+            new = next_average(self._data.get(laptop_id, Rating(0, 0.0)), score)
             self._data[laptop_id] = new
             return new
 
@@ -194,8 +197,10 @@ class ImageStore:
     def save(self, laptop_id: str, image_type: str, data: bytes) -> str:
         """Write the image and return its new id."""
         image_id = str(uuid.uuid4())
-        # The type comes from the client: keep only a harmless suffix such as ".jpg".
-        suffix = image_type if image_type.startswith(".") and image_type[1:].isalnum() else ""
+        # The type comes from the client: keep only a short, harmless suffix such as ".jpg" (a long one
+        # would make the name too long for the file system).
+        suffix = image_type if image_type.startswith(".") and image_type[1:].isalnum() and len(image_type) <= 16 \
+            and image_type.isascii() else ""
         path = self.folder / f"{image_id}{suffix}"
         with open(path, "xb") as f:
             f.write(data)

@@ -38,6 +38,8 @@ from typing import Any
 
 import grpc
 
+from pcbook.service.endpoints import Endpoint, Screen
+from pcbook.service.logs import error
 from pcbook.service.registry import Etcd, Members, RegistryError, RegistryUrl, parse_url
 
 ROUND_ROBIN = '{"loadBalancingConfig": [{"round_robin": {}}]}'
@@ -47,9 +49,15 @@ def default_factory(target: str) -> grpc.Channel:
     return grpc.insecure_channel(target, options=[("grpc.service_config", ROUND_ROBIN)])
 
 
-def target_of(members: dict[str, str]) -> str:
-    """`ipv4:127.0.0.1:50051,127.0.0.1:50052` for the members' addresses, in name order."""
-    return "ipv4:" + ",".join(members[name] for name in sorted(members))
+def target_of(members: dict[str, Endpoint]) -> str:
+    """`ipv4:127.0.0.1:50051,127.0.0.1:50052` for the members' parsed addresses, in name order."""
+    return "ipv4:" + ",".join(str(members[name]) for name in sorted(members))
+
+
+def ipv4_only(endpoint: Endpoint) -> str | None:
+    """One ipv4: target cannot also hold IPv6 addresses or DNS names (grpc's target syntax)."""
+    ip = endpoint.ip
+    return None if ip is not None and ip.version == 4 else "the thick client's ipv4: target holds IPv4 addresses only"
 
 
 class NoBackendsError(grpc.RpcError, grpc.Call):
@@ -100,8 +108,9 @@ class DiscoveredChannel(grpc.Channel):
     """A grpc.Channel whose backends are the registry's live set (see the module docstring)."""
 
     def __init__(self, url: RegistryUrl | str, *, factory: Callable[[str], grpc.Channel] = default_factory,
-                 log: Callable[[str], None] | None = None, timeout: float = 5.0):
-        """Read the registry (RegistryError if etcd cannot be reached within `timeout`) and watch it."""
+                 log: Callable[[str], None] | None = None, timeout: float = 5.0, allow_remote: bool = False):
+        """Read the registry (RegistryError if etcd cannot be reached within `timeout`) and watch it.
+        Each entry goes through endpoints.Screen: a bad one is skipped with one line, the others serve."""
         self.url = parse_url(url) if isinstance(url, str) else url
         self._factory = factory
         self._log = log or (lambda _line: None)
@@ -110,6 +119,8 @@ class DiscoveredChannel(grpc.Channel):
         self._current: _Generation | None = None
         self._errors: list[str] = []
         self._ready = threading.Event()  # the first channel is built
+        # A skipped entry is said even when the caller wants no log: to stderr, one line per entry.
+        self._screen = Screen(log or error, allow_remote=allow_remote, dialable=ipv4_only)
         self.members = Members(Etcd(self.url), on_change=self._on_change, on_error=self._on_error)
         self.members.start()
         if not self._ready.wait(timeout):
@@ -126,8 +137,10 @@ class DiscoveredChannel(grpc.Channel):
         self._errors.append(message)
         self._log(f"registry: {message}")
 
-    def _on_change(self, members: dict[str, str]) -> None:
-        channel = self._factory(target_of(members)) if members else None
+    def _on_change(self, raw: dict[str, str]) -> None:
+        endpoints = self._screen(raw)
+        members = {name: str(endpoint) for name, endpoint in endpoints.items()}
+        channel = self._factory(target_of(endpoints)) if endpoints else None
         with self._lock:
             self._generations += 1
             old, self._current = self._current, _Generation(self._generations, members, channel)

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pcbook.stack import runfiles
 from pcbook.stack.ports import check_port_free
 from pcbook.stack.procs import Proc, Stack
 from pcbook.stack.readiness import wait_http
@@ -85,6 +86,7 @@ def find_etcd() -> Path:
 def new_data_dir(run_dir: Path, keep: int = KEEP_RUNS) -> Path:
     """A fresh RUN_DIR/etcd-... folder; deletes all but the newest `keep` - 1 earlier ones."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    runfiles.prune(run_dir)  # and the loose files of earlier runs
     old = sorted((p for p in run_dir.glob("etcd-*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
     for stale in old[:max(0, len(old) - (keep - 1))]:
         if not _locked(stale):

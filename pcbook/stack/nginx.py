@@ -40,6 +40,7 @@ alive by default while older nginx opens one backend connection per call.
 from __future__ import annotations
 
 import functools
+import glob
 import os
 import re
 import shutil
@@ -50,6 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pcbook import paths
+from pcbook.stack import runfiles
 
 from .ports import check_port_free
 from .procs import Proc, Stack, child_env
@@ -167,7 +169,7 @@ def _statements(text: str) -> Iterator[_Statement]:
                 j = i + 1
                 while j < n and text[j] != c:
                     j += 2 if text[j] == "\\" else 1
-                words.append(text[i + 1:j])
+                words.append(_unescape(text[i + 1:j]))
                 i = j + 1
             else:
                 j = i
@@ -179,9 +181,20 @@ def _statements(text: str) -> Iterator[_Statement]:
                             break
                         j = close
                     j += 2 if text[j] == "\\" else 1
-                words.append(text[i:j])
+                words.append(_unescape(text[i:j]))
                 i = j
     return
+
+
+_ESCAPES = {'"': '"', "'": "'", "\\": "\\", "t": "\t", "r": "\r", "n": "\n"}
+
+
+def _unescape(word: str) -> str:
+    """A word as nginx stores it (ngx_conf_read_token): \\" \\' \\\\ \\t \\r \\n are decoded, any other
+    backslash stays."""
+    if "\\" not in word:
+        return word
+    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(0)), word, flags=re.DOTALL)
 
 
 def statements(text: str) -> list[_Statement]:
@@ -214,14 +227,39 @@ def access_log_targets(text: str) -> list[str]:
     return [s.words[1] for s in _statements(text) if len(s.words) > 1 and s.words[0] == "access_log"]
 
 
-def check_runnable(text: str, conf: Path, port: int | None) -> None:
-    """Refuse, with one line, what `nginx -t` accepts but the runner cannot run: `daemon on;` (nginx
-    would leave the runner, which could then not stop it), and a config that does not listen on
-    the port the lesson's clients use."""
+MAX_INCLUDE_DEPTH = 8  # nginx itself has no limit; a file that includes itself would loop
+
+
+def with_includes(text: str, where: Path, base: Path | None, parents: tuple[str, ...] = (),
+                  depth: int = 0) -> Iterator[tuple[Path, str, _Statement]]:
+    """Every statement as nginx reads it: an `include` is replaced by the statements of the files it
+    names (a glob, relative to `base`, nginx's conf prefix), in their context. Yields (file, its text,
+    statement) with the statement's parents counted from the main context. base=None: no includes."""
     for s in _statements(text):
-        if s.words[:2] == ["daemon", "on"] and not s.parents:
+        full = _Statement(s.words, s.start, s.end, s.opens_block, parents + s.parents, s.block_id)
+        yield where, text, full
+        if base is None or len(s.words) != 2 or s.words[0] != "include" or depth >= MAX_INCLUDE_DEPTH:
+            continue
+        pattern = s.words[1] if os.path.isabs(s.words[1]) else str(base / s.words[1])
+        names = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        for name in names:
+            try:
+                included = read_config(name)
+            except NginxConfigError:
+                continue  # `nginx -t` names the missing file
+            yield from with_includes(included, Path(name), base, full.parents, depth + 1)
+
+
+def check_runnable(text: str, conf: Path, port: int | None, base: Path | None = None) -> None:
+    """Refuse, with one line, what `nginx -t` accepts but the runner cannot run: `daemon on;` in any
+    spelling nginx accepts (a flag's value in any case, quoted, or in an included file; nginx would
+    leave the runner, which could then not stop it), and a config that does not listen on the port the
+    lesson's clients use. `base`: where relative includes are found (None: includes not followed)."""
+    for where, source, s in with_includes(text, conf, base):
+        if len(s.words) == 2 and s.words[0] == "daemon" and s.words[1].lower() == "on" and not s.parents:
+            shown = " ".join(source[s.start:s.end].split())[:80]
             raise NginxConfigError(
-                f"{conf}:{_line(text, s.start)}: `daemon on;` would send nginx to the background, out of the"
+                f"{where}:{_line(source, s.start)}: `{shown}` would send nginx to the background, out of the"
                 " runner's reach: remove it (the runner keeps nginx in the foreground and stops it)")
     if port is None:
         return
@@ -365,6 +403,7 @@ def new_prefix(run_dir: Path, keep: int = KEEP_RUNS) -> Path:
     """A fresh RUN_DIR/nginx-... folder; deletes all but the newest `keep` - 1 earlier ones."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    runfiles.prune(run_dir)  # and the loose files of earlier runs
     old = sorted((p for p in run_dir.glob("nginx-*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
     for stale in old[:max(0, len(old) - (keep - 1))]:
         if not _in_use(stale):
@@ -495,6 +534,8 @@ def start_nginx(stack: Stack, conf_path: Path, *, name: str = "nginx", port: int
     rendered = render_config(conf_path, prefix, version=version, modules=dynamic_modules(binary))
     for file_name, text in (files or {}).items():
         (prefix / file_name).write_text(text)
+    # Again with the included files, found where nginx finds them: relative to the prefix.
+    check_runnable(read_config(rendered), conf_path, None, base=prefix)
     check_config(binary, prefix, conf_path, version)
     proc = stack.start(name, nginx_argv(binary, prefix, read_config(rendered)), cwd=prefix, env=NGINX_ENV)
     nginx = NginxProcess(stack, name, proc, prefix, conf_path, rendered, binary, version, port)

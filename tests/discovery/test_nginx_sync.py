@@ -4,9 +4,10 @@ step 2 runs it: tests/checkpoints/test_lesson_11.py)."""
 from __future__ import annotations
 
 from pcbook.discovery.nginx_sync import EMPTY, render_upstream
+from pcbook.service.endpoints import Endpoint
 
 
 def test_render_upstream() -> None:
-    assert render_upstream({"b": "127.0.0.1:2", "a": "127.0.0.1:1"}) == (
+    assert render_upstream({"b": Endpoint("127.0.0.1", 2), "a": Endpoint("127.0.0.1", 1)}) == (
         "server 127.0.0.1:1;  # a\nserver 127.0.0.1:2;  # b\n")
     assert render_upstream({}) == EMPTY  # nginx refuses an upstream block without a server

@@ -114,7 +114,14 @@ def test_bad_register_flags_are_one_line() -> None:
     out = _server("--port", "50999", "--register", "http://127.0.0.1:2379")
     assert out.returncode == 2 and "--register:" in out.stderr and "Traceback" not in out.stderr
     out = _server("--port", "50999", "--name", "x")
-    assert out.returncode == 2 and "--name and --advertise go with --register" in out.stderr
+    assert out.returncode == 2 and "--name, --advertise and --allow-remote go with --register" in out.stderr
+    # what a server would register is parsed as its readers parse it: one line, nothing registered
+    for advertise, why in (("10.0.0.1", "outside loopback"), ("127.0.0.1\nserver 10.0.0.1:1", "control characters"),
+                           ("[::1", "in brackets")):
+        out = _server("--port", "50999", "--register", "etcd://127.0.0.1:9", "--advertise", advertise)
+        error = out.stderr.strip().splitlines()[-1]
+        assert out.returncode == 2 and error.startswith("python -m pcbook.server: error: --advertise") and why in error
+        assert "Traceback" not in out.stderr, out.stderr
 
 
 def test_no_etcd_is_one_line() -> None:

@@ -22,3 +22,12 @@ def test_the_tutorial_client_discovers_too(lab: Stage) -> None:
     bad = subprocess.run([sys.executable, "-m", "pcbook.client", "--discover", "http://x"], capture_output=True,
                          text=True, timeout=30)
     assert bad.returncode == 2 and "--discover:" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_allow_remote_goes_with_discover() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "pcbook.client", "--address", "127.0.0.1:1", "--allow-remote"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].endswith("--allow-remote goes with --discover")

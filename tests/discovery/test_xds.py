@@ -6,13 +6,18 @@ from __future__ import annotations
 import json
 
 from pcbook.discovery.xds import EDS, Backend, ControlPlane, backends_from, bootstrap
+from pcbook.service.endpoints import Endpoint
 
 
 def test_backends_from_registry_and_knobs() -> None:
-    members = {"server1": "127.0.0.1:1", "server2": "127.0.0.1:2", "junk": "nothing"}
-    knobs = {"weight/server1": "3", "drain/server2": "", "weight/server9": "5"}
-    assert backends_from(members, knobs) == [Backend("server1", "127.0.0.1", 1, 3),
-                                              Backend("server2", "127.0.0.1", 2, 1, draining=True)]
+    members = {"server1": Endpoint("127.0.0.1", 1), "server2": Endpoint("127.0.0.1", 2),
+               "server3": Endpoint("127.0.0.1", 3)}
+    knobs = {"weight/server1": "3", "drain/server2": "", "weight/server9": "5", "weight/server3": "99999999999"}
+    said: list[str] = []
+    assert backends_from(members, knobs, said.append) == [Backend("server1", "127.0.0.1", 1, 3),
+                                                           Backend("server2", "127.0.0.1", 2, 1, draining=True),
+                                                           Backend("server3", "127.0.0.1", 3, 1)]
+    assert said == ["weight/server3 = '99999999999' is not a number from 1 to 1000; using 1"]
     assert bootstrap("127.0.0.1:18000", "n")["xds_servers"][0]["server_uri"] == "127.0.0.1:18000"
     json.dumps(bootstrap("127.0.0.1:18000"))
 

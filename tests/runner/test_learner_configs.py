@@ -17,6 +17,7 @@ from pcbook.paths import NGINX_DIR, ROOT
 from pcbook.stack import nginx
 from pcbook.stack.owners import leftovers
 from pcbook.stack.ports import find_listener
+from pcbook.stack.procs import Stack
 
 LESSON_2 = (NGINX_DIR / "lesson-2.conf").read_bytes()
 
@@ -143,3 +144,26 @@ _BEFORE: set[int] = set()
 
 def _new_leftovers() -> list[tuple[int, str]]:
     return [(pid, cmd) for pid, cmd in leftovers() if pid not in _BEFORE and "<defunct>" not in cmd and ours(pid)]
+
+
+@pytest.mark.parametrize("line", [b"daemon On;", b'daemon "ON";', b"daemon 'on';", b'"daemon" on;', b"daemon\ton ;",
+                                  b"daemon o\\n;x", b"include extra/*.conf;"])
+def test_daemon_in_any_spelling_is_refused_before_nginx_starts(tmp_path: Path, line: bytes) -> None:
+    """nginx reads a flag's value case-insensitively, a quoted name as the name, and an included file as
+    if it were written in place: each of these would send nginx to the background."""
+    (tmp_path / "extra").mkdir()
+    (tmp_path / "extra" / "a.conf").write_bytes(b'# included\n"daemon" ON;\n')
+    conf = _conf(tmp_path, line.replace(b"extra/", str(tmp_path).encode() + b"/extra/") + b"\n" + LESSON_2)
+    with Stack(echo=None, run_dir=tmp_path / "run") as stack:
+        try:
+            nginx.start_nginx(stack, conf, port=None)
+        except nginx.NginxConfigError as err:
+            said = str(err)
+        else:
+            raise AssertionError(f"{line!r} was started: {stack.lines()}")
+    if b"o\\n" in line:  # `o\n` is "o" and a newline for nginx, not "on": nginx -t says so, not our check
+        assert "invalid value" in said and "daemon" in said, said
+        return
+    assert "\n" not in said and "would send nginx to the background" in said, said
+    where = f"{tmp_path}/extra/a.conf:2" if b"include" in line else f"{conf}:1"
+    assert said.startswith(where), said

@@ -84,7 +84,12 @@ def test_streams_beyond_the_cap_are_refused_clearly(start_server) -> None:  # ty
             auth_service_pb2.LoginRequest(username="user1", password="secret")).access_token
         stub = laptop_service_pb2_grpc.LaptopServiceStub(ch)
         stop = threading.Event()
-        held = [stub.RateLaptop(_silent(stop), metadata=(("authorization", token),)) for _ in range(3)]
+        # Each held stream on a connection of its own: one connection may hold only half of the slots.
+        others = [grpc.insecure_channel(f"127.0.0.1:{srv.port}", options=[("grpc.use_local_subchannel_pool", 1)])
+                  for _ in range(3)]
+        held = [laptop_service_pb2_grpc.LaptopServiceStub(o).RateLaptop(_silent(stop),
+                                                                         metadata=(("authorization", token),))
+                for o in others]
         try:
             _wait_streams(srv, 0, 3)
             extra = stub.RateLaptop(_silent(stop), metadata=(("authorization", token),))
@@ -97,6 +102,8 @@ def test_streams_beyond_the_cap_are_refused_clearly(start_server) -> None:  # ty
             stop.set()
             for call in held:
                 call.cancel()
+            for o in others:
+                o.close()
         # The slots are given back: new streams work once the old ones have ended.
         deadline = time.monotonic() + 10
         while True:

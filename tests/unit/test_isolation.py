@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,12 +15,55 @@ import pytest
 TESTS = Path(__file__).resolve().parent.parent
 
 
-def test_without_root_the_suite_runs_in_one_process_and_says_why(monkeypatch: pytest.MonkeyPatch,
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_without_root_or_user_namespaces_the_suite_runs_in_one_process_and_says_why(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(isolation, "userns_works", lambda: False)
     assert conftest.pytest_xdist_auto_num_workers(None) == 0  # type: ignore[arg-type]
     assert capsys.readouterr().err == ("tests run in one process: a private network namespace per worker "
-                                       "needs root (CAP_SYS_ADMIN)\n")
+                                       "needs root (CAP_SYS_ADMIN) or unprivileged user namespaces, which this"
+                                       " kernel does not allow\n")
+
+
+def test_without_root_but_with_user_namespaces_each_worker_gets_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(isolation, "userns_works", lambda: True)
+    assert conftest.pytest_xdist_auto_num_workers(None) > 1  # type: ignore[arg-type]
+    config = type("Config", (), {"option": type("Option", (), {"tx": ["popen"] * 3})()})()
+    conftest.use_userns_workers(config)  # type: ignore[arg-type]
+    assert config.option.tx == [f"popen//python={sys.executable} {TESTS / 'userns_python.py'}"] * 3
+
+
+USER_CHILD = """
+import os, socket, sys, isolation
+machine_ns, held = sys.argv[1], int(sys.argv[2])
+with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+    ports = tuple(int(p) for p in f.read().split())
+with socket.socket() as s:  # the port a listener holds in the machine's (the test's) namespace
+    s.bind(("127.0.0.1", held)); s.listen()
+print(os.readlink("/proc/self/ns/net") != machine_ns, os.geteuid() == int(sys.argv[3]), isolation.isolated(),
+      ports == isolation.EPHEMERAL_PORTS)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="namespaces are Linux only")
+def test_an_ordinary_users_worker_starts_in_namespaces_of_its_own() -> None:
+    """As `nobody` (the system Python: a learner's own venv stands in for it), userns_python.py starts
+    Python in a network namespace of its own, as the same user: a port held outside binds inside."""
+    nobody = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"] if os.geteuid() == 0 else []
+    uid = 65534 if nobody else os.geteuid()
+    python = "/usr/bin/python3" if nobody and os.path.exists("/usr/bin/python3") else sys.executable
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        out = subprocess.run([*nobody, python, str(TESTS / "userns_python.py"), "-c", USER_CHILD,
+                              os.readlink("/proc/self/ns/net"), str(held.getsockname()[1]), str(uid)],
+                             cwd="/", capture_output=True, text=True, timeout=30,
+                             env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(TESTS)})
+    if out.returncode != 0 and "unshare" in out.stderr:
+        pytest.skip(f"this kernel does not allow unprivileged user namespaces: {out.stderr.strip()[-200:]}")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True"] * 4, out.stdout
 
 
 CHILD = """
