@@ -161,7 +161,7 @@ def test_every_lesson_has_its_page(lesson):
     assert page.exists(), f"lesson {lesson.number} has no page at docs/{lesson.doc_page}"
     text = page.read_text()
     assert lesson.doc_page in _lesson_nav(), f"docs/{lesson.doc_page} is not in the site's nav"
-    for conf in lesson.nginx_configs + ([lesson.exercise] if lesson.exercise else []):
+    for conf in lesson.nginx_configs + ([lesson.exercise.path] if lesson.exercise else []):
         rel = conf.relative_to(ROOT).as_posix()
         assert f'--8<-- "{rel}"' in text, f"{lesson.doc_page} does not include {rel} by snippet"
     assert f"<!-- steps: {lesson.number} -->" in text, f"{lesson.doc_page} lacks its generated steps table"
