@@ -99,9 +99,13 @@ check-%: $(READY) ## run lesson N's checkpoint (CONF=path/to/nginx.conf checks y
 	@$(PY) -m pcbook.workbook check $* $(if $(CONF),--conf $(CONF))
 nginx-%: $(READY) ## start only nginx with lesson N's config (CONF=... for your own), until Ctrl-C
 	@$(PY) -m pcbook.workbook nginx $* $(if $(CONF),--conf $(CONF))
+hint-%: $(GEN) ## the next hint for lesson N's exercise (ALL=1: every hint)
+	@$(PY) -m pcbook.workbook hint $* $(if $(ALL),--all)
+watch-%: $(READY) ## check lesson N's exercise each time you save it, until Ctrl-C (CONF=... for another file)
+	@$(PY) -m pcbook.workbook watch $* $(if $(CONF),--conf $(CONF))
 list: $(GEN) ## list the lessons
 	@$(PY) -m pcbook.workbook list
-progress: $(READY) ## check your exercises (nginx/exercises/lesson-N.conf, lessons 2-6) and show which pass
+progress: $(READY) ## check your exercises (nginx/exercises/lesson-N.conf, lessons 2-6, 8, 9, 11) and show which pass
 	@$(PY) -m pcbook.workbook progress
 stop: ## stop anything a lesson left running (servers, nginx) after a crash
 	@test -x $(PY) && $(PY) -m pcbook.workbook stop || true

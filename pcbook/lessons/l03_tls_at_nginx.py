@@ -11,13 +11,29 @@ from pcbook.lessons.tutorial import (
     PLAIN_PAIR,
     refusals,
 )
-from pcbook.stage.model import Client, Expect, Lesson, Nginx, Step
+from pcbook.stage.model import Client, Exercise, Expect, Lesson, Nginx, Step
+
+EXERCISE = Exercise(
+    kind="nginx config",
+    starter="nginx/exercises/lesson-3.conf",
+    answer="nginx/lesson-3.conf",
+    steps=("plaintext-refused", "tls-at-nginx", "no-client-cert", "foreign-client-cert"),
+    hints=(
+        'nginx must speak TLS to the client, show it a certificate, and require one back signed by the CA; the '
+        'backends stay plaintext (grpc:// does not change).',
+        '`listen 8080 ssl http2;` with `ssl_certificate cert/server-cert.pem;` and `ssl_certificate_key '
+        'cert/server-key.pem;`: https://nginx.org/en/docs/http/ngx_http_ssl_module.html#ssl_certificate',
+        '`ssl_client_certificate cert/ca-cert.pem;` names the CA, `ssl_verify_client on;` refuses a client without '
+        'a certificate it signed: https://nginx.org/en/docs/http/ngx_http_ssl_module.html#ssl_verify_client',
+    ),
+)
 
 LESSON = Lesson(
     number=3,
     slug="tls-at-nginx",
     title="TLS at nginx",
     goal="Terminate mutual TLS at nginx while the backends stay plaintext.",
+    exercise=EXERCISE,
     steps=(
         Step(
             key="plaintext-refused",

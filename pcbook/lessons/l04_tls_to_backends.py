@@ -16,13 +16,26 @@ from pcbook.lessons.tutorial import (
     TLS12_REFUSED,
     refusals,
 )
-from pcbook.stage.model import Client, Expect, Lesson, Nginx, Step
+from pcbook.stage.model import Client, Exercise, Expect, Lesson, Nginx, Step
+
+EXERCISE = Exercise(
+    kind="nginx config",
+    starter="nginx/exercises/lesson-4.conf",
+    answer="nginx/lesson-4.conf",
+    steps=("server-side-tls-backends", "no-client-cert", "foreign-client-cert"),
+    hints=(
+        'The backends now expect TLS: only the scheme nginx uses to reach them has to change.',
+        '`grpc_pass grpcs://pcbook_services;` (grpcs:// is gRPC over TLS to the backends): '
+        'https://nginx.org/en/docs/http/ngx_http_grpc_module.html#grpc_pass',
+    ),
+)
 
 LESSON = Lesson(
     number=4,
     slug="tls-to-backends",
     title="TLS to the backends",
     goal="Turn on TLS on the backends, break nginx twice as the tutorial does, then fix it.",
+    exercise=EXERCISE,
     steps=(
         Step(
             key="grpc-to-tls-backends",

@@ -12,13 +12,26 @@ from pcbook.lessons.tutorial import (
     NO_CERT_SERVER,
     refusals,
 )
-from pcbook.stage.model import Client, Expect, Lesson, Nginx, Step
+from pcbook.stage.model import Client, Exercise, Expect, Lesson, Nginx, Step
+
+EXERCISE = Exercise(
+    kind="nginx config",
+    starter="nginx/exercises/lesson-5.conf",
+    answer="nginx/lesson-5.conf",
+    steps=("mutual-tls-backends", "no-client-cert", "foreign-client-cert"),
+    hints=(
+        'The backends require a client certificate: nginx itself is their client now, so it must show one.',
+        '`grpc_ssl_certificate cert/server-cert.pem;` and `grpc_ssl_certificate_key cert/server-key.pem;` in '
+        '`location /`: https://nginx.org/en/docs/http/ngx_http_grpc_module.html#grpc_ssl_certificate',
+    ),
+)
 
 LESSON = Lesson(
     number=5,
     slug="mutual-tls-to-backends",
     title="Mutual TLS between nginx and the backends",
     goal="Give nginx a client certificate so the backends can require one again.",
+    exercise=EXERCISE,
     steps=(
         Step(
             key="backends-require-cert",

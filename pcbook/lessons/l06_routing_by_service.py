@@ -11,13 +11,32 @@ from pcbook.lessons.tutorial import (
     MTLS_PAIR,
     refusals,
 )
-from pcbook.stage.model import Client, Expect, Lesson, Nginx, Step
+from pcbook.stage.model import Client, Exercise, Expect, Lesson, Nginx, Step
+
+EXERCISE = Exercise(
+    kind="nginx config",
+    starter="nginx/exercises/lesson-6.conf",
+    answer="nginx/lesson-6.conf",
+    steps=("routes", "no-client-cert", "foreign-client-cert"),
+    hints=(
+        'A gRPC call is a POST to /<package>.<Service>/<Method>: nginx can route on the path prefix, one upstream '
+        'per service.',
+        'Two upstreams (`auth_services` with 0.0.0.0:50051, `laptop_services` with 0.0.0.0:50052) and two '
+        'locations, `location /techschool_pcbook.AuthService { ... }` and `location '
+        '/techschool_pcbook.LaptopService { ... }`: '
+        'https://nginx.org/en/docs/http/ngx_http_core_module.html#location',
+        "Each location needs its own `grpc_pass grpcs://...;` and, for the backends' mutual TLS, the "
+        '`grpc_ssl_certificate` and `grpc_ssl_certificate_key` lines: '
+        'https://nginx.org/en/docs/http/ngx_http_grpc_module.html#grpc_ssl_certificate',
+    ),
+)
 
 LESSON = Lesson(
     number=6,
     slug="routing-by-service",
     title="Routing by service",
     goal="Send the auth service to server1 and the laptop service to server2, whatever the run.",
+    exercise=EXERCISE,
     steps=(
         Step(
             key="routes",

@@ -16,7 +16,7 @@ import dataclasses
 import re
 from typing import TYPE_CHECKING
 
-from pcbook.stage.model import Driver, Lesson, Nginx, Server, Step
+from pcbook.stage.model import Driver, Exercise, Lesson, Nginx, Server, Step
 from pcbook.stage.results import Calls, NginxRun
 
 if TYPE_CHECKING:
@@ -288,12 +288,29 @@ L8_ADDRESS = "127.0.0.1:8081"
 L8_TUTORIAL = Nginx("lesson-8-tutorial.conf", 8081)
 L8_FINAL = Nginx("lesson-8.conf", 8081)
 
+EXERCISE = Exercise(
+    kind="nginx config",
+    starter="nginx/exercises/lesson-8.conf",
+    answer="nginx/lesson-8.conf",
+    steps=("grpc-status", "kill-under-load", "refused-retried", "enough-worker-connections"),
+    hints=(
+        "Two things fail the checkpoint: nginx's 502 reaches the client as an HTML page, and 10 worker connections "
+        'cannot hold the concurrent calls. The map $grpc_502_message already says which 502 it was.',
+        '`error_page 502 = @grpc_unavailable;` next to the 500 and 504 ones, and `location @grpc_unavailable { '
+        'default_type application/grpc; add_header grpc-status 14; add_header grpc-message $grpc_502_message; '
+        'return 204; }`: https://nginx.org/en/docs/http/ngx_http_core_module.html#error_page',
+        "`worker_connections 1024;` in `events`: it counts the client's connections and one upstream connection "
+        'per call in flight: https://nginx.org/en/docs/ngx_core_module.html#worker_connections',
+    ),
+)
+
 LESSON = Lesson(
     number=8,
     slug="when-a-backend-fails",
     title="When a backend fails",
     goal="Kill a backend under load, see what nginx retries and what it cannot, and answer in gRPC.",
     tutorial=False,
+    exercise=EXERCISE,
     steps=(
         Step(
             key="html-502",

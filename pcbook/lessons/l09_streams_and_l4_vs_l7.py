@@ -22,7 +22,7 @@ from pcbook.lessons.tutorial import (
     refusals,
 )
 from pcbook.stage.judge import Observation
-from pcbook.stage.model import Lesson, Nginx, Probe, Server, Step
+from pcbook.stage.model import Exercise, Lesson, Nginx, Probe, Server, Step
 from pcbook.stage.results import ProbeRun
 
 if TYPE_CHECKING:
@@ -210,6 +210,29 @@ L9_L7, L9_L4 = "127.0.0.1:8091", "127.0.0.1:8092"
 L9_DEFAULTS = Nginx("lesson-9-defaults.conf", 8091, more_ports=(8092,))
 L9_FINAL = Nginx("lesson-9.conf", 8091, more_ports=(8092,))
 
+EXERCISE = Exercise(
+    kind="nginx config",
+    starter="nginx/exercises/lesson-9.conf",
+    answer="nginx/lesson-9.conf",
+    steps=(
+        "streams-and-big-upload",
+        "quiet-survives",
+        "l7-one-connection",
+        "l4-one-connection",
+        "l4-several-connections",
+        "no-client-cert",
+        "foreign-client-cert",
+    ),
+    hints=(
+        'Each of the two limits belongs to one method only: give UploadImage and RateLaptop each an exact-match '
+        'location (`location = /techschool_pcbook.LaptopService/UploadImage`) with its own grpc_pass.',
+        "`client_max_body_size 2m;` in UploadImage's location: the 1 MiB image plus gRPC framing is above the "
+        'default 1m: https://nginx.org/en/docs/http/ngx_http_core_module.html#client_max_body_size',
+        "`grpc_read_timeout 1h;` in RateLaptop's location outlives the quiet stream (1s stays for the rest): "
+        'https://nginx.org/en/docs/http/ngx_http_grpc_module.html#grpc_read_timeout',
+    ),
+)
+
 LESSON = Lesson(
     number=9,
     slug="streams-and-l4-vs-l7",
@@ -217,6 +240,7 @@ LESSON = Lesson(
     goal="Stream through nginx with TLS on both hops, hit its limits, and compare TCP with per-call balancing.",
     tutorial=False,
     hide=CHUNK_NOISE,
+    exercise=EXERCISE,
     steps=(
         Step(
             key="three-streams",

@@ -16,7 +16,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from pcbook.measure import driver as load
-from pcbook.stage.model import Lesson, Nginx, Registry, RegistrySync, Server, Step
+from pcbook.stage.model import Exercise, Lesson, Nginx, Registry, RegistrySync, Server, Step
 from pcbook.stage.results import Call, Calls, Counts, Discovered, Mark
 from pcbook.stage.story import FIRST_CALL_WITHIN, Story, stories
 
@@ -147,12 +147,26 @@ def via_nginx(ctx: StepContext) -> Discovered:
 
 _THEN = ("server3 starts and registers", "server1 gets SIGTERM", "server2 gets SIGKILL")
 
+EXERCISE = Exercise(
+    kind="nginx config",
+    starter="nginx/exercises/lesson-11.conf",
+    answer="nginx/lesson-11.conf",
+    steps=("nginx-sync",),
+    hints=(
+        "nginx knows nothing of etcd; nginx_sync writes the registered servers into a file in nginx's prefix "
+        'folder and reloads nginx. The upstream has to read that file instead of its own list.',
+        'Replace the two `server` lines of `upstream pcbook_services` with `include upstream.conf;`: '
+        'https://nginx.org/en/docs/ngx_core_module.html#include',
+    ),
+)
+
 LESSON = Lesson(
     number=11,
     slug="service-discovery",
     title="Service discovery with etcd",
     goal="Servers register themselves in etcd; a thick client and nginx follow the live set with no config change.",
     tutorial=False,
+    exercise=EXERCISE,
     steps=(
         Step(
             key="thick-client",

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pcbook.paths import NGINX_DIR
+from pcbook.paths import ROOT
 from pcbook.stack.specs import (
     NGINX_PORT,
     TUTORIAL_PORTS,
@@ -38,8 +38,8 @@ from pcbook.stack.specs import (
 if TYPE_CHECKING:
     from pcbook.stage.context import StepContext
 
-__all__ = ["DOCS_URL", "NGINX_PORT", "TUTORIAL_PORTS", "Client", "ClientKind", "ControlPlane", "Driver", "Expect",
-           "Lesson", "Nginx", "Probe", "Registry", "RegistrySync", "Server", "Step", "Text"]
+__all__ = ["DOCS_URL", "NGINX_PORT", "TUTORIAL_PORTS", "Client", "ClientKind", "ControlPlane", "Driver", "Exercise",
+           "Expect", "Lesson", "Nginx", "Probe", "Registry", "RegistrySync", "Server", "Step", "Text"]
 
 # Where `make docs` (mkdocs serve) shows the site; notebooks link their page there.
 DOCS_URL = "http://127.0.0.1:8000/"
@@ -148,6 +148,43 @@ class Step:
             raise ValueError(f"step {self.key!r}: a server that registers needs the step's registry")
 
 
+# What an exercise's file is: how the checkpoint uses it (only nginx configs so far: CONF= replaces the
+# config of the exercise's steps).
+EXERCISE_KINDS = ("nginx config",)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Exercise:
+    """A lesson's exercise: a starter with TODOs the learner fills until `make check-N CONF=starter` passes.
+
+    `answer` is the lesson's own config of those steps (the story's tests pass it); `steps` are the keys
+    of the checkpoint steps whose config the learner's file replaces; `hints` go from a nudge to the
+    exact directive, with a link to its documentation (`make hint-N` shows them one at a time).
+    """
+
+    kind: str
+    starter: str  # relative to the checkout: nginx/exercises/lesson-N.conf
+    answer: str  # relative to the checkout: nginx/lesson-N.conf
+    steps: tuple[str, ...]
+    hints: tuple[str, ...]
+
+    @property
+    def path(self) -> Path:
+        return ROOT / self.starter
+
+    @property
+    def answer_path(self) -> Path:
+        return ROOT / self.answer
+
+    def __post_init__(self) -> None:
+        if self.kind not in EXERCISE_KINDS:
+            raise ValueError(f"exercise {self.starter}: kind {self.kind!r} is not one of {EXERCISE_KINDS}")
+        if not 2 <= len(self.hints) <= 3:
+            raise ValueError(f"exercise {self.starter}: give 2 or 3 hints, not {len(self.hints)}")
+        if not self.steps:
+            raise ValueError(f"exercise {self.starter}: name the checkpoint steps its file stands in for")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Lesson:
     number: int
@@ -161,6 +198,7 @@ class Lesson:
     # Servers, nginx and load generators pinned on separate cores (pcbook.measure.placement): on a
     # small machine the scheduler would otherwise put a load generator on its server's core now and then.
     pinned: bool = False
+    exercise: Exercise | None = None
 
     @property
     def target(self) -> str:
@@ -210,15 +248,35 @@ class Lesson:
         found |= {p for s in self.steps if s.nginx for p in s.nginx.ports}
         return tuple(sorted(found))
 
-    @property
-    def exercise(self) -> Path | None:
-        path = NGINX_DIR / "exercises" / f"lesson-{self.number}.conf"
-        return path if path.exists() else None
+    def exercise_problems(self) -> list[str]:
+        """What does not hold between the exercise and the steps it names (empty: all is well): each a
+        checkpoint step with nginx, all on one config, which is the exercise's answer."""
+        if self.exercise is None:
+            return []
+        problems = []
+        keys = {s.key: s for s in self.steps}
+        for key in self.exercise.steps:
+            step = keys.get(key)
+            if step is None or not step.checkpoint or step.nginx is None:
+                problems.append(f"lesson {self.number}: exercise step {key!r} is not a checkpoint step with nginx")
+            elif step.nginx.path != self.exercise.answer_path:
+                problems.append(f"lesson {self.number}: step {key!r} runs {step.nginx.path.name}, not the "
+                                f"exercise's answer {self.exercise.answer}")
+        return problems
+
+    def conf_replaces(self, step: Step) -> bool:
+        """Whether a learner's `CONF=` stands in for this step's config: the exercise's steps, or (a
+        lesson without an exercise) every checkpoint step on the config the checkpoint ends with."""
+        if self.exercise is not None:
+            return step.key in self.exercise.steps
+        return step.checkpoint and step.nginx is not None and step.nginx.path == self.checkpoint_config
 
     @property
     def checkpoint_config(self) -> Path | None:
-        """The nginx config a learner's `CONF=` replaces: the one the checkpoint steps end with.
-        None: the checkpoint uses no nginx (and `make check-N` takes no CONF)."""
+        """The nginx config a learner's `CONF=` replaces: the exercise's answer, else the one the checkpoint
+        steps end with. None: the checkpoint uses no nginx (and `make check-N` takes no CONF)."""
+        if self.exercise is not None:
+            return self.exercise.answer_path
         confs = [s.nginx.path for s in self.checkpoint_steps if s.nginx]
         return confs[-1] if confs else None
 

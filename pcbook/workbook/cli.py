@@ -1,6 +1,7 @@
-"""The workbook's command line: `python -m pcbook.workbook lesson|check|nginx|list|progress|stop`.
+"""The workbook's command line: `python -m pcbook.workbook lesson|check|nginx|list|progress|hint|watch|stop`.
 
-The Makefile's `lesson-N`, `check-N`, `nginx-N`, `list`, `progress` and `stop` targets call this.
+The Makefile's `lesson-N`, `check-N`, `nginx-N`, `hint-N`, `watch-N`, `list`, `progress` and `stop` targets
+call this.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from pcbook.paths import shown
 from pcbook.stack import nginx, owners, procs
 from pcbook.stack.ports import find_listener, holder
-from pcbook.workbook import manifest
+from pcbook.workbook import manifest, practice
 from pcbook.workbook.runner import run_lesson, write_line
 
 
@@ -112,27 +113,20 @@ def cmd_list(_args: argparse.Namespace) -> int:
 
 
 def cmd_progress(_args: argparse.Namespace) -> int:
-    """Check each lesson's exercise (nginx/exercises/lesson-N.conf): the learner's own work."""
-    print("Checking your exercises in nginx/exercises/ (edit them, then run this again) ...")
-    rows = []
-    for lesson in manifest.LESSONS:
-        exercise = lesson.exercise
-        if exercise is None:
-            print(f"  [    ] lesson {lesson.number:<2} {lesson.title:<45} no exercise: make {lesson.target} replays it",
-                  flush=True)
-            continue
-        result = run_lesson(lesson, conf=exercise, checkpoint_only=True, stop_at_failure=True, echo=None)
-        rows.append((lesson, exercise, result.checkpoint_passed, result.checkpoint_line()))
-        mark = "done" if result.checkpoint_passed else "todo"
-        print(f"  [{mark}] lesson {lesson.number:<2} {lesson.title:<45} {shown(exercise)}", flush=True)
-    done = sum(1 for row in rows if row[2])
-    print(f"{done}/{len(rows)} exercises done")
-    for lesson, exercise, passed, line in rows:
-        if not passed:
-            print(f"next: lesson {lesson.number} — {line.split(': ', 2)[-1]}")
-            print(f"      edit {shown(exercise)} and run: make check-{lesson.number} CONF={shown(exercise)}")
-            break
-    return 0
+    """Each lesson's exercise, checked once per content: the learner's own work (pcbook.workbook.practice)."""
+    return practice.progress(manifest.LESSONS)
+
+
+def cmd_hint(args: argparse.Namespace) -> int:
+    return practice.hint(_lesson(args.number), show_all=args.all)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    lesson = _lesson(args.number)
+    if lesson.exercise is None:
+        raise SystemExit(f"lesson {lesson.number} has no exercise to watch: make {lesson.target} replays it")
+    conf = _config(args.conf) or lesson.exercise.path
+    return practice.watch(lesson, conf)
 
 
 def cmd_stop(_args: argparse.Namespace) -> int:
@@ -201,6 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_nginx)
     sub.add_parser("list", help="list the lessons (7-10 go beyond the tutorial)").set_defaults(func=cmd_list)
     sub.add_parser("progress", help="check your exercises in nginx/exercises/").set_defaults(func=cmd_progress)
+    p = sub.add_parser("hint", help="the next hint for lesson N's exercise")
+    p.add_argument("number", type=int)
+    p.add_argument("--all", action="store_true", help="every hint at once")
+    p.set_defaults(func=cmd_hint)
+    p = sub.add_parser("watch", help="check lesson N's exercise on every save, until Ctrl-C")
+    p.add_argument("number", type=int)
+    p.add_argument("--conf", help="the file to watch instead of nginx/exercises/lesson-N.conf")
+    p.set_defaults(func=cmd_watch)
     sub.add_parser("stop", help="stop what a crashed run left behind").set_defaults(func=cmd_stop)
     return parser
 

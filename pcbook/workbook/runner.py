@@ -146,7 +146,7 @@ def conf_for(lesson: Lesson, step: Step, learner_conf: Path | None) -> Path | No
     """The config nginx runs with in `step`: the learner's in place of the checkpoint's config."""
     if step.nginx is None:
         return None
-    if learner_conf is not None and step.checkpoint and step.nginx.path == lesson.checkpoint_config:
+    if learner_conf is not None and lesson.conf_replaces(step):
         return learner_conf
     return step.nginx.path
 

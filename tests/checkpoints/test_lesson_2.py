@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pcbook.lessons.tutorial import AUTH_LOGIN, CREATE_LAPTOP
 
-from .support import checkpoint, explain, story
+from .support import explain, story
 
 
 def test_calls_alternate_and_nginx_logs_the_lectures_five_posts() -> None:
@@ -17,10 +17,3 @@ def test_calls_alternate_and_nginx_logs_the_lectures_five_posts() -> None:
     # The lecture's access log: a Login, three CreateLaptop, and the client's token refresh (--stay).
     assert seen.posts == [(AUTH_LOGIN, 200)] + [(CREATE_LAPTOP, 200)] * 3 + [(AUTH_LOGIN, 200)]
     assert any("token refreshed" in line for line in seen.client_lines[-3:])
-
-
-def test_checkpoint_fails_on_the_starter_config() -> None:
-    # The starter has no http2 on the listener and no grpc_pass.
-    result = checkpoint(2, "exercises/lesson-2.conf")
-    assert not result.checkpoint_passed
-    assert "the client should succeed but failed" in result.checkpoint_line()

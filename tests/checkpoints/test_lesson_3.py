@@ -37,7 +37,3 @@ def test_checkpoint_fails_against_lesson_2_config() -> None:
     line = result.checkpoint_line()
     assert "the client should fail but succeeded" in line
     assert "the client should succeed but failed" in line
-
-
-def test_checkpoint_fails_on_the_starter_config() -> None:
-    assert not checkpoint(3, "exercises/lesson-3.conf").checkpoint_passed

@@ -18,7 +18,3 @@ def test_checkpoint_fails_against_lesson_4_config() -> None:
     result = checkpoint(5, "lesson-4.conf")
     assert not result.checkpoint_passed
     assert "the client should succeed but failed" in result.checkpoint_line()
-
-
-def test_checkpoint_fails_on_the_starter_config() -> None:
-    assert not checkpoint(5, "exercises/lesson-5.conf").checkpoint_passed

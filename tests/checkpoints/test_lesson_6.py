@@ -20,7 +20,3 @@ def test_checkpoint_fails_against_lesson_5_config() -> None:
     result = checkpoint(6, "lesson-5.conf")
     assert not result.checkpoint_passed
     assert "should reach only" in result.checkpoint_line()
-
-
-def test_checkpoint_fails_on_the_starter_config() -> None:
-    assert not checkpoint(6, "exercises/lesson-6.conf").checkpoint_passed

@@ -161,7 +161,7 @@ def test_every_lesson_has_its_page(lesson):
     assert page.exists(), f"lesson {lesson.number} has no page at docs/{lesson.doc_page}"
     text = page.read_text()
     assert lesson.doc_page in _lesson_nav(), f"docs/{lesson.doc_page} is not in the site's nav"
-    for conf in lesson.nginx_configs + ([lesson.exercise] if lesson.exercise else []):
+    for conf in lesson.nginx_configs + ([lesson.exercise.path] if lesson.exercise else []):
         rel = conf.relative_to(ROOT).as_posix()
         assert f'--8<-- "{rel}"' in text, f"{lesson.doc_page} does not include {rel} by snippet"
     assert f"<!-- steps: {lesson.number} -->" in text, f"{lesson.doc_page} lacks its generated steps table"
@@ -218,3 +218,18 @@ def test_makefile_table_lists_every_help_target():
         m = re.match(r"^([a-zA-Z0-9_%-]+):.*?## ", line)
         if m:
             assert f"`make {m.group(1).replace('%', 'N')}`" in rendered
+
+
+@pytest.mark.parametrize("lesson", [lesson for lesson in manifest.LESSONS if lesson.exercise],
+                         ids=lambda lesson: f"lesson-{lesson.number}")
+def test_each_exercise_page_ends_with_its_exercise(lesson):
+    text = (DOCS / lesson.doc_page).read_text()
+    assert "\n## Your exercise\n" in text, f"{lesson.doc_page} has no exercise section"
+    section = text.split("\n## Your exercise\n", 1)[1]
+    assert "\n## " not in section, f"the exercise section of {lesson.doc_page} is not the page's last"
+    ex = lesson.exercise
+    for said in (f"make check-{lesson.number} CONF={ex.starter}", f"make hint-{lesson.number}",
+                 f"make watch-{lesson.number}", f'--8<-- "{ex.starter}"', f"next of {len(ex.hints)} hints"):
+        assert said in section, f"the exercise section of {lesson.doc_page} lacks {said!r}"
+    steps = ", ".join(f"{lesson.number_of(k)} ({k})" for k in ex.steps)
+    assert f"step(s) {steps}" in " ".join(section.split()), f"{lesson.doc_page}: its steps are {steps}"

@@ -118,9 +118,15 @@ def test_unknown_lesson_names_the_known_ones() -> None:
 
 
 def test_progress_checks_exactly_the_lessons_with_an_exercise() -> None:
-    # `make progress` runs these; the others (lesson 1: no nginx; 7-10: beyond the tutorial) it lists
-    # as having no exercise, never as done.
-    assert [lesson.number for lesson in manifest.LESSONS if lesson.exercise] == [2, 3, 4, 5, 6]
+    # `make progress` runs these; the others it lists as having no exercise, never as done: lesson 1 (no
+    # nginx), 7 (its artifact is the client's service config, which the load driver cannot take from a
+    # file yet), 10 (nginx 1.31 keeps upstream connections alive by default, so a starter without
+    # `keepalive` passes) and 12 (its input is etcd keys the act writes, not a file).
+    assert [lesson.number for lesson in manifest.LESSONS if lesson.exercise] == [2, 3, 4, 5, 6, 8, 9, 11]
+    for lesson in manifest.LESSONS:
+        assert lesson.exercise_problems() == [], lesson.exercise_problems()
+        if lesson.exercise is not None:
+            assert lesson.exercise.path.is_file(), f"lesson {lesson.number}: no starter at {lesson.exercise.starter}"
 
 
 def test_discovery_lessons_declare_their_registry_and_control_plane() -> None:
