@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from ownership import ours  # tests/ is on sys.path
+from shipped import shipped_starter
 
 from pcbook.paths import ROOT
 from pcbook.stack.owners import leftovers
@@ -80,8 +81,7 @@ def test_watch_rechecks_within_two_seconds_of_a_save_and_ctrl_c_leaves_nothing(t
     lesson = manifest.get(2)
     assert lesson.exercise is not None
     mine = tmp_path / "mine.conf"
-    mine.write_bytes(subprocess.run(["git", "show", f"HEAD:{lesson.exercise.starter}"], cwd=ROOT,
-                                    capture_output=True, timeout=30, check=True).stdout)
+    mine.write_bytes(shipped_starter(lesson.exercise.starter))
     before = {pid for pid, _ in leftovers()}
     proc = subprocess.Popen([sys.executable, "-u", "-m", "pcbook.workbook", "watch", "2", "--conf", str(mine)],
                             cwd=ROOT, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
