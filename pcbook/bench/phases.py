@@ -95,7 +95,7 @@ def added_throughput(hop: HopResult, name: str, base: str, level: float = LEVEL)
 
 def count_upstream_connections(load: LoadGenerator, paths_: dict[str, int], say: Say, window: float = 0.3,
                                min_calls: int = verdicts.KEEPALIVE_MIN_CALLS,
-                               deadline: float = 10.0) -> dict[str, tuple[int, int]]:
+                               deadline: float = 10.0) -> dict[str, verdicts.ConnectionCount]:
     """For each nginx path: how many backend connections nginx opened for how many calls (every call
     made in the round, failed or not, stragglers included). Rounds of `window` s repeat until the path has
     `min_calls` calls (for at most `deadline` s): how many fit in one round depends on the machine
@@ -103,21 +103,22 @@ def count_upstream_connections(load: LoadGenerator, paths_: dict[str, int], say:
     if not Path("/proc/net/tcp").exists():
         say("(connection counting needs Linux's /proc/net/tcp: skipped)")
         return {}
-    counts: dict[str, tuple[int, int]] = {}
+    counts: dict[str, verdicts.ConnectionCount] = {}
     for name, port in paths_.items():
-        opened = calls = 0
+        opened = calls = rounds = 0
         give_up = time.monotonic() + deadline
         while True:
             # A snapshot per round: a port reused in a later round is counted again (opened_between).
             new, r = opened_during(port, partial(load.run, name, concurrency=1, window=window, warmup=0.0))
             opened += new
+            rounds += 1
             # A call that failed opened its backend connection too: "one per call" counts every call made.
             calls += r.completed + r.errors
             # No call got through: more rounds would not help (the judge says so).
             if r.completed == 0 or calls >= min_calls or time.monotonic() >= give_up:
                 break
-        counts[name] = (opened, calls)
-        say(f"  {name}: {opened} new backend connections for {calls} calls")
+        counts[name] = verdicts.ConnectionCount(opened, calls, rounds)
+        say(f"  {name}: {opened} new backend connections for {calls} calls in {rounds} round(s)")
     return counts
 
 

@@ -32,8 +32,8 @@ def report(hop: HopResult, scale: ScaleResult, settings: Settings, info: dict[st
         "(distribution-free); 'not resolved': the interval includes 0")
     for line in hop_table(hop, LABELS):
         say(line)
-    for name, (opened, calls) in hop.upstream_connections.items():
-        say(f"   {LABELS.get(name, name)}: {opened} backend connections opened for {calls} calls")
+    for name, count in hop.upstream_connections.items():
+        say(f"   {LABELS.get(name, name)}: {count.opened} backend connections opened for {count.calls} calls")
     say("")
     say("== what this run resolves: each row is a path minus another, paired by repetition; compare only the "
         "resolved ones")
@@ -87,7 +87,8 @@ def report(hop: HopResult, scale: ScaleResult, settings: Settings, info: dict[st
         "comparisons": comparisons,
         "h2load": ({"p50_ms": h2.rounds, "calls_checked": h2.calls_checked, "calls_saved": h2.calls_saved}
                    if h2 else {"skipped": h2_note}),
-        "upstream_connections": {n: {"opened": o, "calls": c} for n, (o, c) in hop.upstream_connections.items()},
+        "upstream_connections": {n: {"opened": c.opened, "calls": c.calls, "rounds": c.rounds}
+                                 for n, c in hop.upstream_connections.items()},
         "scale": {n: {**asdict(s), "rounds": scale.rounds[n], "cpu_cores": scale.cpu.get(n, {}),
                       "waiting": scale.waiting.get(n, []), "served": scale.served.get(n, {})}
                   for n, s in scale.throughput.items()},

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pcbook.measure.stats import Difference, PathStats, Spread
+from pcbook.measure.verdicts import ConnectionCount
 
 
 @dataclass
@@ -22,7 +23,7 @@ class RoundRecord:
 class HopResult:
     stats: dict[str, PathStats]
     rounds: dict[str, list[dict[str, float]]]  # per path, per repetition: p50/p99 ms, calls/s
-    upstream_connections: dict[str, tuple[int, int]] = field(default_factory=dict)  # path -> (new conns, calls)
+    upstream_connections: dict[str, ConnectionCount] = field(default_factory=dict)  # path -> connections, calls
     cpu: dict[str, dict[str, float]] = field(default_factory=dict)  # path -> role -> cores (median)
     errors: int = 0
     records: list[RoundRecord] = field(default_factory=list)

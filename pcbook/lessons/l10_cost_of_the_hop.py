@@ -85,13 +85,14 @@ def keepalive(ctx: StepContext) -> Connections:
     counts = phases.count_upstream_connections(load, settings.UPSTREAM_PORT, ctx.say, window=0.5)
     if not counts:
         return Connections({}, {}, skipped="needs Linux's /proc/net/tcp")
-    return Connections({n: o for n, (o, _) in counts.items()}, {n: c for n, (_, c) in counts.items()})
+    return Connections({n: c.opened for n, c in counts.items()}, {n: c.calls for n, c in counts.items()},
+                       rounds={n: c.rounds for n, c in counts.items()})
 
 
 def keepalive_judge(result: Connections) -> list[str]:
     if result.skipped:  # not Linux: nothing to count with
         return []
-    keep, no_keep = (verdicts.ConnectionCount(result.opened[n], result.calls[n])
+    keep, no_keep = (verdicts.ConnectionCount(result.opened[n], result.calls[n], result.rounds.get(n, 1))
                      for n in (settings.NGINX_KEEPALIVE, settings.NGINX_NO_KEEPALIVE))
     return verdicts.judge_keepalive(keep, no_keep)
 

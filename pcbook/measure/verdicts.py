@@ -57,8 +57,9 @@ def hop_reading(d: Difference) -> str:
 
 @dataclass(frozen=True)
 class ConnectionCount:
-    opened: int  # new TCP connections to the backend port during the round
-    calls: int  # calls that succeeded through nginx in the round
+    opened: int  # new TCP connections to the backend port during the rounds
+    calls: int  # calls made through nginx in the rounds (failed ones too)
+    rounds: int = 1  # rounds the calls were made in
 
 
 NO_KEEPALIVE_SHARE = 0.9  # a reused port (TIME_WAIT reuse on loopback) can hide a few new connections
@@ -75,7 +76,10 @@ def judge_keepalive(keep: ConnectionCount, no_keep: ConnectionCount, min_calls: 
     if keep.opened > 1:
         diffs.append(f"with keepalive nginx should reuse one backend connection but opened {keep.opened} "
                      f"for {keep.calls} calls")
-    if not NO_KEEPALIVE_SHARE * no_keep.calls <= no_keep.opened <= no_keep.calls + 1:
+    # Up to one more per round: suite runs on a machine at load average 10-20 counted 3 over (30 for 27 calls
+    # in 5 rounds, 81 for 79); the cause is not pinned down (a TIME_WAIT timer read late would look like a
+    # reused port). A path that keeps its connection still opens about 1, far below.
+    if not NO_KEEPALIVE_SHARE * no_keep.calls <= no_keep.opened <= no_keep.calls + no_keep.rounds:
         diffs.append(f"without keepalive nginx should open one backend connection per call but opened "
                      f"{no_keep.opened} for {no_keep.calls} calls")
     return diffs

@@ -167,6 +167,7 @@ class Connections:
     opened: dict[str, int]
     calls: dict[str, int]
     skipped: str = ""  # why nothing was counted (no /proc/net/tcp)
+    rounds: dict[str, int] = field(default_factory=dict)  # the rounds the calls were made in
 
 
 @dataclass(frozen=True)

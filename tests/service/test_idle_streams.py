@@ -78,7 +78,8 @@ def test_idle_streams_leave_login_and_health_answering(start_server, rating: int
 
 
 def test_streams_beyond_the_cap_are_refused_clearly(start_server) -> None:  # type: ignore[no-untyped-def]
-    srv = start_server("--max-streams", "3")
+    # No stall cancel while the test holds its silent streams (a loaded machine can take seconds here).
+    srv = start_server("--max-streams", "3", "--stream-stall-seconds", "600")
     with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
         token = auth_service_pb2_grpc.AuthServiceStub(ch).Login(
             auth_service_pb2.LoginRequest(username="user1", password="secret")).access_token

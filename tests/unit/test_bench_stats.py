@@ -39,6 +39,7 @@ from pcbook.measure.stats import (
     summarize,
     throughput_table,
 )
+from pcbook.measure.verdicts import ConnectionCount
 
 
 def test_percentile_interpolates_between_ranks() -> None:
@@ -245,9 +246,9 @@ class _SlowLoad:
 
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="counts connections in Linux's /proc/net/tcp")
 def test_connection_counting_runs_rounds_until_enough_calls() -> None:
-    def count(load: _SlowLoad) -> dict[str, tuple[int, int]]:
+    def count(load: _SlowLoad) -> dict[str, ConnectionCount]:
         return count_upstream_connections(load, {"path": 1}, lambda _line: None, min_calls=20)  # type: ignore[arg-type]
 
     slow, dead = _SlowLoad(8), _SlowLoad(0)
-    assert count(slow) == {"path": (0, 24)} and slow.rounds == 3  # nothing listens on port 1: no connection
-    assert count(dead) == {"path": (0, 0)} and dead.rounds == 1  # no call gets through: more rounds would not help
+    assert count(slow) == {"path": ConnectionCount(0, 24, 3)} and slow.rounds == 3  # nothing listens on port 1
+    assert count(dead) == {"path": ConnectionCount(0, 0, 1)} and dead.rounds == 1  # no call: more rounds would not help
