@@ -38,7 +38,7 @@ import grpc
 from pcbook.pb import laptop_service_pb2 as pb
 from pcbook.pb import laptop_service_pb2_grpc as pb_grpc
 from pcbook.service import sample
-from pcbook.service.channels import LB_POLICIES, make_channel
+from pcbook.service.channels import LB_POLICIES, STATUS_CODES, make_channel
 from pcbook.service.interceptors import AuthClientInterceptor
 from pcbook.service.laptop_client import AuthClient, TokenRefresher
 from pcbook.service.registry import RegistryError, parse_url
@@ -78,6 +78,7 @@ class Report:
     calls: list[Call] = field(default_factory=list)
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     login_error: str = ""  # the first Login failed (and no call was sent): its status and details
+    login_s: float = 0.0  # how long the first Login took, until its answer or its failure
     samples_ms: dict[str, list[float]] = field(default_factory=dict)  # --compare: every measured call, in order
 
     def codes(self) -> Counter[str]:
@@ -90,13 +91,14 @@ class Report:
 def read_report(path: Path) -> Report:
     raw = json.loads(Path(path).read_text())
     return Report([Call(**c) for c in raw["calls"]], raw.get("latency_ms", {}), raw.get("login_error", ""),
-                  raw.get("samples_ms", {}))
+                  raw.get("login_s", 0.0), raw.get("samples_ms", {}))
 
 
 def write_report(report: Report, path: Path) -> None:
     tmp = Path(path).with_suffix(".tmp")
     tmp.write_text(json.dumps({"calls": [asdict(c) for c in report.calls], "latency_ms": report.latency_ms,
-                               "login_error": report.login_error, "samples_ms": report.samples_ms}))
+                               "login_error": report.login_error, "login_s": report.login_s,
+                               "samples_ms": report.samples_ms}))
     tmp.replace(path)  # the reader never sees half a file
 
 
@@ -114,16 +116,21 @@ class Laptops:
 
     def __init__(self, address: str, *, tls_enabled: bool = False, lb_policy: str | None = None,
                  health_check: bool = False, own_connection: bool = False, login_optional: bool = False,
-                 discover: str | None = None) -> None:
-        """`discover` (etcd://...): ignore `address`, call the servers registered there (thick.DiscoveredChannel)."""
+                 discover: str | None = None, retry: Sequence[str] = (), wait_for_ready: bool = False,
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
+        """`discover` (etcd://...): ignore `address`, call the servers registered there (thick.DiscoveredChannel).
+        `retry` (status code names), `wait_for_ready`: the channels' service config (channels.service_config);
+        `timeout`: the Login's deadline too."""
         options = [_OWN_CONNECTION] if own_connection else []
+        policy = {"retry": retry, "wait_for_ready": wait_for_ready}
         self._discovered: DiscoveredChannel | None = None
         if discover is not None:
             self._discovered = DiscoveredChannel(discover, log=lambda line: print(line, flush=True), factory=(
                 lambda target: make_channel(target, tls_enabled=tls_enabled, lb_policy="round_robin",
-                                            health_check=health_check, options=options)))
-        self._auth_channel = self._discovered or make_channel(address, tls_enabled=tls_enabled, options=options)
-        self._refresher = TokenRefresher(AuthClient(self._auth_channel, "admin1", "secret"), quiet=True)
+                                            health_check=health_check, options=options, **policy)))
+        self._auth_channel = self._discovered or make_channel(address, tls_enabled=tls_enabled, options=options,
+                                                              **policy)
+        self._refresher = TokenRefresher(AuthClient(self._auth_channel, "admin1", "secret", timeout), quiet=True)
         try:
             self._refresher.start()
         except grpc.RpcError as err:
@@ -133,7 +140,7 @@ class Laptops:
             print(f"cannot log in ({err.code().name}: {err.details()}); sending the calls without a token",
                   flush=True)
         base = self._discovered or make_channel(address, tls_enabled=tls_enabled, lb_policy=lb_policy,
-                                                health_check=health_check, options=options)
+                                                health_check=health_check, options=options, **policy)
         self._channel = grpc.intercept_channel(base, AuthClientInterceptor(lambda: self._refresher.token,
                                                                            log_calls=False))
         self._stub = pb_grpc.LaptopServiceStub(self._channel)
@@ -238,7 +245,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=0.0, help="calls started per second (0: no pacing)")
     p.add_argument("--concurrency", type=int, default=1, help="calls in flight at most")
     p.add_argument("--channels", type=int, default=1, help="client connections, each its own TCP connection")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="per-call deadline, s")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="per-call deadline (the Login's too), s")
+    p.add_argument("--retry", default="", metavar="CODE[,CODE]",
+                   help="the service config's retryPolicy: retry calls that fail with these status codes"
+                        " (e.g. UNAVAILABLE), up to 4 attempts")
+    p.add_argument("--wait-for-ready", action="store_true",
+                   help="every call waits for a connection until its deadline instead of failing at once")
     p.add_argument("--login-optional", action="store_true",
                    help="send the calls even if Login fails (to see what a proxy answers with no backend)")
     p.add_argument("--progress-every", type=int, default=10, help="a progress line every N calls (0: none)")
@@ -257,6 +269,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parse_url(args.discover)
         except ValueError as err:
             p.error(f"--discover: {err}")
+    args.retry = tuple(code.strip().upper() for code in args.retry.split(",") if code.strip())
+    unknown = [code for code in args.retry if code not in STATUS_CODES]
+    if unknown:
+        p.error(f"--retry: {', '.join(unknown)} is not a status code; choose from {', '.join(STATUS_CODES)}")
     if args.calls < 1 or args.concurrency < 1 or args.channels < 1 or args.rate < 0 or args.warmup < 0:
         p.error("--calls, --concurrency and --channels must be at least 1; --rate and --warmup not negative")
     return args
@@ -277,6 +293,7 @@ def _parse_target(spec: str) -> tuple[str, str | None, str]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     conns: list[Laptops] = []
+    login_from = time.time()
     try:
         if args.compare:
             targets = []
@@ -292,10 +309,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:<12} median {stats['median']:6.2f} ms   p90 {stats['p90']:6.2f} ms   "
                       f"mean {stats['mean']:6.2f} ms", flush=True)
         else:
+            if args.wait_for_ready:  # the Login waits too: this line says the driver is up and waiting
+                print(f"logging in to {args.address or args.discover}, waiting for a connection (wait for ready, "
+                      f"deadline {args.timeout:g} s)", flush=True)
             for _ in range(args.channels):
                 conns.append(Laptops(args.address, tls_enabled=args.tls, lb_policy=args.lb_policy,
                                      health_check=args.health_check, own_connection=args.channels > 1,
-                                     login_optional=args.login_optional, discover=args.discover))
+                                     login_optional=args.login_optional, discover=args.discover,
+                                     retry=args.retry, wait_for_ready=args.wait_for_ready, timeout=args.timeout))
+            logged_in = time.time() - login_from
             pacing = f", {args.rate:g}/s" if args.rate else ""
             print(f"sending {args.calls} CreateLaptop calls to {args.address or args.discover} over {args.channels} "
                   f"connection(s), {args.concurrency} at a time{pacing}", flush=True)
@@ -305,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
                 signal.signal(sig, lambda _signum, _frame: stop.set())
             report = run_calls(conns, args.calls, rate=args.rate, concurrency=args.concurrency,
                                timeout=args.timeout, progress_every=args.progress_every, stop=stop)
+            report.login_s = round(logged_in, 4)
             if stop.is_set():
                 print(f"stopped after {len(report.calls)} calls (signal)", flush=True)
             print(f"done: {len(report.calls)} calls: {summarize(report.codes())}", flush=True)
@@ -312,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot read the registry: {err}", file=sys.stderr, flush=True)
         return 2
     except grpc.RpcError as err:  # the first Login failed: no call was sent
-        report = Report(login_error=f"{err.code().name}: {err.details()}")
+        report = Report(login_error=f"{err.code().name}: {err.details()}", login_s=round(time.time() - login_from, 4))
         print(f"cannot log in: {report.login_error}", file=sys.stderr, flush=True)
     finally:
         for conn in conns:

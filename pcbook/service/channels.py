@@ -12,13 +12,28 @@ import grpc
 from pcbook.service import tls
 
 LB_POLICIES = ("pick_first", "round_robin")
+STATUS_CODES = tuple(code.name for code in grpc.StatusCode if code is not grpc.StatusCode.OK)
+# The retry policy's shape (lesson 14): up to 4 attempts, 50 ms then 100 ms, 200 ms between them (+ jitter).
+RETRY_ATTEMPTS = 4
+RETRY_BACKOFF = {"initialBackoff": "0.05s", "maxBackoff": "0.5s", "backoffMultiplier": 2}
 
 
-def service_config(lb_policy: str | None = None, health_check: bool = False) -> str | None:
+def retry_policy(codes: Sequence[str], attempts: int = RETRY_ATTEMPTS) -> dict[str, Any]:
+    """The service config's retryPolicy: retry a call that failed with one of `codes` (grpc.StatusCode names)."""
+    unknown = [c for c in codes if c not in STATUS_CODES]
+    if unknown or not codes:
+        raise ValueError(f"retryable codes must be some of {', '.join(STATUS_CODES)}, not {list(codes)}")
+    return {"maxAttempts": attempts, **RETRY_BACKOFF, "retryableStatusCodes": list(codes)}
+
+
+def service_config(lb_policy: str | None = None, health_check: bool = False, *, retry: Sequence[str] = (),
+                   wait_for_ready: bool = False) -> str | None:
     """The JSON service config for a policy and client-side health checking, or None for defaults.
 
     With ``health_check`` the client watches the server's grpc.health.v1 status ("" = the whole
-    server) and sends no calls to a backend that is NOT_SERVING.
+    server) and sends no calls to a backend that is NOT_SERVING. ``retry`` (status code names): every
+    method gets retry_policy(retry); ``wait_for_ready``: every call waits for a connection (until its
+    deadline) instead of failing at once when none is READY.
     """
     if lb_policy is not None and lb_policy not in LB_POLICIES:
         raise ValueError(f"lb_policy must be one of {LB_POLICIES}, not {lb_policy!r}")
@@ -27,6 +42,13 @@ def service_config(lb_policy: str | None = None, health_check: bool = False) -> 
         config["loadBalancingConfig"] = [{lb_policy: {}}]
     if health_check:
         config["healthCheckConfig"] = {"serviceName": ""}
+    method: dict[str, Any] = {}
+    if retry:
+        method["retryPolicy"] = retry_policy(retry)
+    if wait_for_ready:
+        method["waitForReady"] = True
+    if method:
+        config["methodConfig"] = [{"name": [{}], **method}]  # an empty name: every method of every service
     return json.dumps(config) if config else None
 
 
@@ -53,6 +75,8 @@ def make_channel(
     health_check: bool = False,
     server_name: str | None = None,
     options: Sequence[tuple[str, Any]] = (),
+    retry: Sequence[str] = (),
+    wait_for_ready: bool = False,
 ) -> grpc.Channel:
     """A channel to ``address`` (``host:port`` or a gRPC target such as ``ipv4:a:1,b:2``).
 
@@ -60,9 +84,10 @@ def make_channel(
     client certificate is shown (mutual TLS) unless ``client_cert=False``. For a multi-address target
     the name checked against the certificate is the first address's host (override: ``server_name``),
     because gRPC would otherwise check the whole target string. Raises tls.CertificateFileError.
+    ``retry``, ``wait_for_ready``: see service_config().
     """
     opts: list[tuple[str, Any]] = list(options)
-    config = service_config(lb_policy, health_check)
+    config = service_config(lb_policy, health_check, retry=retry, wait_for_ready=wait_for_ready)
     if config is not None:
         opts.append(("grpc.service_config", config))
     if not tls_enabled:

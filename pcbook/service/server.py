@@ -84,6 +84,8 @@ def build_server(
     search_delay_ms: int = 0,
     jwt_secret: str | None = None,
     stream_stall: float = STALL_SECONDS,
+    max_connection_age: float | None = None,
+    max_connection_age_grace: float | None = None,
 ) -> PcbookServer:
     """Build the server with its stores, seeded users, interceptor, health and reflection.
 
@@ -92,6 +94,8 @@ def build_server(
     health checks (ConcurrencyInterceptor). ``work_ms`` of simulated work runs on at most ``workers``
     calls at once, which gives a server a fixed capacity for benchmarks.
     Raises RuntimeError if the address cannot be bound. ``port=0`` picks a free port (see ``.port``).
+    ``max_connection_age`` (s): gRPC's own option, GOAWAY on each connection that old (lesson 14);
+    ``max_connection_age_grace`` (s): how long its calls in flight may then run before it is closed.
     """
     user_store = UserStore()
     auth.seed_users(user_store)
@@ -107,7 +111,7 @@ def build_server(
         maximum_concurrent_rpcs=MAX_CALLS,
         # gRPC sets SO_REUSEPORT by default, which would let a second server share a busy port
         # silently (and split the calls); turn it off so that a busy port is an error.
-        options=[("grpc.so_reuseport", 0)],
+        options=[("grpc.so_reuseport", 0), *connection_age_options(max_connection_age, max_connection_age_grace)],
     )
     auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(user_store, jwt_manager), server)
     laptop_service_pb2_grpc.add_LaptopServiceServicer_to_server(
@@ -129,6 +133,12 @@ def build_server(
     return PcbookServer(
         server, health_servicer, bound, laptop_store, image_store, rating_store, user_store, jwt_manager
     )
+
+
+def connection_age_options(age: float | None, grace: float | None) -> list[tuple[str, int]]:
+    """gRPC's server options for a connection's age and grace, in ms (None: gRPC's default, unlimited)."""
+    options = [("grpc.max_connection_age_ms", round(age * 1000))] if age is not None else []
+    return options + ([("grpc.max_connection_age_grace_ms", round(grace * 1000))] if grace is not None else [])
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -187,6 +197,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--search-delay-ms", type=int, default=0, help="simulated work per laptop examined by SearchLaptop, ms"
     )
+    parser.add_argument("--max-connection-age", type=float, default=None, metavar="SECONDS",
+                        help="send GOAWAY on each client connection this old, so clients reconnect (default: never)")
+    parser.add_argument("--max-connection-age-grace", type=float, default=None, metavar="SECONDS",
+                        help="after that GOAWAY, let calls in flight run this long, then close (default: no limit)")
     reg = parser.add_argument_group("service discovery (lessons 11-12)")
     reg.add_argument("--register", metavar="etcd://HOST:PORT[/prefix]", default=None,
                      help="register as <prefix>/<name> = <advertise>:<port> in etcd under a lease kept alive;"
@@ -226,6 +240,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--stream-stall-seconds cannot be negative")
     if args.work_ms < 0 or args.search_delay_ms < 0:
         parser.error("--work-ms and --search-delay-ms cannot be negative")
+    if (args.max_connection_age is not None and args.max_connection_age <= 0) or (
+            args.max_connection_age_grace is not None and args.max_connection_age_grace < 0):
+        parser.error("--max-connection-age must be positive and --max-connection-age-grace not negative")
     return args
 
 
@@ -294,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
             search_delay_ms=args.search_delay_ms,
             jwt_secret=secret,
             stream_stall=args.stream_stall_seconds,
+            max_connection_age=args.max_connection_age,
+            max_connection_age_grace=args.max_connection_age_grace,
         )
     except RuntimeError as e:  # lost a race for the port, or an address gRPC cannot use
         fatal(f"cannot listen on {args.host}:{args.port}: {e}; choose another --port")

@@ -175,6 +175,9 @@ class Driver:
     tls: bool = False
     compare: tuple[str, ...] = ()  # NAME=[POLICY@]TARGET: measure latency on each instead
     warmup: int = 20
+    retry: tuple[str, ...] = ()  # status codes the channel's retryPolicy retries (lesson 14); (): no retries
+    wait_for_ready: bool = False
+    timeout: float | None = None  # the per-call deadline, s (None: the driver's default)
 
     module = "pcbook.measure.driver"
 
@@ -201,6 +204,12 @@ class Driver:
             args.append("--login-optional")
         if self.progress_every != 10:
             args += ["--progress-every", str(self.progress_every)]
+        if self.retry:
+            args += ["--retry", ",".join(self.retry)]
+        if self.wait_for_ready:
+            args.append("--wait-for-ready")
+        if self.timeout is not None:
+            args += ["--timeout", f"{self.timeout:g}"]
         return args + (["--tls"] if self.tls else [])
 
     def argv(self, report: Path | None = None) -> list[str]:

@@ -179,13 +179,14 @@ class StepContext:
         if stop:
             self.stack.stop(run.name)
         report = self.stage.collect(run, timeout)
+        names = tuple(s.name for s in (*self.step.servers, *self.step.standby))  # a server that joined too
         received = self.stage.received_once_read((c.laptop_id for c in report.calls if c.ok), run.mark,
-                                                 self.server_names, SETTLE_TIMEOUT)
+                                                 names, SETTLE_TIMEOUT)
         start = origin if origin is not None else (report.calls[0].t0 if report.calls else time.time())
         calls = tuple(Call(c.number, c.code, c.details, round(c.t0 - start, 4), tuple(received.get(c.laptop_id, ())))
                       for c in report.calls)
-        return Calls(calls, self.server_names, report.login_error,
-                     tuple(Mark(label, round(at - start, 4)) for label, at in marks), origin_label)
+        return Calls(calls, names, report.login_error,
+                     tuple(Mark(label, round(at - start, 4)) for label, at in marks), origin_label, report.login_s)
 
     def run_driver(self, driver: Driver | None = None) -> Calls:
         """Run the load driver in the foreground (its lines echoed with the `client` prefix)."""

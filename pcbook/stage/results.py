@@ -51,6 +51,7 @@ class Calls:
     login_error: str = ""  # the first Login failed and no call was sent: its status and details
     marks: tuple[Mark, ...] = ()
     origin: str = "the first call"  # what start = 0 is
+    login_s: float = 0.0  # how long the driver's Login took (until its answer or failure)
 
     def codes(self) -> Counter[str]:
         return Counter(c.code for c in self.calls)
@@ -201,3 +202,20 @@ class Discovered:
     share: dict[str, float] = field(default_factory=dict)  # server -> share of the measured calls
     notes: dict[str, float] = field(default_factory=dict)  # other measured figures: times in s, counts
     upstream_lists: tuple[str, ...] = ()  # nginx + nginx_sync: upstream.conf as nginx started, and at the end
+
+
+@dataclass(frozen=True)
+class Joined:
+    """Lesson 14: a load run during which a server joined, with each server's calls per second."""
+
+    run: Calls
+    joined: float  # when the new server was serving, s on the run's clock
+    per_second: tuple[dict[str, int], ...]  # second i of the run (calls that started in it) -> calls per server
+
+    def share(self, server: str, second: int) -> float:
+        counts = self.per_second[second]
+        total = sum(counts.values())
+        return counts.get(server, 0) / total if total else 0.0
+
+    def shares(self, server: str) -> list[float]:
+        return [round(self.share(server, i), 3) for i in range(len(self.per_second))]

@@ -38,6 +38,7 @@ from pcbook.stage.results import (
     Counts,
     Discovered,
     HopRun,
+    Joined,
     Latency,
     NginxRun,
     Phases,
@@ -344,7 +345,7 @@ def _calls_of(source: Outcome | Calls) -> Calls:
     result = source.result if isinstance(source, Outcome) else source
     if isinstance(result, Calls):
         return result
-    if isinstance(result, Phases | NginxRun | Discovered):
+    if isinstance(result, Phases | NginxRun | Discovered | Joined):
         return result.run
     raise ValueError("this step recorded no per-call run")
 
@@ -463,6 +464,27 @@ def plot_codes(*sources: Outcome | Calls, labels: Sequence[str] = ()) -> None:
     _whole_numbers(ax.xaxis)
     _legend_outside(ax)
     ax.set_title("how the calls ended")
+    _finish(fig)
+
+
+def plot_shares(*sources: Outcome | Joined, server: str, labels: Sequence[str] = ()) -> None:
+    """A joining server's share of each second's calls, one line per run, with the moment it joined (lesson 14)."""
+    plt = _pyplot()
+    runs = [s.result if isinstance(s, Outcome) else s for s in sources]
+    if not all(isinstance(r, Joined) for r in runs):
+        raise LessonStopped("these steps recorded no run with a joining server (see their output above)")
+    names = list(labels) or [s.title if isinstance(s, Outcome) else f"run {i}" for i, s in enumerate(sources, 1)]
+    fig, ax = plt.subplots(figsize=(8, 3))
+    for i, (run, name) in enumerate(zip(runs, names, strict=True)):
+        shares = run.shares(server)[:-1]  # the last second is partial
+        ax.plot(range(len(shares)), [100 * v for v in shares], marker="o", color=f"C{i}", label=_wrap(name))
+        ax.axvline(run.joined, color=f"C{i}", linestyle="--", alpha=0.6)
+    ax.axhline(100 / len(runs[0].run.servers), color="grey", linestyle=":", label="an even share")
+    ax.set_xlabel("second of the run (dashed: the server joined)")
+    ax.set_ylabel(f"{server}'s share, %")
+    ax.set_ylim(-5, 105)
+    _legend_outside(ax)
+    ax.set_title(f"{server}'s share of each second's calls")
     _finish(fig)
 
 
