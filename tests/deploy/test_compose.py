@@ -21,7 +21,6 @@ from pcbook.service import certs
 from pcbook.stack import dockerd
 from pcbook.stage.judge import Observation, calls_in, differences, settled
 from pcbook.workbook import deploy as containers
-from pcbook.workbook import manifest
 
 from .support import compose
 

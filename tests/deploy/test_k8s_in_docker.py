@@ -18,12 +18,11 @@ from typing import Any
 
 import pytest
 
-from pcbook.lessons import tutorial
 from pcbook import paths
+from pcbook.lessons import tutorial
 from pcbook.stack import dockerd
 from pcbook.stage.judge import calls_in
 from pcbook.workbook import deploy as containers
-from pcbook.workbook import manifest
 
 pytestmark = pytest.mark.timeout(600)
 LABEL = "pcbook.test"
