@@ -127,8 +127,14 @@ compose-down: ## stop and remove the compose stack's containers and network
 
 ## Notebooks, docs, benchmarks
 # Lab's root is the repository, so that the notebooks' links to ../docs and ../nginx open; it starts in lessons/.
-lab: $(READY) $(LAB_STAMP) ## open JupyterLab in lessons/ (installs it on first use)
+# JupyterLab's defaults for this venv (lessons/.lab/overrides.json): no "notified about news?" pop-up, no
+# news or update fetches from the network. A learner's own settings still win.
+LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
+$(LAB_OVERRIDES): lessons/.lab/overrides.json $(LAB_STAMP)
+	@mkdir -p $(@D) && cp $< $@
+lab: $(READY) $(LAB_STAMP) $(LAB_OVERRIDES) ## open JupyterLab in lessons/ (installs it on first use)
 	@$(VENV)/bin/jupyter lab --notebook-dir=. --LabApp.default_url=/lab/tree/lessons \
+	  --ServerApp.contents_manager_class=pcbook.workbook.labcontents.Contents \
 	  $(if $(filter 0,$(shell id -u)),--allow-root)
 docs: $(GEN) $(MERMAID) ## serve the docs site on http://127.0.0.1:8000
 	@$(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8000

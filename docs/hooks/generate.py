@@ -6,7 +6,12 @@ Placeholders (HTML comments, so a page still reads fine on GitHub) are replaced 
 - ``<!-- cli: server -->``, ``<!-- cli: client -->``, ``<!-- cli: workbook -->``  a flags table and the
   full ``--help`` text, from the module's own argparse parser;
 - ``<!-- steps: N -->``  lesson N's steps from ``pcbook.workbook.manifest`` (stack, what it must show, why);
-- ``<!-- lessons -->``  a table of every lesson in ``pcbook.workbook.manifest``.
+- ``<!-- lessons -->``  a table of every lesson in ``pcbook.workbook.manifest``;
+- ``<!-- step: N key -->``  a reference to lesson N's step by its key: "step 6 (*its title*)";
+  ``<!-- step-no: N key -->`` the number alone ("step 6"), ``<!-- steps: N key key ... -->`` several
+  ("steps 7 and 8", "steps 1-4"), ``<!-- checkpoint-steps: N -->`` those `make check-N` replays.
+  ``Step``/``Steps`` start a sentence. Prose never types a step's
+  number: a step added or moved renumbers every page (tests/docs checks that none is typed).
 
 Strict: a CLI module that cannot be imported, a parser that cannot be found or an unknown lesson
 fails the build. (While the CLIs were being written, a missing module rendered a visible note instead;
@@ -62,6 +67,9 @@ MERMAID_INIT = "assets/javascripts/mermaid-init.js"
 MERMAID_INIT_JS = "mermaid.initialize({ startOnLoad: false });\n"
 GEN_HINT = "run `make gen` (`make setup` installs the dependencies only), or PCBOOK_DOCS_SOFT=1 to build without it"
 _PLACEHOLDER = re.compile(r"<!--\s*(make-targets|lessons|cli:\s*(\w+)|steps:\s*(\d+))\s*-->")
+# A reference to steps by key: <!-- step: 4 tls12-aside -->, <!-- step-no: 4 tls12-aside -->, <!-- steps: 8 a b -->.
+STEP_REF = re.compile(r"<!--\s*([Ss]teps?)(-no)?:\s*(\d+)\s+([a-z0-9][a-z0-9 -]*?)\s*-->")
+CHECKPOINT_STEPS = re.compile(r"<!--\s*checkpoint-steps:\s*(\d+)\s*-->")
 
 
 # ---------------------------------------------------------------- Makefile
@@ -287,6 +295,41 @@ def render_steps(lesson: int | Lesson) -> str:
     )
 
 
+def render_step_ref(word: str, number_only: bool, lesson_number: int, keys: list[str]) -> str:
+    """"step 6 (*title*)", "step 6", "steps 7 and 8" or "steps 1-4", from the keys of lesson N's steps."""
+    try:
+        lesson = _manifest().get(lesson_number)
+        numbers = [lesson.number_of(key) for key in keys]
+    except KeyError as err:
+        raise PluginError(f"step reference <!-- {word}: {lesson_number} {' '.join(keys)} -->: {err.args[0]}") from None
+    if (len(keys) > 1) != word.lower().endswith("s"):
+        raise PluginError(f"<!-- {word}: {lesson_number} {' '.join(keys)} -->: `step` takes one key, `steps` several")
+    shown = _number_list(numbers)
+    if number_only or len(keys) > 1:
+        return f"{word} {shown}"
+    return f"{word} {shown} (*{lesson.step(keys[0]).title}*)"
+
+
+def _number_list(numbers: list[int]) -> str:
+    """[6] "6", [7, 8] "7 and 8", [1, 2, 3, 4] "1-4", [2, 3, 5, 8] "2, 3, 5 and 8"."""
+    if len(numbers) >= 3 and numbers == list(range(numbers[0], numbers[0] + len(numbers))):
+        return f"{numbers[0]}-{numbers[-1]}"
+    items = [str(n) for n in numbers]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def render_checkpoint_steps(lesson_number: int) -> str:
+    lesson = _manifest().get(lesson_number)
+    keys = [s.key for s in lesson.checkpoint_steps]
+    return render_step_ref("steps" if len(keys) > 1 else "step", True, lesson_number, keys)
+
+
+def render_step_refs(markdown: str) -> str:
+    markdown = CHECKPOINT_STEPS.sub(lambda m: render_checkpoint_steps(int(m.group(1))), markdown)
+    return STEP_REF.sub(lambda m: render_step_ref(m.group(1), bool(m.group(2)), int(m.group(3)),
+                                                  m.group(4).split()), markdown)
+
+
 def _code_spans_html(text: str) -> str:
     parts = text.split("`")
     return "".join(f"<code>{html.escape(p)}</code>" if i % 2 else html.escape(p) for i, p in enumerate(parts))
@@ -349,7 +392,7 @@ def on_page_markdown(markdown, page, config, files, **kwargs):
             return render_cli(m.group(2))
         return render_steps(int(m.group(3)))
 
-    return _PLACEHOLDER.sub(replace, markdown)
+    return render_step_refs(_PLACEHOLDER.sub(replace, markdown))
 
 
 def on_post_build(config, **kwargs):

@@ -60,7 +60,7 @@ LESSON = Lesson(
                 "nginx has begun sending the call: nginx logs a broken pipe or an upstream that closed "
                 "prematurely, and, as it never resends a gRPC call it has sent (lesson 8), answers 502 "
                 "after trying one backend. The lecture's two `SSL_do_handshake() failed` lines came from "
-                "TLS 1.2: see the aside, step 4.",
+                "TLS 1.2: see the aside at the lesson's end.",
             servers=MTLS_PAIR,
             nginx=Nginx("lesson-4.conf"),
             client=Client(tls=True),
@@ -91,8 +91,9 @@ LESSON = Lesson(
                 "connection error, which `grpc_next_upstream error` retries on the next server, so nginx "
                 "logs one `... while SSL handshaking to upstream` line per backend, as in the lecture (Go "
                 "servers alert `bad certificate`: `SSL_do_handshake() failed`; grpcio servers just close: "
-                "`peer closed connection in SSL handshake`). With TLS 1.3 (step 2) the refusal comes after "
-                "nginx has begun sending the call, and nginx never resends a gRPC call: one backend, one line.",
+                "`peer closed connection in SSL handshake`). With TLS 1.3 (nginx 1.23.4+'s default) the refusal "
+                "comes after nginx has begun sending the call, and nginx never resends a gRPC call: one backend, "
+                "one line.",
             servers=MTLS_PAIR,
             nginx=Nginx("lesson-4-tls12.conf"),
             client=Client(tls=True),

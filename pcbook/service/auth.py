@@ -26,6 +26,9 @@ BCRYPT_ROUNDS = 10
 BCRYPT_MAX_BYTES = 72
 # RFC 7518, section 3.2: an HS256 key must be at least as long as the hash, 256 bits.
 MIN_SECRET_BYTES = 32
+# Set to 1, it lets a shorter PCBOOK_JWT_SECRET through (the server warns at start): the Go course signs
+# with `secret`, and a Python server next to a Go one behind nginx must sign with the same. Never the default.
+INSECURE_ENV = "PCBOOK_JWT_INSECURE_SECRET"
 
 
 class WeakSecretError(ValueError):
@@ -85,7 +88,8 @@ def seed_users(store: UserStore) -> None:
 def secret_from_env() -> tuple[str, bool]:
     """The signing secret and whether it is the development default.
 
-    Raises WeakSecretError if PCBOOK_JWT_SECRET is set but shorter than MIN_SECRET_BYTES.
+    Raises WeakSecretError if PCBOOK_JWT_SECRET is set but shorter than MIN_SECRET_BYTES, unless
+    PCBOOK_JWT_INSECURE_SECRET=1 accepts it (is_weak() then tells the server to warn).
     """
     secret = os.environ.get(SECRET_ENV)
     if not secret:
@@ -96,13 +100,17 @@ def secret_from_env() -> tuple[str, bool]:
         raise WeakSecretError(
             f"{SECRET_ENV} is not valid UTF-8; use letters and digits (for example: {SECRET_ENV}=$(openssl rand"
             " -hex 32)), or unset it to use the development secret") from None
-    if len(secret.encode()) < MIN_SECRET_BYTES:
+    if is_weak(secret) and os.environ.get(INSECURE_ENV) != "1":
         raise WeakSecretError(
             f"{SECRET_ENV} is {len(secret.encode())} bytes long; HS256 needs a secret of at least"
             f" {MIN_SECRET_BYTES} bytes (for example: {SECRET_ENV}=$(openssl rand -hex 32)), or unset it"
-            " to use the development secret"
+            f" to use the development secret ({INSECURE_ENV}=1 accepts it anyway, to share a course's secret)"
         )
     return secret, False
+
+
+def is_weak(secret: str) -> bool:
+    return len(secret.encode()) < MIN_SECRET_BYTES
 
 
 @dataclass(frozen=True)

@@ -288,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
         fatal(str(e))
     if not is_default:
         log(f"using the JWT secret from {auth.SECRET_ENV}")
+    if auth.is_weak(secret):
+        log(f"WARNING: {auth.INSECURE_ENV}=1: signing tokens with a {len(secret.encode())}-byte secret, which "
+            "anyone can guess and forge tokens with; only for sharing the Go course's secret on this machine")
     elif not os.environ.get(auth.DEV_SECRET_NOTED_ENV):
         log(f"using the development JWT secret; set {auth.SECRET_ENV} to use your own")
 

@@ -96,8 +96,8 @@ def cmd_nginx(args: argparse.Namespace) -> int:
             if s.client is not None:
                 print(f"      {s.client.command()}")
             print(f"      expect: {'; '.join(s.must_show())}")
-        print("Ctrl-C stops nginx.")
-        try:
+        try:  # the line inside: a Ctrl-C right after it stops nginx the same way
+            print("Ctrl-C stops nginx.", flush=True)
             stack.wait_forever()
         except KeyboardInterrupt:
             pass

@@ -82,6 +82,12 @@ def test_mkdocs_build_strict(tmp_path):
     assert "pcbook_services" in page and "grpc_pass" in page
     assert "pcbook-steps" in page and "--8&lt;--" not in page and "<!-- steps" not in page
     assert "make lesson-N" in (site / "reference" / "makefile" / "index.html").read_text()
+    # The hooks are the build's code, not the site's content (issue 26, item 9: they were published).
+    assert not (site / "hooks").exists() and not list(site.rglob("*.py")), sorted(site.rglob("*.py"))
+    # Each lesson page renders its step references (<!-- step: N key -->) from the model.
+    aside = manifest.get(4).number_of("tls12-aside")
+    lesson_4 = (site / "lessons" / "04-tls-to-backends" / "index.html").read_text()
+    assert f"the lecture's line (step {aside})" in lesson_4 and "<!-- step" not in lesson_4
 
 
 def test_every_make_target_in_docs_exists():

@@ -154,3 +154,19 @@ def test_make_progress_and_list_say_what_they_do() -> None:
         cli.cmd_list(None)  # type: ignore[arg-type]
     marked = {int(m) for m in re.findall(r"make lesson-(\d+) .*\[beyond the tutorial\]$", out.getvalue(), re.M)}
     assert marked == {lesson.number for lesson in manifest.LESSONS if not lesson.tutorial}
+
+
+def test_config_comments_quote_only_what_this_stack_logs() -> None:
+    """Issue 26, item 6: a config comment said the backends refuse nginx "with bad certificate"; grpcio
+    servers never send that alert (only the lecture's Go servers do). Each config whose lesson step has a
+    backend refuse nginx for want of a certificate names the lines that step's check matches."""
+    from pcbook.lessons import tutorial
+
+    for conf in sorted(NGINX.rglob("*.conf")):
+        comments = "\n".join(line for line in conf.read_text().splitlines() if line.lstrip().startswith("#"))
+        for sentence in re.split(r"(?<=[.;])\s", comments):
+            if "bad certificate" in sentence:
+                assert "Go" in sentence, f"{conf.relative_to(ROOT)}: {sentence!r} (grpcio servers send no alert)"
+    for name in ("lesson-4.conf", "exercises/lesson-5.conf"):
+        text = (NGINX / name).read_text()
+        assert re.search(tutorial.NO_CERT_SERVER.regex, text), f"{name} should name the server's line"
