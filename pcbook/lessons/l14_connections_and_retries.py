@@ -47,7 +47,10 @@ NGINX = Nginx("lesson-14.conf", 8141, more_ports=(8142, 8143))
 L4, L7, L7_NO_RETRY = "127.0.0.1:8141", "127.0.0.1:8142", "127.0.0.1:8143"
 DIRECT = "ipv4:127.0.0.1:50141,127.0.0.1:50142"
 # 8 client connections, 8 calls in flight at most, 100 calls/s for 9 s.
-JOIN_LOAD = Driver(L4, calls=900, rate=100, concurrency=8, channels=8, progress_every=50)
+# Calls at 100/s until AFTER_JOIN_S + 2 whole seconds after server3 served (at most JOIN_CALLS: 30 s): how
+# long server3 takes to start depends on the machine, the seconds the judge reads after it do not.
+JOIN_RATE, JOIN_CALLS = 100, 3000
+JOIN_LOAD = Driver(L4, calls=JOIN_CALLS, rate=JOIN_RATE, concurrency=8, channels=8, progress_every=50)
 KILL_LOAD = Driver(L7_NO_RETRY, calls=40, rate=40, concurrency=4)
 RETRY = ("UNAVAILABLE",)
 
@@ -77,11 +80,12 @@ def per_second(run: Calls) -> tuple[dict[str, int], ...]:
 
 
 def join(ctx: StepContext) -> Joined:
-    """Once JOIN_AFTER calls are done, start server3; the load goes on to its end."""
+    """Once JOIN_AFTER calls are done, start server3; the load goes on for AFTER_JOIN_S + 2 s of calls more."""
     run = ctx.start_driver()
     ctx.await_line(run.name, f"{JOIN_AFTER} calls done", 30)
     joined = ctx.start_server(JOINER)
-    calls = ctx.finish_driver(run, marks=[("joined", joined)])
+    run.wait_more((AFTER_JOIN_S + 2) * JOIN_RATE, timeout=60)
+    calls = ctx.finish_driver(run, marks=[("joined", joined)], stop=True)
     result = Joined(calls, calls.mark("joined"), per_second(calls))
     ctx.say(f"{JOINER} served {result.joined:.1f} s after the first call; its share of each second's calls:")
     ctx.say("  " + " ".join(f"{share:.0%}" for share in result.shares(JOINER)))
@@ -297,7 +301,7 @@ LESSON = Lesson(
             servers=PLAIN[:2],
             standby=PLAIN[2:],
             nginx=NGINX,
-            client=Driver(L7, calls=900, rate=100, concurrency=8, channels=8, progress_every=50),
+            client=Driver(L7, calls=JOIN_CALLS, rate=JOIN_RATE, concurrency=8, channels=8, progress_every=50),
             then=(f"after {JOIN_AFTER} calls server3 is started",),
             act=join,
             judge=at_once,
