@@ -29,6 +29,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pcbook import codegen
+
+# A notebook opened right after `make setup` (no `make gen` yet): the modules imported below need the
+# generated gRPC code, so the notebook's first cell makes it, as `make gen` would.
+if codegen.is_stale():
+    codegen.generate()
+    print("generated the gRPC code from proto/ into pcbook/pb (what `make gen` does)", flush=True)
+
 from pcbook.paths import NGINX_DIR, ROOT
 from pcbook.stack import procs
 from pcbook.stage.model import Lesson, Step

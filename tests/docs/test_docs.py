@@ -33,7 +33,8 @@ PAGES_PENDING: set[int] = set()
 # Flags of tools other than the workbook's own CLIs that the docs may mention.
 OTHER_TOOLS_FLAGS = {"--strict", "--site-dir", "--help", "--dev-addr", "--notebook-dir",
                      # docs/deploy.md: docker compose, kubectl, and pip in the Dockerfile
-                     "--volumes", "--prefix", "--no-deps"}
+                     "--volumes", "--prefix", "--no-deps",
+                     "--output"}  # docs/setup.md: jupyter execute
 
 
 def _pages() -> list[Path]:

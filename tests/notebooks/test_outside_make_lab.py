@@ -73,3 +73,19 @@ def test_every_relative_link_of_a_notebook_opens_under_make_lab() -> None:
                 assert path.is_relative_to(root), f"{lesson.notebook}: {target} is outside make lab's root {root}"
                 checked += 1
     assert checked >= len(manifest.LESSONS)
+
+
+def test_a_notebook_opened_before_make_gen_generates_the_code_first(tmp_path: Path) -> None:
+    """Right after `make setup`, no generated code: the first cell's import makes it, saying so."""
+    import shutil
+
+    shutil.copytree(ROOT / "pcbook", tmp_path / "pcbook",
+                    ignore=shutil.ignore_patterns("*_pb2*", "__pycache__"))
+    shutil.copytree(ROOT / "proto", tmp_path / "proto")
+    assert not list((tmp_path / "pcbook" / "pb").glob("*_pb2.py"))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    made = subprocess.run([sys.executable, "-c", "from pcbook.workbook.notebook import Session"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr[-2000:]
+    assert "what `make gen` does" in made.stdout, made.stdout
+    assert (tmp_path / "pcbook" / "pb" / "laptop_service_pb2.py").exists()
