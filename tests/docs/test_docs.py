@@ -34,7 +34,8 @@ PAGES_PENDING: set[int] = set()
 OTHER_TOOLS_FLAGS = {"--strict", "--site-dir", "--help", "--dev-addr", "--notebook-dir",
                      # docs/deploy.md: docker compose, kubectl, and pip in the Dockerfile
                      "--volumes", "--prefix", "--no-deps",
-                     "--output"}  # docs/setup.md: jupyter execute
+                     "--output",  # docs/setup.md: jupyter execute
+                     "--log-level"}  # docs/troubleshooting.md: etcd
 
 
 def _pages() -> list[Path]:
