@@ -41,8 +41,8 @@ def peer_ports(port: int) -> dict[int, float | None]:
 
 
 def opened_between(before: dict[int, float | None], after: dict[int, float | None], elapsed: float) -> int:
-    """Connections opened between two peer_ports() snapshots `elapsed` seconds apart (the clock spanning
-    both reads).
+    """Connections opened between two peer_ports() snapshots, `elapsed` the seconds from the end of the first
+    read to the start of the second: no socket's two readings can be closer in time than that.
 
     A new port is a new connection. So is a port that was in TIME_WAIT before and is again in use, or in
     a TIME_WAIT that ends later than the old one would have: on loopback Linux reuses a TIME_WAIT port
@@ -59,8 +59,8 @@ def opened_between(before: dict[int, float | None], after: dict[int, float | Non
         was = before[peer]
         if was is None:
             continue  # in use before: the same connection, or one that closed and is in TIME_WAIT now
-        # The old socket's timer runs down with the clock (to 0, and it may linger there a moment);
-        # a reused port's starts afresh.
+        # The old socket's timer runs down with the clock (to 0, and it may linger there a moment), by at
+        # least `elapsed`; a reused port's starts afresh.
         if left is None or left > max(was - elapsed, 0.0) + 0.05:
             opened += 1
     return opened
@@ -70,14 +70,17 @@ T = TypeVar("T")
 
 
 def opened_during(port: int, action: Callable[[], T]) -> tuple[int, T]:
-    """The connections to local `port` opened while `action` ran, and what it returned. The clock spans
-    both /proc/net/tcp reads whole: reading one takes tens of ms on a busy machine, and a TIME_WAIT timer
-    read early in the first would look reused by that much (230 connections counted for 228 calls in one
-    soak run)."""
-    t0 = time.monotonic()
+    """The connections to local `port` opened while `action` ran, and what it returned.
+
+    The clock runs from the end of the first /proc/net/tcp read to the start of the second: reading one
+    takes tens of ms on a busy machine, so a socket read late in the first and early in the second is only
+    that far apart, and with a longer span its old TIME_WAIT timer looked reused (beside three CPU hogs:
+    174 connections counted for 131 calls, each false one 0.005-0.06 s over the span's expectation)."""
     before = peer_ports(port)
+    t1 = time.monotonic()
     result = action()
-    return opened_between(before, peer_ports(port), time.monotonic() - t0), result
+    elapsed = time.monotonic() - t1
+    return opened_between(before, peer_ports(port), elapsed), result
 
 
 class Clock:
