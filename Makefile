@@ -140,8 +140,8 @@ docs: $(GEN) $(MERMAID) ## serve the docs site on http://127.0.0.1:8000
 	@$(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8000
 bench: $(READY) ## measure the cost of the hop (xDS included), the gain of scale-out, and nginx / thick client / xDS on one registry; prints tables, writes a chart
 	@$(PY) -m pcbook.bench
-soak: $(READY) ## run lesson 10, lesson 9's 413 probe and notebook 10 RUNS times each (default 10); pass counts
-	@$(PY) -m pcbook.workbook.soak $(if $(RUNS),--runs $(RUNS))
+soak: $(READY) ## run lesson 10, lesson 9's 413 probe and notebook 10 RUNS times each (default 10; HOGS=N busy processes beside them); pass counts
+	@$(PY) -m pcbook.workbook.soak $(if $(RUNS),--runs $(RUNS)) $(if $(HOGS),--hogs $(HOGS))
 
 ## Quality
 lint: $(GEN) ## ruff

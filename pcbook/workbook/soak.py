@@ -102,12 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pcbook.workbook.soak", description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=10, help="runs of each kind (default 10)")
     p.add_argument("--only", default=",".join(KINDS), help=f"comma-separated kinds among {', '.join(KINDS)}")
+    p.add_argument("--hogs", type=int, default=0,
+                   help="busy processes beside the runs, each taking a core (default 0): counts that hold under load")
     args = p.parse_args(argv)
     kinds = [k.strip() for k in args.only.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in KINDS]
-    if unknown or args.runs < 1:
+    if unknown or args.runs < 1 or args.hogs < 0:
         print(f"soak: unknown kind {', '.join(unknown)} (known: {', '.join(KINDS)})" if unknown
-              else "soak: --runs must be at least 1")
+              else "soak: --runs must be at least 1 and --hogs at least 0")
         return 2
     tallies: list[Tally] = []
     runs = args.runs
@@ -120,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from pcbook.stage.stage import STACK_ERRORS
 
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.hogs)]
+    if hogs:
+        print(f"{len(hogs)} CPU hog(s) running beside the runs (pids {', '.join(str(h.pid) for h in hogs)})")
     try:
         _run_all(kinds, args.runs, tallies, report)
     except KeyboardInterrupt:
@@ -127,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     except STACK_ERRORS as err:  # a stack that could not start (a busy port, a server that died): one line
         print(f"soak: stopped: {err}")
         tallies.append(Tally("stack", runs=1))  # counted as a failure
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
     print()
     for tally in tallies:
         print(tally.line())
