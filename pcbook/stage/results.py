@@ -200,3 +200,17 @@ class Discovered:
     share: dict[str, float] = field(default_factory=dict)  # server -> share of the measured calls
     notes: dict[str, float] = field(default_factory=dict)  # other measured figures: times in s, counts
     upstream_lists: tuple[str, ...] = ()  # nginx + nginx_sync: upstream.conf as nginx started, and at the end
+
+
+@dataclass(frozen=True)
+class ProxyRun:
+    """Lesson 13: a driver run through Envoy or nginx, with what the proxy logged and counted."""
+
+    proxy: str  # "envoy" or "nginx"
+    run: Calls
+    upstreams: dict[int, str] = field(default_factory=dict)  # call number -> the backend(s) the proxy tried
+    attempts: dict[int, int] = field(default_factory=dict)  # call number -> tries (Envoy's access log)
+    lost: int = 0  # calls that failed
+    after_change: int = 0  # calls the flipped server received after its health changed (or it was removed)
+    removed_after: float | None = None  # s from NOT_SERVING until /clusters showed it failing its check
+    health_flags: str = ""  # the flipped server's health_flags on Envoy's /clusters after the change

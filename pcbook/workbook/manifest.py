@@ -23,6 +23,7 @@ from pcbook.lessons import (
     l10_cost_of_the_hop,
     l11_service_discovery,
     l12_look_aside_xds,
+    l13_envoy,
 )
 from pcbook.stage.model import DOCS_URL, NGINX_PORT, Lesson, Server, Step
 
@@ -43,6 +44,7 @@ MODULES: tuple[ModuleType, ...] = (
     l10_cost_of_the_hop,
     l11_service_discovery,
     l12_look_aside_xds,
+    l13_envoy,
 )
 LESSONS: tuple[Lesson, ...] = tuple(module.LESSON for module in MODULES)
 
