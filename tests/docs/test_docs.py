@@ -33,7 +33,9 @@ PAGES_PENDING: set[int] = set()
 # Flags of tools other than the workbook's own CLIs that the docs may mention.
 OTHER_TOOLS_FLAGS = {"--strict", "--site-dir", "--help", "--dev-addr", "--notebook-dir",
                      # docs/deploy.md: docker compose, kubectl, and pip in the Dockerfile
-                     "--volumes", "--prefix", "--no-deps"}
+                     "--volumes", "--prefix", "--no-deps",
+                     # docs/lessons/13-envoy.md: Envoy's own command line
+                     "--version", "--config-yaml", "--disable-hot-restart"}
 
 
 def _pages() -> list[Path]:
