@@ -14,12 +14,26 @@ import signal
 import time
 from typing import TYPE_CHECKING
 
+from pcbook.lessons.l11_service_discovery import discovered, judge_story, play, registered, say_story
 from pcbook.lessons.tutorial import AUTH_LOGIN, CREATE_LAPTOP
-from pcbook.stage.model import Client, Driver, Envoy, Expect, Lesson, Nginx, Server, Step, Text
-from pcbook.stage.results import Calls, ProxyRun
+from pcbook.stage.model import (
+    Client,
+    ControlPlane,
+    Driver,
+    Envoy,
+    Expect,
+    Lesson,
+    Nginx,
+    Registry,
+    Server,
+    Step,
+    Text,
+)
+from pcbook.stage.results import Calls, Discovered, ProxyRun
 
 if TYPE_CHECKING:
     from pcbook.stage.context import StepContext
+    from pcbook.stage.stage import DriverRun
 
 ENVOY_PORT, ENVOY_TLS_PORT, NGINX_PORT, ADMIN_PORT = 8131, 8132, 8133, 9131
 PORTS = {"server1": 50131, "server2": 50132}
@@ -114,29 +128,37 @@ def alternates(result: ProxyRun) -> list[str]:
 # -- active health checking ----------------------------------------------------------------------------
 
 
+def _advance(ctx: StepContext, load: DriverRun, calls: int) -> bool:
+    """Wait until `calls` more calls are done; False if the driver ended first (it could not log in)."""
+    every = load.driver.progress_every
+    target = (load.progress() // every + -(-calls // every)) * every
+    return ctx.sees_line(load.name, f"{target} calls done", 30, since=load.mark)
+
+
 def health_change(ctx: StepContext) -> ProxyRun:
     """Under load: after 20 calls server2 turns NOT_SERVING (SIGUSR1); 20 calls later it is killed (a
     planned stop that a health check should have seen coming); 20 calls later the driver stops."""
     load = ctx.start_driver()
-    load.wait_done(20)
+    if not _advance(ctx, load, 20):
+        return ProxyRun(_proxy(ctx), ctx.finish_driver(load))
     ctx.signal(FLIPPED, signal.SIGUSR1)
     down = ctx.await_line(FLIPPED, "set to NOT_SERVING", 5).t
     removed, flags = None, ""
     if ctx.stage.envoy is not None:
-        host = _host(FLIPPED)
+        envoy, host = ctx.stage.envoy, _host(FLIPPED)
 
         def flags_now() -> str:
-            return ctx.stage.envoy.clusters().get("pcbook_services", {}).get(host, {}).get("health_flags", "")
+            return envoy.clusters().get("pcbook_services", {}).get(host, {}).get("health_flags", "")
 
         if ctx.settle(lambda: "failed_active_hc" in flags_now(), REMOVAL_TIMEOUT):
             removed = time.time()  # an upper bound: when /clusters first said so
         flags = flags_now()
-    load.wait_more(20)
+    _advance(ctx, load, 20)
     # nginx: the kill hits a call in flight (server2 still gets calls); Envoy: server2 gets none to hit.
     killed = ctx.kill_working(FLIPPED) if ctx.stage.envoy is None else ctx.kill(FLIPPED)
-    load.wait_more(20)
-    run = ctx.finish_driver(load, origin=down, marks=[("killed", killed)] + ([("removed", removed)] if removed else []),
-                            origin_label="NOT_SERVING", stop=True)
+    _advance(ctx, load, 20)
+    marks = [("killed", killed)] + ([("removed", removed)] if removed else [])
+    run = ctx.finish_driver(load, origin=down, marks=marks, origin_label="NOT_SERVING", stop=True)
     since = (removed or down) - down
     after = sum(1 for c in run.calls if c.start >= since and FLIPPED in c.servers)
     upstreams, attempts = access(ctx, len(run.calls))
@@ -180,9 +202,10 @@ def nginx_keeps_sending(result: ProxyRun) -> list[str]:
 def kill_under_load(ctx: StepContext) -> ProxyRun:
     """Under load, server2 is SIGKILLed while it works on a call (so a call is surely in flight there)."""
     load = ctx.start_driver()
-    load.wait_done(20)
+    if not _advance(ctx, load, 20):
+        return ProxyRun(_proxy(ctx), ctx.finish_driver(load))
     killed = ctx.kill_working(FLIPPED)
-    load.wait_more(20)
+    _advance(ctx, load, 20)
     run = ctx.finish_driver(load, origin=killed, marks=[("killed", killed)], origin_label="the kill", stop=True)
     upstreams, attempts = access(ctx, len(run.calls))
     result = ProxyRun(_proxy(ctx), run, upstreams, attempts, lost=len(run.failed()))
@@ -224,7 +247,23 @@ def not_retried(result: ProxyRun) -> list[str]:
     return diffs
 
 
+# -- Envoy over xDS ------------------------------------------------------------------------------------
+
+
+def over_xds(ctx: StepContext) -> Discovered:
+    """Lesson 11's story (server3 joins, server1 stops gracefully, server2 is killed) through Envoy, whose
+    cluster and endpoints come from lesson 12's control plane."""
+    result = discovered("Envoy + xDS", play(ctx, f"127.0.0.1:{ENVOY_PORT}"))
+    say_story(ctx, result)
+    pushes = [line for line in ctx.lines("xds") if "push EDS" in line and "envoy-lesson-13" in line]
+    ctx.say(f"the control plane pushed new endpoints (EDS) to Envoy {len(pushes)} times during the story; "
+            f"Envoy ran on, never reloaded")
+    return result
+
+
 # -- the lesson ---------------------------------------------------------------------------------
+
+XDS_SERVERS = registered(50130)  # server1-3 on 50131-50133, each registering itself in etcd
 
 NGINX = Nginx("lesson-13.conf", NGINX_PORT)
 
@@ -342,6 +381,25 @@ LESSON = Lesson(
             act=kill_under_load,
             judge=not_retried,
             claims=("the calls in flight on server2 fail with UNAVAILABLE", "none is sent again"),
+        ),
+        Step(
+            key="xds",
+            title="Envoy fed by lesson 12's control plane: server3 registers and gets calls, with no reload",
+            why="Envoy is an ADS client of the same control plane as grpc's xDS clients: the cluster `pcbook` "
+                "(CDS) and its endpoints (EDS) come from etcd and change under it, where nginx is re-rendered "
+                "and reloaded (lesson 11). A graceful stop loses nothing; the kill loses the calls in flight.",
+            servers=XDS_SERVERS[:2],
+            standby=XDS_SERVERS[2:],
+            registry=Registry(),
+            control_plane=ControlPlane(),
+            envoy=envoy("xds"),
+            client=Driver(f"127.0.0.1:{ENVOY_PORT}"),
+            then=("server3 registers; server1 stops gracefully (SIGTERM: deregister, drain); server2 is killed",),
+            act=over_xds,
+            judge=judge_story,
+            claims=("server3 gets calls within 3 s of registering", "no call fails at the join or the graceful stop",
+                    "at most the 2 calls in flight fail at the kill"),
+            checkpoint=True,
         ),
     ),
 )

@@ -129,17 +129,31 @@ def new_run_folder(run_dir: Path, keep: int = KEEP_RUNS) -> Path:
     raise EnvoyError(f"cannot create a run folder in {run_dir}")
 
 
-def envoy_argv(binary: Path, conf: Path, admin_port: int, *, concurrency: int = 1) -> list[str]:
-    admin = {"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}}}
+def xds_cluster(port: int, name: str = "xds_control_plane") -> dict:
+    """A static HTTP/2 cluster for an xDS control plane on 127.0.0.1:port (lesson 13's ADS config names it)."""
+    h2 = {"@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+          "explicit_http_config": {"http2_protocol_options": {}}}
+    endpoint = {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}
+    return {"name": name, "type": "STATIC",
+            "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": h2},
+            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [endpoint]}]}}
+
+
+def envoy_argv(binary: Path, conf: Path, admin_port: int, *, concurrency: int = 1,
+               clusters: tuple[dict, ...] = ()) -> list[str]:
+    """`clusters`: static clusters added to the config's own (Envoy appends repeated fields of --config-yaml)."""
+    admin: dict = {"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}}}
+    if clusters:
+        admin["static_resources"] = {"clusters": list(clusters)}
     return [os.fspath(binary), "-c", os.fspath(Path(conf).resolve()), "--concurrency", str(concurrency),
             "--disable-hot-restart", "--file-flush-interval-msec", str(FLUSH_MS), "--log-level", "warning",
             "--config-yaml", json.dumps(admin)]
 
 
-def check_config(binary: Path, folder: Path, conf: Path, admin_port: int) -> None:
+def check_config(binary: Path, folder: Path, conf: Path, admin_port: int, clusters: tuple[dict, ...] = ()) -> None:
     """`envoy --mode validate` in the run folder; a rejection becomes EnvoyConfigError with Envoy's words
     (without the JSON dump of the whole config that some of its messages append)."""
-    argv = envoy_argv(binary, conf, admin_port) + ["--mode", "validate"]
+    argv = envoy_argv(binary, conf, admin_port, clusters=clusters) + ["--mode", "validate"]
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd=folder)
     except subprocess.TimeoutExpired:
@@ -213,7 +227,7 @@ class EnvoyProcess:
 
 def start_envoy(stack: Stack, conf: Path, *, name: str = "envoy", port: int | None, admin_port: int,
                 more_ports: tuple[int, ...] = (), concurrency: int = 1, timeout: float = 15,
-                binary: Path | None = None) -> EnvoyProcess:
+                binary: Path | None = None, clusters: tuple[dict, ...] = ()) -> EnvoyProcess:
     """Check the ports are free, validate the config in a fresh run folder, start Envoy in the foreground as
     Stack child `name` (its access log followed under the same prefix), and wait until `port` accepts
     connections (port=None: do not wait on a port; the admin port is waited on anyway)."""
@@ -225,8 +239,9 @@ def start_envoy(stack: Stack, conf: Path, *, name: str = "envoy", port: int | No
         if p is not None:
             check_port_free(p)
     folder = new_run_folder(stack.run_dir)
-    check_config(binary, folder, conf, admin_port)
-    proc = stack.start(name, envoy_argv(binary, conf, admin_port, concurrency=concurrency), cwd=folder)
+    check_config(binary, folder, conf, admin_port, clusters)
+    proc = stack.start(name, envoy_argv(binary, conf, admin_port, concurrency=concurrency, clusters=clusters),
+                       cwd=folder)
     envoy = EnvoyProcess(stack, name, proc, folder, conf, port, admin_port)
     stack.follow(name, envoy.access_log, source="access.log")
     try:

@@ -275,11 +275,14 @@ class Stage:
         return self.nginx
 
     def start_envoy(self, spec: Envoy, conf: Path | None = None) -> envoy_stack.EnvoyProcess:
-        """Envoy with `conf` (default: the spec's), afresh; returns once its listener accepts connections."""
+        """Envoy with `conf` (default: the spec's), afresh; returns once its listener accepts connections. With
+        the control plane up, Envoy gets a static cluster `xds_control_plane` on its port (an ADS config names it)."""
+        clusters = (envoy_stack.xds_cluster(self.xds_port),) if self.xds_port and self.running(XDS) else ()
         with pinned(self.placement, NGINX):
             self.envoy = envoy_stack.start_envoy(self.stack, conf or spec.path, name=ENVOY, port=spec.port,
                                                  admin_port=spec.admin_port, more_ports=spec.more_ports,
-                                                 concurrency=spec.concurrency, timeout=READY_TIMEOUT)
+                                                 concurrency=spec.concurrency, timeout=READY_TIMEOUT,
+                                                 clusters=clusters)
         return self.envoy
 
     def start_control_plane(self, spec: ControlPlane | None = None) -> Path:

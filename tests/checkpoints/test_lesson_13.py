@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from pcbook.stage.model import Envoy
-from pcbook.stage.results import ProxyRun
+from pcbook.stage.results import Discovered, ProxyRun
 from pcbook.workbook import manifest
 
 from .support import explain, lesson_ports_fixture, run_steps, story, variant
@@ -19,7 +19,7 @@ def test_story_envoy_keeps_every_call_where_nginx_loses_some() -> None:
     assert result.story_passed, explain(result)
     assert [s.key for s in result.steps if s.checkpoint] == [
         "round-robin", "mutual-tls", "no-client-cert", "foreign-client-cert", "routes", "health-envoy",
-        "retries-envoy"]
+        "retries-envoy", "xds"]
     rr = result.step("round-robin").result
     assert isinstance(rr, ProxyRun) and len(set(rr.upstreams.values())) == 2
 
@@ -39,6 +39,12 @@ def test_story_envoy_keeps_every_call_where_nginx_loses_some() -> None:
     # The call in flight at the kill ran twice: CreateLaptop is not idempotent.
     assert any(c.servers == ("server2", "server1") for c in retries_envoy.run.calls)
     assert retries_nginx.lost >= 1 and not any(len(c.servers) > 1 for c in retries_nginx.run.failed())
+
+    # Envoy over xDS: server3's first call soon after it registered, nothing lost but the kill's calls in flight.
+    xds = result.step("xds").result
+    assert isinstance(xds, Discovered) and xds.register_to_first_call is not None
+    assert xds.register_to_first_call < 3.0 and xds.phases["joined"].per_server["server3"] > 0
+    assert xds.failed["join"] == 0 and xds.failed["graceful stop"] == 0 and xds.failed["kill"] <= 2
 
 
 def _without(text: str, start: str, end: str) -> str:
