@@ -154,6 +154,9 @@ ENVOY_ALLOWED: dict[tuple[str, str], str] = {
     ("lesson-13-round-robin.yaml", "codec_type"): "the default AUTO tells h2c from HTTP/1.1 by the client's preface",
     ("lesson-13-retries.yaml", "num_retries"): "the default 1 does: previous_hosts sends it to the live server",
     ("lesson-13-retries.yaml", "per_try_timeout"): "nothing the checkpoint provokes hangs",
+    # Round robin mostly sends the next try to the other server anyway, and num_retries 2 covers the rest: the
+    # checkpoint passed without it in 1 of 3 runs (measured), so it cannot be relied on to fail.
+    ("lesson-13-retries.yaml", "retry_host_predicate"): "round robin and a second retry mostly reach server1",
 }
 
 
