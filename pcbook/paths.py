@@ -9,6 +9,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
 PB_DIR = Path(__file__).resolve().parent / "pb"
 NGINX_DIR = ROOT / "nginx"
+ENVOY_DIR = ROOT / "envoy"  # lesson 13's Envoy configs
 # Certificates live in certs/ at the repo root; PCBOOK_CERTS points elsewhere (tests use a temp dir).
 CERTS_DIR = Path(os.environ.get("PCBOOK_CERTS", ROOT / "certs"))
 # The PEM files in it (made by pcbook.service.certs). Named here so that reading them (pcbook.service.tls,

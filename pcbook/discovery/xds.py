@@ -10,7 +10,8 @@ Discovery Service, state of the world) to this control plane and asks for, in tu
 - LDS `pcbook`: a Listener whose api_listener is an HttpConnectionManager with the route config
   inline (RDS inline: every call to cluster `pcbook`) and the router filter (grpc rejects an HCM
   without it);
-- CDS `pcbook`: a Cluster of type EDS (endpoints from the same ADS stream), lb_policy ROUND_ROBIN;
+- CDS `pcbook`: a Cluster of type EDS (endpoints from the same ADS stream), lb_policy ROUND_ROBIN, HTTP/2
+  to the backends (Envoy, lesson 13's other client, needs it said; grpc's clients ignore it);
 - EDS `pcbook`: the ClusterLoadAssignment, built from the registry: one locality per server.
 
 Weights: grpc's ROUND_ROBIN ignores per-endpoint weights (measured: 3:1 endpoint weights give an
@@ -56,12 +57,13 @@ from pathlib import Path
 
 import grpc
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, health_check_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, health_check_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import api_listener_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as upstream_http_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import any_pb2, wrappers_pb2
 
@@ -132,11 +134,20 @@ def listener(service: str = SERVICE) -> listener_pb2.Listener:
     return listener_pb2.Listener(name=service, api_listener=api_listener_pb2.ApiListener(api_listener=_any(manager)))
 
 
+HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
 def cluster(service: str = SERVICE) -> cluster_pb2.Cluster:
+    """The service's EDS cluster. HTTP/2 to the backends is explicit: Envoy (lesson 13) speaks HTTP/1.1 to
+    a cluster without it and every call fails (`reset reason: protocol error`); grpc's clients ignore it."""
+    options = upstream_http_pb2.HttpProtocolOptions
+    h2 = options(explicit_http_config=options.ExplicitHttpConfig(
+        http2_protocol_options=protocol_pb2.Http2ProtocolOptions()))
     return cluster_pb2.Cluster(
         name=service, type=cluster_pb2.Cluster.EDS, lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
         eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(
-            eds_config=config_source_pb2.ConfigSource(ads=config_source_pb2.AggregatedConfigSource())))
+            eds_config=config_source_pb2.ConfigSource(ads=config_source_pb2.AggregatedConfigSource())),
+        typed_extension_protocol_options={HTTP_PROTOCOL_OPTIONS: _any(h2)})
 
 
 WEIGHTS = ("locality", "endpoint")

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pcbook.paths import NGINX_DIR
+from pcbook.paths import ENVOY_DIR, NGINX_DIR, shown
 
 NGINX_PORT = 8080  # the tutorial's port, for nginx and for lesson 1's server
 TUTORIAL_PORTS = (NGINX_PORT, 50051, 50052)
@@ -106,6 +106,36 @@ class Nginx:
     @property
     def ports(self) -> tuple[int, ...]:
         return (self.port, *self.more_ports)
+
+
+@dataclass(frozen=True)
+class Envoy:
+    """Envoy (pcbook.stack.envoy) with one config of envoy/ (or any path: a test's mutant)."""
+
+    conf: str | Path
+    port: int  # Envoy is up once this port accepts connections
+    admin_port: int = 9901  # the stage puts the admin endpoint here (127.0.0.1), whatever the config says
+    more_ports: tuple[int, ...] = ()  # other ports the config listens on: they must be free before it starts
+    concurrency: int = 1  # worker threads (Envoy's default is one per core)
+
+    @property
+    def path(self) -> Path:
+        return ENVOY_DIR / self.conf
+
+    @property
+    def name(self) -> str:
+        return Path(self.conf).name
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return (self.port, *self.more_ports, self.admin_port)
+
+    def command(self) -> str:
+        """What a learner types to run it by hand (from the repository's root; relative paths resolve in
+        the folder it runs in, so run it in a folder with logs/ and cert/)."""
+        return (f"envoy -c {shlex.quote(shown(self.path))} --concurrency {self.concurrency} "
+                f"--disable-hot-restart --config-yaml "
+                f"'{{admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {self.admin_port}}}}}}}}}'")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from pcbook.stack.specs import (
     ClientKind,
     ControlPlane,
     Driver,
+    Envoy,
     Nginx,
     Probe,
     Registry,
@@ -38,8 +39,8 @@ from pcbook.stack.specs import (
 if TYPE_CHECKING:
     from pcbook.stage.context import StepContext
 
-__all__ = ["DOCS_URL", "NGINX_PORT", "TUTORIAL_PORTS", "Client", "ClientKind", "ControlPlane", "Driver", "Exercise",
-           "Expect", "Lesson", "Nginx", "Probe", "Registry", "RegistrySync", "Server", "Step", "Text"]
+__all__ = ["DOCS_URL", "NGINX_PORT", "TUTORIAL_PORTS", "Client", "ClientKind", "ControlPlane", "Driver", "Envoy",
+           "Exercise", "Expect", "Lesson", "Nginx", "Probe", "Registry", "RegistrySync", "Server", "Step", "Text"]
 
 # Where `make docs` (mkdocs serve) shows the site; notebooks link their page there.
 DOCS_URL = "http://127.0.0.1:8000/"
@@ -109,6 +110,7 @@ class Step:
     # that their ports are the lesson's and their command lines are the specs'.
     standby: tuple[Server, ...] = ()
     nginx: Nginx | None = None
+    envoy: Envoy | None = None  # lesson 13: Envoy, started afresh for every step that names one, like nginx
     sync: RegistrySync | None = None  # nginx's upstream rendered from the registry (lesson 11)
     registry: Registry | None = None  # lessons 11-12: etcd, empty at the step's start
     control_plane: ControlPlane | None = None  # lesson 12: the xDS control plane fed from that registry
@@ -246,6 +248,7 @@ class Lesson:
         """Every port the lesson's processes listen on, sorted."""
         found = {srv.port for s in self.steps for srv in (*s.servers, *s.standby)}
         found |= {p for s in self.steps if s.nginx for p in s.nginx.ports}
+        found |= {p for s in self.steps if s.envoy for p in s.envoy.ports}
         return tuple(sorted(found))
 
     def exercise_problems(self) -> list[str]:

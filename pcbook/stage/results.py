@@ -219,3 +219,17 @@ class Joined:
 
     def shares(self, server: str) -> list[float]:
         return [round(self.share(server, i), 3) for i in range(len(self.per_second))]
+
+
+@dataclass(frozen=True)
+class ProxyRun:
+    """Lesson 13: a driver run through Envoy or nginx, with what the proxy logged and counted."""
+
+    proxy: str  # "envoy" or "nginx"
+    run: Calls
+    upstreams: dict[int, str] = field(default_factory=dict)  # call number -> the backend(s) the proxy tried
+    attempts: dict[int, int] = field(default_factory=dict)  # call number -> tries (Envoy's access log)
+    lost: int = 0  # calls that failed
+    after_change: int = 0  # calls the flipped server received after its health changed (or it was removed)
+    removed_after: float | None = None  # s from NOT_SERVING until /clusters showed it failing its check
+    health_flags: str = ""  # the flipped server's health_flags on Envoy's /clusters after the change

@@ -32,19 +32,21 @@ from pcbook.measure.placement import NGINX, SERVERS, Placement, pinned
 from pcbook.service import tls
 from pcbook.service.logs import RECEIVED, RECEIVED_TEXT
 from pcbook.service.registry import Etcd, RegistryError
+from pcbook.stack import envoy as envoy_stack
 from pcbook.stack import nginx as nginx_stack
 from pcbook.stack import procs
 from pcbook.stack.etcd import EtcdError, EtcdProcess, start_etcd
 from pcbook.stack.ports import pick_free_port, wait_bindable
-from pcbook.stack.specs import ControlPlane, Driver, Nginx, Registry, RegistrySync, Server
+from pcbook.stack.specs import ControlPlane, Driver, Envoy, Nginx, Registry, RegistrySync, Server
 
 READY_TIMEOUT = 20.0
 REGISTRY = "registry"  # the Stack names of a step's etcd, nginx_sync and control plane
 SYNC = "sync"
 XDS = "xds"
+ENVOY = "envoy"
 # Errors that mean the stack could not be brought up: a lesson stops with one line, no traceback.
 STACK_ERRORS = (procs.PortBusyError, procs.NotReadyError, nginx_stack.NginxError, tls.CertificateFileError,
-                EtcdError, RegistryError)
+                EtcdError, RegistryError, envoy_stack.EnvoyError)
 _runs = itertools.count(1)
 _PROGRESS = re.compile(r"^(\d+) calls done")
 
@@ -94,6 +96,7 @@ class Stage:
     servers: dict[str, Server] = field(default_factory=dict)  # running, by name
     argv: dict[str, list[str]] = field(default_factory=dict)  # name -> the command line it runs with
     nginx: nginx_stack.NginxProcess | None = None
+    envoy: envoy_stack.EnvoyProcess | None = None
     etcd: EtcdProcess | None = None
     registry_prefix: str = ""
     control_plane: ControlPlane | None = None
@@ -136,10 +139,11 @@ class Stage:
             if self.running(name):
                 self.stack.stop(name)
         self.drivers.clear()
-        for name in (SYNC, "nginx"):
+        for name in (SYNC, "nginx", ENVOY):
             if self.running(name):
                 self.stack.stop(name)
         self.nginx = None
+        self.envoy = None
         if control_plane is None or control_plane != self.control_plane or not keep_registry:
             self.stop_control_plane()
         wanted = {s.name: s for s in servers}
@@ -159,10 +163,10 @@ class Stage:
 
     def apply(self, servers: Sequence[Server], *, nginx: Nginx | None = None, conf: Path | None = None,
               registry: Registry | None = None, sync: RegistrySync | None = None,
-              control_plane: ControlPlane | None = None) -> None:
+              control_plane: ControlPlane | None = None, envoy: Envoy | None = None) -> None:
         """Bring the stage to this state: the registry (empty), the servers (each started and waited for:
         serving, and registered if it registers), nginx with `conf` (default: nginx's own) and nginx_sync,
-        then the control plane once the servers are in the registry."""
+        then the control plane once the servers are in the registry, then Envoy (which may read it)."""
         keep = registry is not None and self.etcd is not None and self.registry_prefix == registry.prefix
         self.leave(servers, keep_registry=keep, control_plane=control_plane)
         if registry is not None:
@@ -181,6 +185,8 @@ class Stage:
             self.start_nginx(nginx, conf or nginx.path, sync=sync)
         if control_plane is not None and not self.running(XDS):
             self.start_control_plane(control_plane)
+        if envoy is not None:
+            self.start_envoy(envoy)
 
     # -- the registry (lessons 11-12) ----------------------------------------------------------------
     def start_registry(self, registry: Registry) -> None:
@@ -267,6 +273,17 @@ class Stage:
                 self.stack.start(SYNC, sync.argv(self.registry_url, self.nginx.prefix))
             self.stack.wait_for_line(SYNC, re.compile(r"nginx reloaded|is up to date"), 15, since=mark)
         return self.nginx
+
+    def start_envoy(self, spec: Envoy, conf: Path | None = None) -> envoy_stack.EnvoyProcess:
+        """Envoy with `conf` (default: the spec's), afresh; returns once its listener accepts connections. With
+        the control plane up, Envoy gets a static cluster `xds_control_plane` on its port (an ADS config names it)."""
+        clusters = (envoy_stack.xds_cluster(self.xds_port),) if self.xds_port and self.running(XDS) else ()
+        with pinned(self.placement, NGINX):
+            self.envoy = envoy_stack.start_envoy(self.stack, conf or spec.path, name=ENVOY, port=spec.port,
+                                                 admin_port=spec.admin_port, more_ports=spec.more_ports,
+                                                 concurrency=spec.concurrency, timeout=READY_TIMEOUT,
+                                                 clusters=clusters)
+        return self.envoy
 
     def start_control_plane(self, spec: ControlPlane | None = None) -> Path:
         """Start (or start again: same port, same flags) the xDS control plane on the registry, wait until it

@@ -23,6 +23,7 @@ from pcbook.lessons import (
     l10_cost_of_the_hop,
     l11_service_discovery,
     l12_look_aside_xds,
+    l13_envoy,
     l14_connections_and_retries,
 )
 from pcbook.stage.model import DOCS_URL, NGINX_PORT, Lesson, Server, Step
@@ -44,6 +45,7 @@ MODULES: tuple[ModuleType, ...] = (
     l10_cost_of_the_hop,
     l11_service_discovery,
     l12_look_aside_xds,
+    l13_envoy,
     l14_connections_and_retries,
 )
 LESSONS: tuple[Lesson, ...] = tuple(module.LESSON for module in MODULES)

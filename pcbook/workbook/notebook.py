@@ -108,9 +108,10 @@ def _shown(path: Path) -> str:
 
 
 def show_config(name: str | Path) -> None:
-    """Display an nginx config as it is on disk, highlighted."""
+    """Display a config (nginx, or Envoy's YAML) as it is on disk, highlighted."""
     path = config_path(name)
-    _display(f"`{_shown(path)}`\n\n" + _fence(path.read_text(), "nginx"))
+    lang = "yaml" if path.suffix in (".yaml", ".yml") else "nginx"
+    _display(f"`{_shown(path)}`\n\n" + _fence(path.read_text(), lang))
 
 
 def show_diff(old: str | Path, new: str | Path) -> None:

@@ -255,11 +255,11 @@ class LessonRunner:
     def run_step(self, step: Step, conf: Path | None) -> Outcome:
         self.repeats = None if self.lesson.tutorial else Repeats()
         if step.quiet:
-            self.quiet = {s.name for s in step.servers} | {"nginx"}
+            self.quiet = {s.name for s in step.servers} | {"nginx", "envoy"}
             self.quieted = 0
         try:
             self.stage.apply(step.servers, nginx=step.nginx, conf=conf, registry=step.registry, sync=step.sync,
-                             control_plane=step.control_plane)
+                             control_plane=step.control_plane, envoy=step.envoy)
             # The lesson's servers this step keeps down hold their ports (bound, not listening): no
             # connection of the step can take one as its local port and leave it in TIME_WAIT.
             running = {s.port for s in step.servers}
@@ -390,6 +390,8 @@ def describe(step: Step, conf: Path | None, registry: str | None = None) -> list
         lines.append(f"joins:   {', '.join(s.describe() for s in step.standby)}")
     if conf is not None and step.nginx is not None:
         lines.append(f"nginx:   {shown(conf)} on {step.nginx.port}")
+    if step.envoy is not None:
+        lines.append(f"envoy:   {step.envoy.command()}")
     if step.registry is not None:
         lines.append(f"registry: {step.registry.describe()}")
     if step.sync is not None:

@@ -35,7 +35,9 @@ OTHER_TOOLS_FLAGS = {"--strict", "--site-dir", "--help", "--dev-addr", "--notebo
                      # docs/deploy.md: docker compose, kubectl, and pip in the Dockerfile
                      "--volumes", "--prefix", "--no-deps",
                      "--output",  # docs/setup.md: jupyter execute
-                     "--log-level"}  # docs/troubleshooting.md: etcd
+                     "--log-level",  # docs/troubleshooting.md: etcd
+                     # docs/lessons/13-envoy.md: Envoy's own command line
+                     "--version", "--config-yaml", "--disable-hot-restart"}
 
 
 def _pages() -> list[Path]:

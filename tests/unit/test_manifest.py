@@ -63,7 +63,7 @@ def test_act_and_judge_functions_live_in_lesson_modules() -> None:
 
 
 def test_lessons_beyond_the_tutorial_are_marked() -> None:
-    assert [lesson.number for lesson in manifest.LESSONS if not lesson.tutorial] == [7, 8, 9, 10, 11, 12, 14]
+    assert [lesson.number for lesson in manifest.LESSONS if not lesson.tutorial] == [7, 8, 9, 10, 11, 12, 13, 14]
 
 
 def test_conf_replaces_exactly_the_checkpoint_config() -> None:
@@ -95,6 +95,17 @@ def test_a_server_describes_what_to_type() -> None:
     assert Server("server1", 50071, flags=("--work-ms", "20")).command() == \
         "python -m pcbook.server --port 50071 --work-ms 20"
     assert Nginx("lesson-2.conf").path == NGINX_DIR / "lesson-2.conf"
+
+
+def test_an_envoy_spec_names_its_config_ports_and_command() -> None:
+    from pcbook.paths import ENVOY_DIR
+    from pcbook.stage.model import Envoy
+
+    spec = Envoy("lesson-13-health.yaml", 8131, admin_port=9131)
+    assert spec.path == ENVOY_DIR / "lesson-13-health.yaml" and spec.ports == (8131, 9131)
+    assert spec.command().startswith("envoy -c ") and "port_value: 9131" in spec.command()
+    # The lesson's ports include Envoy's listeners and its admin port (the tests check they are left free).
+    assert {8131, 8132, 9131, 8133, 50131, 50132} <= set(manifest.get(13).ports)
 
 
 def test_each_lesson_has_its_page_and_notebook() -> None:
