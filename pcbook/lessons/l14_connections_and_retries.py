@@ -107,8 +107,16 @@ def _enough_after(result: Joined) -> list[str]:
     return []
 
 
+def _spread_before(result: Joined) -> list[str]:
+    """Before server3 served, the calls reached both first servers (the balancer lists them both)."""
+    before = {name for second in result.per_second[:int(result.joined)] for name, n in second.items() if n}
+    missing = sorted({"server1", "server2"} - before)
+    return [f"before {JOINER} joined no call reached {' or '.join(missing)} (is it in the upstream?)"] if missing \
+        else []
+
+
 def stays_at_zero(result: Joined) -> list[str]:
-    diffs = _lost(result.run) + _enough_after(result)
+    diffs = _lost(result.run) + _enough_after(result) + _spread_before(result)
     got = sum(result.per_second[i].get(JOINER, 0) for i in _after_join(result))
     if got:
         diffs.append(f"{JOINER} got {got} calls: connections were re-made (do the servers have a connection age?)")
@@ -122,7 +130,7 @@ def _last_share(result: Joined) -> float:
 
 
 def converges(result: Joined) -> list[str]:
-    diffs = _lost(result.run) + _enough_after(result)
+    diffs = _lost(result.run) + _enough_after(result) + _spread_before(result)
     share = _last_share(result)
     if share < CONVERGED:
         diffs.append(f"{JOINER}'s share of the last two seconds is {share:.0%} (at least {CONVERGED:.0%} expected): "
@@ -143,7 +151,7 @@ def cut_in_flight(result: Joined) -> list[str]:
 
 
 def at_once(result: Joined) -> list[str]:
-    diffs = _lost(result.run) + _enough_after(result)
+    diffs = _lost(result.run) + _enough_after(result) + _spread_before(result)
     first = int(result.joined) + 1
     if first < len(result.per_second) and not result.per_second[first].get(JOINER):
         diffs.append(f"{JOINER} got no call in the first whole second after it joined: nginx balances per call")

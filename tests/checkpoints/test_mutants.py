@@ -45,6 +45,14 @@ ALLOWED: dict[int, tuple[str, ...]] = {
         "listen 127.0.0.1:8105", "grpc_pass grpc://one_server",  # `make bench`'s baseline, not the checkpoint's
     ),
     11: ("worker_connections",),  # the story's 2 calls in flight fit in the default 512
+    14: (
+        "worker_connections",  # 8 connections and their calls fit in the default 512
+        # grpcio makes an HTML 502 UNAVAILABLE too (lesson 8), so the client's retryPolicy acts on either:
+        "error_page 502", "location @grpc_unavailable", "default_type application/grpc",
+        "add_header grpc-message", "default",
+        # on 8143 a refused connection after the kill: the retry steps' client retries it either way
+        "grpc_next_upstream off",
+    ),
 }
 LESSONS = [lesson.number for lesson in manifest.LESSONS if lesson.checkpoint_config]
 
