@@ -39,7 +39,7 @@ from pcbook.bench.settings import (
 from pcbook.bench.stacks import start_hop_nginx, start_load, start_nginx, start_peers, start_servers, stop_all
 from pcbook.measure import h2load
 from pcbook.measure.loadgen import KIND
-from pcbook.measure.placement import available, plan
+from pcbook.measure.placement import NGINX, SERVERS, Placement, affinity_of, available, plan
 from pcbook.paths import shown
 from pcbook.stack import haproxy, nginx, procs
 from pcbook.stack.ports import hold_ports
@@ -107,6 +107,8 @@ def run_bench(settings: Settings, out_dir: Path, say: Say = say_flushed, *, char
         servers = start_servers(stack, HOP_SERVERS, out_dir, placement=where, say=say)
         hop_nginx = start_hop_nginx(stack, placement=where)
         peers = start_peers(stack, placement=where, say=say)
+        _check_placement(where, {"server1": stack.proc("server1").pid, "nginx": hop_nginx.pid,
+                                 **{n: p.pid for n, p in peers.items()}}, say)
         memory = rest_memory({NGINX_PLAIN: (hop_nginx.pid, 2), **{n: (p.pid, 1) for n, p in peers.items()}})
         look_aside, bootstrap = start_look_aside(stack, out_dir, placement=where)
         load = start_load(stack, settings.processes, where, env={"GRPC_XDS_BOOTSTRAP": str(bootstrap)})
@@ -160,6 +162,18 @@ def run_bench(settings: Settings, out_dir: Path, say: Say = say_flushed, *, char
         say(f"chart: {shown(png)}   numbers: {shown(out_dir / 'results.json')}")
     say(f"done in {results['seconds']:.0f} s; everything it started is stopped")
     return results
+
+
+def _check_placement(where: Placement, pids: dict[str, int], say: Say) -> None:
+    """Say so if a pinned process does not run where the plan put it (it once did not: the Stack forked
+    from a thread the pinning never reached)."""
+    if not where.pinned:
+        return
+    roles = {"server1": SERVERS}
+    for name, pid in pids.items():
+        planned, actual = where.of(roles.get(name, NGINX)), affinity_of(pid)
+        if actual is not None and planned is not None and actual != planned:
+            say(f"placement did not take: {name} runs on cores {sorted(actual)}, planned {sorted(planned)}")
 
 
 def _haproxy_version() -> str:

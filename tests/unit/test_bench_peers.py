@@ -110,3 +110,28 @@ def test_memory_at_rest_reads_this_process_tree() -> None:
     mb, count = memory_at_rest(os.getpid())
     assert mb > 1 and count >= 1 and process_tree(os.getpid())[0] == os.getpid()
     assert memory_at_rest(2 ** 22 + 1) == (0, 0)  # above pid_max's default: no such process
+
+
+def test_the_driver_interleaves_runs_of_calls_when_asked() -> None:
+    from pcbook.stack.specs import Driver
+
+    plain = Driver(calls=10, warmup=2, compare=("a=127.0.0.1:1", "b=127.0.0.1:2")).args()
+    assert "--run-length" not in plain
+    runs = Driver(calls=10, warmup=2, run_length=20, compare=("a=127.0.0.1:1",)).args()
+    assert runs[-2:] == ["--run-length", "20"]
+
+
+def test_a_placement_that_did_not_take_is_said(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pcbook.bench import run
+    from pcbook.measure.placement import plan
+
+    said: list[str] = []
+    where = plan(frozenset({0, 1}))
+    monkeypatch.setattr(run, "affinity_of", lambda pid: frozenset({0, 1}))
+    run._check_placement(where, {"server1": 1, "haproxy": 2}, said.append)
+    assert said == ["placement did not take: server1 runs on cores [0, 1], planned [0]",
+                    "placement did not take: haproxy runs on cores [0, 1], planned [1]"]
+    said.clear()
+    monkeypatch.setattr(run, "affinity_of", lambda pid: frozenset({0}) if pid == 1 else frozenset({1}))
+    run._check_placement(where, {"server1": 1, "haproxy": 2}, said.append)
+    assert said == []
