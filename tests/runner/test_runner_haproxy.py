@@ -64,3 +64,15 @@ def test_a_rejected_config_is_one_error_naming_the_file(tmp_path: Path) -> None:
     assert "haproxy.cfg" not in message and "[NOTICE]" not in message  # the learner's file, not the copy
     assert f"[ALERT] config : parsing [{conf}:3] : unknown keyword 'bogus_keyword'" in message
     assert port_free(front)
+
+
+def test_make_stop_knows_the_bench_s_haproxy(tmp_path: Path) -> None:
+    from pcbook.stack import owners
+
+    front = pick_free_port()
+    conf = tmp_path / "idle.cfg"
+    conf.write_text(f"defaults\n    mode http\n    timeout connect 1s\n    timeout client 1s\n    timeout server 1s\n"
+                    f"frontend f\n    bind 127.0.0.1:{front} proto h2\n")
+    with Stack(echo=None) as stack:  # the default run folder: this checkout's RUN_DIR
+        proxy = haproxy.start_haproxy(stack, conf, port=front)
+        assert owners.is_ours(proxy.pid)
