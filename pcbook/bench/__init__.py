@@ -18,13 +18,18 @@ Three phases, each on its own stack of servers, all children of one `procs.Stack
    client and the control plane do.
 
 It prints a table with ratios to "direct", says which targets were met, and writes a chart and the raw
-numbers to .run/bench/ (bench.png, results.json). Ports: servers 50101-50104, nginx 8101-8106; etcd, the
-control plane and phase 3's story servers on free loopback ports.
+numbers to .run/bench/ (bench.png, results.json). Ports: servers 50101-50104, nginx 8101-8106, HAProxy
+8107; etcd, the control plane and phase 3's story servers on free loopback ports.
+
+Where HAProxy is installed, phase 1 also measures nginx's plaintext hop through HAProxy (port 8107), its
+row right after nginx's, and the report gives each proxy's memory at rest; without it, one line says it
+was skipped. Envoy's row (lesson 13) joins the same way.
 
 One module per job: `settings` (what is measured: paths, labels, ports, settings) and `results` (their
-types); `stacks` starts servers, nginx and the load generator; `lookaside` everything that runs on the
+types); `stacks` starts servers, nginx, the peer proxies and the load generator; `lookaside` everything that runs on the
 registry (the hop's xDS path, phase 3); `accounting` counts connections, calls and CPU; `phases` measures
 the hop, scale-out and h2load; `tables`, `report` and `chart` show it; `run` runs it all, `__main__` is
-the command line. It sits above pcbook.measure and pcbook.discovery (it composes their stacks) and
-below the lessons (lesson 10 runs short rounds of its phases).
+the command line. `rr_cost` (`python -m pcbook.bench.rr_cost`) is the measurement behind lesson 10's
+explanation of the client-side round robin row. It sits above pcbook.measure and pcbook.discovery (it
+composes their stacks) and below the lessons (lesson 10 runs short rounds of its phases).
 """

@@ -118,3 +118,37 @@ class LogCounter:
         end = chunk.rfind(b"\n") + 1  # a line still being written is counted next time
         self.offset += end
         return chunk[:end].count(self.MARK)
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (Linux /proc: each thread's `children` file), `pid` first; [] if it is gone."""
+    if not Path(f"/proc/{pid}").exists():
+        return []
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop(0)
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                todo += [int(child) for child in task.read_text().split()]
+            except OSError:
+                continue
+    return found
+
+
+def resident_kb(pid: int) -> int:
+    """VmRSS of one process in kB (0 if it is gone or /proc cannot say)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def memory_at_rest(pid: int) -> tuple[float, int]:
+    """(MB resident, processes) of `pid`'s tree, summed: nginx's master and its worker, HAProxy's one process.
+    Pages the processes share (the binary's code) count once per process, as `ps` shows them."""
+    tree = process_tree(pid)
+    return sum(resident_kb(p) for p in tree) / 1024, len(tree)

@@ -13,6 +13,8 @@ from pcbook.bench.tables import (
     h2_lines,
     hop_table,
     load_generator_lines,
+    memory_lines,
+    resolving_power,
     scale_lines,
     targets_met,
 )
@@ -29,11 +31,18 @@ def report(hop: HopResult, scale: ScaleResult, settings: Settings, info: dict[st
         f"flight; {settings.reps} repetitions in balanced order")
     say(f"   placement: {info.get('placement', '?')}")
     say(f"   added us: p50 minus direct's p50 in the same repetition, median and {LEVEL:.0%} interval "
-        "(distribution-free); 'not resolved': the interval includes 0")
+        "(distribution-free); 'not resolved': the interval includes or touches 0 (a bound shown +0 or -0)")
     for line in hop_table(hop, LABELS):
         say(line)
+    if power := resolving_power(hop):
+        say(power)
     for name, count in hop.upstream_connections.items():
         say(f"   {LABELS.get(name, name)}: {count.opened} backend connections opened for {count.calls} calls")
+    say("")
+    say("== memory at rest: resident set (RSS) of each proxy, started and not yet called; nginx: master and worker "
+        "summed (pages they share counted in each), with bench-hop.conf's four ports")
+    for line in memory_lines(hop.memory, LABELS):
+        say(f"   {line}")
     say("")
     say("== what this run resolves: each row is a path minus another, paired by repetition; compare only the "
         "resolved ones")
@@ -85,8 +94,10 @@ def report(hop: HopResult, scale: ScaleResult, settings: Settings, info: dict[st
                     "added_us": None if n == DIRECT else diff_dict(added_latency(hop, n, DIRECT))}
                 for n, s in hop.stats.items()},
         "comparisons": comparisons,
+        "resolving_power": resolving_power(hop).strip(),
         "h2load": ({"p50_ms": h2.rounds, "calls_checked": h2.calls_checked, "calls_saved": h2.calls_saved}
                    if h2 else {"skipped": h2_note}),
+        "memory_at_rest": {n: {"rss_mb": round(mb, 1), "processes": c} for n, (mb, c) in hop.memory.items()},
         "upstream_connections": {n: {"opened": c.opened, "calls": c.calls, "rounds": c.rounds}
                                  for n, c in hop.upstream_connections.items()},
         "scale": {n: {**asdict(s), "rounds": scale.rounds[n], "cpu_cores": scale.cpu.get(n, {}),

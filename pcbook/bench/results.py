@@ -27,6 +27,7 @@ class HopResult:
     cpu: dict[str, dict[str, float]] = field(default_factory=dict)  # path -> role -> cores (median)
     errors: int = 0
     records: list[RoundRecord] = field(default_factory=list)
+    memory: dict[str, tuple[float, int]] = field(default_factory=dict)  # proxy -> (MB resident at rest, processes)
 
 
 @dataclass

@@ -11,7 +11,7 @@ import re
 import time
 from pathlib import Path
 
-from pcbook.bench.accounting import Clock
+from pcbook.bench.accounting import Clock, memory_at_rest
 from pcbook.bench.chart import draw_chart
 from pcbook.bench.lookaside import measure_architectures, start_look_aside
 from pcbook.bench.phases import count_upstream_connections, measure_h2load, measure_hop, measure_scale
@@ -21,9 +21,11 @@ from pcbook.bench.settings import (
     BENCH_SCALE_PATHS,
     DIRECT,
     H2_PATHS,
+    H2_PEERS,
     HOP_CONF,
-    HOP_PATHS,
     HOP_SERVERS,
+    NGINX_PLAIN,
+    PEER_UPSTREAM_PORT,
     SCALE_CONF,
     SCALE_NGINX_PORT,
     SCALE_SERVERS,
@@ -31,14 +33,15 @@ from pcbook.bench.settings import (
     UPSTREAM_PORT,
     Say,
     Settings,
+    hop_paths,
     saturated,
 )
-from pcbook.bench.stacks import start_hop_nginx, start_load, start_nginx, start_servers, stop_all
+from pcbook.bench.stacks import start_hop_nginx, start_load, start_nginx, start_peers, start_servers, stop_all
 from pcbook.measure import h2load
 from pcbook.measure.loadgen import KIND
-from pcbook.measure.placement import available, plan
+from pcbook.measure.placement import NGINX, SERVERS, Placement, affinity_of, available, plan
 from pcbook.paths import shown
-from pcbook.stack import nginx, procs
+from pcbook.stack import haproxy, nginx, procs
 from pcbook.stack.ports import hold_ports
 
 
@@ -79,6 +82,7 @@ def machine() -> dict[str, object]:
         "python": platform.python_version(),
         "grpcio": grpc.__version__,
         "nginx": nginx_version,
+        "haproxy": _haproxy_version(),
         "load_generator": KIND,
     }
 
@@ -91,7 +95,7 @@ def run_bench(settings: Settings, out_dir: Path, say: Say = say_flushed, *, char
     where = plan(available(), free=settings.free_placement)
     info["placement"] = where.describe()
     say(f"machine: {info['cores']} cores, {info['cpu'] or info['platform']}; nginx {info['nginx']}, "
-        f"grpcio {info['grpcio']}")
+        f"HAProxy {info['haproxy']}, grpcio {info['grpcio']}")
     say(f"placement: {where.describe()}")
     say(f"load generator: {settings.processes} Python processes ({KIND}, one asyncio loop and one channel "
         "per target each); h2load, where installed, cross-checks the plaintext paths")
@@ -102,22 +106,30 @@ def run_bench(settings: Settings, out_dir: Path, say: Say = say_flushed, *, char
             "plane, and the load generator")
         servers = start_servers(stack, HOP_SERVERS, out_dir, placement=where, say=say)
         hop_nginx = start_hop_nginx(stack, placement=where)
+        peers = start_peers(stack, placement=where, say=say)
+        _check_placement(where, {"server1": stack.proc("server1").pid, "nginx": hop_nginx.pid,
+                                 **{n: p.pid for n, p in peers.items()}}, say)
+        memory = rest_memory({NGINX_PLAIN: (hop_nginx.pid, 2), **{n: (p.pid, 1) for n, p in peers.items()}})
         look_aside, bootstrap = start_look_aside(stack, out_dir, placement=where)
         load = start_load(stack, settings.processes, where, env={"GRPC_XDS_BOOTSTRAP": str(bootstrap)})
-        load.open(HOP_PATHS)
-        say(f"{clock} counting the backend connections nginx opens (keepalive vs not):")
-        conns = count_upstream_connections(load, UPSTREAM_PORT, say)
+        paths = hop_paths(list(peers))
+        load.open(paths)
+        say(f"{clock} counting the backend connections the proxies open (keepalive vs not):")
+        conns = count_upstream_connections(load, {**UPSTREAM_PORT, **{n: PEER_UPSTREAM_PORT[n] for n in peers}}, say)
         watch = {"servers": [stack.proc(s.name).pid for s in HOP_SERVERS], "nginx": [hop_nginx.pid],
-                 "xds": [stack.proc("xds").pid]}
-        hop = measure_hop(load, HOP_PATHS, settings, say, watch, clock=clock)
+                 "xds": [stack.proc("xds").pid], **{n: [p.pid] for n, p in peers.items()}}
+        hop = measure_hop(load, paths, settings, say, watch, clock=clock)
         hop.upstream_connections = conns
+        hop.memory = memory
         load.close()
         binary = h2load.find() if settings.cross_check else None
         if binary:
             say(f"{clock} cross-check: the plaintext paths with {binary}")
             token = h2load.login_token(H2_PATHS[DIRECT])
-            h2 = measure_h2load(binary, H2_PATHS, token, settings, out_dir, say, out_dir / "server1.log", where,
-                                clock)
+            h2 = measure_h2load(binary, {**H2_PATHS, **{n: H2_PEERS[n] for n in peers}}, token, settings, out_dir,
+                                say, out_dir / "server1.log", where, clock)
+        for peer in peers.values():
+            peer.stop()
         hop_nginx.stop()
         look_aside.close()
         servers.close()
@@ -150,6 +162,40 @@ def run_bench(settings: Settings, out_dir: Path, say: Say = say_flushed, *, char
         say(f"chart: {shown(png)}   numbers: {shown(out_dir / 'results.json')}")
     say(f"done in {results['seconds']:.0f} s; everything it started is stopped")
     return results
+
+
+def _check_placement(where: Placement, pids: dict[str, int], say: Say) -> None:
+    """Say so if a pinned process does not run where the plan put it (it once did not: the Stack forked
+    from a thread the pinning never reached)."""
+    if not where.pinned:
+        return
+    roles = {"server1": SERVERS}
+    for name, pid in pids.items():
+        planned, actual = where.of(roles.get(name, NGINX)), affinity_of(pid)
+        if actual is not None and planned is not None and actual != planned:
+            say(f"placement did not take: {name} runs on cores {sorted(actual)}, planned {sorted(planned)}")
+
+
+def _haproxy_version() -> str:
+    try:
+        return haproxy.haproxy_version(haproxy.find_haproxy())
+    except haproxy.HaproxyNotFoundError:
+        return "not installed"
+
+
+def rest_memory(procs_: dict[str, tuple[int, int]], timeout: float = 5.0) -> dict[str, tuple[float, int]]:
+    """Each proxy's resident memory before its first call: name -> (MB, processes), given name -> (pid, the
+    processes it runs once up). nginx forks its worker after its port accepts: waited for, up to `timeout`."""
+    out = {}
+    deadline = time.monotonic() + timeout
+    for name, (pid, expected) in procs_.items():
+        while True:
+            mb, count = memory_at_rest(pid)
+            if count >= expected or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+        out[name] = (mb, count)
+    return out
 
 
 def _h2_note(settings: Settings) -> str:

@@ -3,7 +3,7 @@ and the thresholds its report applies."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from pcbook import paths
@@ -46,6 +46,7 @@ NGINX_KEEPALIVE = "nginx-mtls-keepalive"
 NGINX_NO_KEEPALIVE = "nginx-mtls-no-keepalive"
 CLIENT_RR = "client-rr"
 XDS = "xds"
+HAPROXY = "haproxy"  # a peer proxy: see PEER_PATHS
 XDS_TARGET = "xds:///pcbook"
 HOP_PATHS = (
     Target(DIRECT, "127.0.0.1:50101"),
@@ -59,6 +60,7 @@ HOP_PATHS = (
 LABELS = {
     DIRECT: "direct to one server",
     NGINX_PLAIN: "nginx, plaintext",
+    HAPROXY: "HAProxy, plaintext",
     "nginx-tls-edge": "nginx, mTLS at the edge",
     NGINX_KEEPALIVE: "nginx, mTLS both hops, keepalive",
     NGINX_NO_KEEPALIVE: "nginx, mTLS both hops, no keepalive",
@@ -73,6 +75,9 @@ UPSTREAM_PORT = {NGINX_KEEPALIVE: 50103, NGINX_NO_KEEPALIVE: 50104}
 # The pairs the table compares, as (path, baseline, what the difference is).
 COMPARISONS = (
     (NGINX_PLAIN, DIRECT, "the hop itself, plaintext"),
+    # A peer proxy's pairs (shown when it ran; Envoy's go here too)
+    (HAPROXY, DIRECT, "the hop through HAProxy, plaintext"),
+    (HAPROXY, NGINX_PLAIN, "HAProxy instead of nginx, same hop"),
     ("nginx-tls-edge", NGINX_PLAIN, "mTLS at the edge"),
     (NGINX_KEEPALIVE, "nginx-tls-edge", "mTLS to the backend, kept alive"),
     (NGINX_NO_KEEPALIVE, NGINX_KEEPALIVE, "a new backend connection and handshake per call"),
@@ -82,6 +87,25 @@ COMPARISONS = (
     (XDS, NGINX_PLAIN, "look-aside balancing instead of the proxy"),
 )
 H2_PATHS = {DIRECT: "127.0.0.1:50101", NGINX_PLAIN: "127.0.0.1:8101"}
+
+# Peer proxies on the same plaintext hop as nginx's 8101: same backend (server1), same placement (pinned
+# with nginx), same rounds. Each row goes right after nginx's plaintext row, and only when its proxy runs
+# (bench.stacks.start_peers says which did). Envoy's row (lesson 13) joins PEER_PATHS, LABELS,
+# COMPARISONS, H2_PEERS and PEER_UPSTREAM_PORT the same way.
+HAPROXY_CONF = paths.ROOT / "haproxy" / "bench-hop.cfg"
+HAPROXY_PORT = 8107
+PEER_PATHS = (Target(HAPROXY, f"127.0.0.1:{HAPROXY_PORT}"),)
+H2_PEERS = {HAPROXY: f"127.0.0.1:{HAPROXY_PORT}"}
+# The backend port each peer reaches, to count the connections it opens (kept alive: about one for all).
+PEER_UPSTREAM_PORT = {HAPROXY: 50101}
+
+
+def hop_paths(peers: Sequence[str] = ()) -> tuple[Target, ...]:
+    """The hop's paths with the running peers' rows right after nginx's plaintext row."""
+    extra = tuple(t for t in PEER_PATHS if t.name in peers)
+    at = next(i for i, t in enumerate(HOP_PATHS) if t.name == NGINX_PLAIN) + 1
+    return (*HOP_PATHS[:at], *extra, *HOP_PATHS[at:])
+
 
 ONE = "1 server"
 ONE_NGINX = "1 server, nginx"

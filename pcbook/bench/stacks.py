@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from pcbook.bench.settings import HOP_CONF, HOP_NGINX_PORTS, READY_TIMEOUT, Say
+from pcbook.bench.settings import HAPROXY, HAPROXY_CONF, HAPROXY_PORT, HOP_CONF, HOP_NGINX_PORTS, READY_TIMEOUT, Say
 from pcbook.measure.loadgen import LoadGenerator
 from pcbook.measure.placement import LOADGEN, NGINX, Placement, pinned
-from pcbook.stack import nginx, procs
+from pcbook.stack import haproxy, nginx, procs
 from pcbook.stack.specs import Server
 from pcbook.stage.stage import Stage
 
@@ -49,3 +49,20 @@ def start_hop_nginx(stack: procs.Stack, placement: Placement | None = None) -> n
     for port in HOP_NGINX_PORTS[1:]:
         procs.wait_port("127.0.0.1", port, READY_TIMEOUT, proc=proc.proc)
     return proc
+
+
+def start_peers(stack: procs.Stack, placement: Placement | None = None,
+                say: Say | None = None) -> dict[str, haproxy.HaproxyProcess]:
+    """The peer proxies of nginx's plaintext hop that this machine has, pinned where nginx is; a missing
+    one is one line saying so and how to install it (its rows are left out). Envoy's start joins here."""
+    say = say or (lambda _line: None)
+    peers: dict[str, haproxy.HaproxyProcess] = {}
+    try:
+        binary = haproxy.find_haproxy()
+    except haproxy.HaproxyNotFoundError as err:
+        say(f"HAProxy: skipped, {err}")
+        return peers
+    with pinned(placement or Placement(), NGINX):
+        peers[HAPROXY] = haproxy.start_haproxy(stack, HAPROXY_CONF, port=HAPROXY_PORT, timeout=READY_TIMEOUT,
+                                               binary=binary)
+    return peers

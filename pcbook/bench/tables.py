@@ -62,22 +62,35 @@ def targets_met(hop: dict[str, PathStats], scale: dict[str, Spread],
 def hop_table(hop: HopResult, labels: dict[str, str], level: float = LEVEL) -> list[str]:
     """p50 and the time added to direct's with its interval, the ratio, p99, calls/s."""
     base = hop.stats[DIRECT]
-    header = ("path", "p50 ms", f"added us [{level:.0%} interval]", "", "x p50", "p99 ms [min-max]", "calls/s",
-              "x calls/s")
+    header = ("path", "p50 ms", f"added us [{level:.0%} interval]", "", "width us", "x p50", "p99 ms [min-max]",
+              "calls/s", "x calls/s")
     body: list[tuple[str, ...]] = []
     for name, row in hop.stats.items():
         if name == DIRECT:
-            added, state = "(baseline)", ""
+            added, state, width = "(baseline)", "", ""
         else:
             d = added_latency(hop, name, DIRECT, level)
             added, state = d.short(), d.state(more="resolved", less="resolved: faster")
+            width = f"{d.interval.width:.0f}"
         tput = f"{row.throughput.median:.0f}" if row.throughput else "-"
         tput_x = (f"{ratio(row.throughput.median, base.throughput.median):.2f}"
                   if row.throughput and base.throughput else "-")
-        body.append((labels.get(name, name), f"{row.p50_ms.median:.3f}", added, state.ljust(12),
+        body.append((labels.get(name, name), f"{row.p50_ms.median:.3f}", added, state.ljust(12), width,
                      f"{ratio(row.p50_ms.median, base.p50_ms.median):.2f}",
                      f"{row.p99_ms.median:.3f} [{row.p99_ms.low:.3f}-{row.p99_ms.high:.3f}]", tput, tput_x))
     return grid(header, body)
+
+
+def resolving_power(hop: HopResult, level: float = LEVEL) -> str:
+    """What the hop table could tell apart, from its intervals' widths: a row is resolved only when its
+    median lies further from 0 than from its interval's nearer bound, about half the interval's width."""
+    widths = sorted(added_latency(hop, n, DIRECT, level).interval.width for n in hop.stats if n != DIRECT)
+    if not widths:
+        return ""
+    mid = widths[len(widths) // 2]
+    return (f"   resolving power: the intervals are {widths[0]:.0f} to {widths[-1]:.0f} us wide (median {mid:.0f}); "
+            "a row is resolved only if its median is further from 0 than from its interval's nearer bound, about "
+            f"half its width: on this run a difference from direct under about {mid / 2:.0f} us is not resolved")
 
 
 def comparison_lines(hop: HopResult, labels: dict[str, str], level: float = LEVEL) -> list[str]:
@@ -152,12 +165,12 @@ def h2_lines(h2: H2Result | None, hop: HopResult, note: str, level: float = LEVE
         python = hop.stats[name].p50_ms.median
         body.append((LABELS.get(name, name), f"{native:.3f}", f"{python:.3f}", f"{(python - native) * 1000:.0f} us"))
     lines = grid(header, body)
-    names = list(h2.rounds)
-    if len(names) == 2:
-        d = paired_difference(names[1], [v * 1000 for v in h2.rounds[names[1]]],
-                              names[0], [v * 1000 for v in h2.rounds[names[0]]], level)
-        py = added_latency(hop, names[1], names[0], level)
-        lines.append(f"   the hop (nginx - direct, p50 us) measured by h2load: {d.short()} {d.state()}; "
+    base, *others = list(h2.rounds)
+    for name in others:  # nginx's hop, and each peer proxy's
+        d = paired_difference(name, [v * 1000 for v in h2.rounds[name]],
+                              base, [v * 1000 for v in h2.rounds[base]], level)
+        py = added_latency(hop, name, base, level)
+        lines.append(f"   the hop ({name} - {base}, p50 us) measured by h2load: {d.short()} {d.state()}; "
                      f"by the Python generator: {py.short()} {py.state()}")
     lines.append(f"   every h2load call answered: {h2.calls_checked} with HTTP 200, {h2.calls_saved} laptops saved "
                  "by server1 meanwhile (warm-ups included)"
@@ -192,3 +205,12 @@ def architecture_lines(arch: ArchResult, level: float = LEVEL) -> list[str]:
 
 def _kind(name: str) -> str:
     return ARCH_LABELS.get(name, name).split(":")[0]
+
+
+def memory_lines(memory: dict[str, tuple[float, int]], labels: dict[str, str]) -> list[str]:
+    """Each proxy's resident memory at rest (started, no call yet), its processes summed."""
+    if not memory:
+        return ["(memory unknown: needs Linux's /proc)"]
+    header = ("proxy", "RSS MB at rest", "processes")
+    body = [(labels.get(name, name).split(",")[0], f"{mb:.1f}", str(count)) for name, (mb, count) in memory.items()]
+    return grid(header, body)

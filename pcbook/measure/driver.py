@@ -205,20 +205,25 @@ def run_calls(conns: Sequence[Laptops], calls: int, *, rate: float = 0.0, concur
 
 
 def run_compare(targets: Sequence[tuple[str, Laptops]], calls: int, warmup: int,
-                timeout: float = DEFAULT_TIMEOUT) -> Report:
+                timeout: float = DEFAULT_TIMEOUT, run_length: int = 1) -> Report:
     """Latency of one CreateLaptop on each target, interleaved; median, p90 and mean in ms.
 
-    Call n visits the targets in an order rotated by n, so that no target always follows the same other."""
+    Each turn visits the targets in an order rotated by the turn, so that no target always follows the
+    same other; at each visit a target makes `run_length` calls in a row (1: call by call). Runs longer
+    than 1 keep a target's calls on the same servers back to back, as a round of `make bench` does: call
+    by call, every call follows another target's, and may be the first on its server for a while."""
     samples: dict[str, list[float]] = {name: [] for name, _ in targets}
     report = Report()
-    for number in range(1, warmup + calls + 1):
-        turn = number % len(targets)
-        for name, conn in [*targets[turn:], *targets[:turn]]:
-            call = conn.create(number, timeout)
-            if not call.ok:
-                raise SystemExit(f"{name}: call {number} failed: {call.code}: {call.details}")
-            if number > warmup:
-                samples[name].append(call.ms)
+    total = warmup + calls
+    for turn, first in enumerate(range(1, total + 1, run_length)):
+        shift = (turn + 1) % len(targets)  # with run_length 1: call n rotated by n
+        for name, conn in [*targets[shift:], *targets[:shift]]:
+            for number in range(first, min(first + run_length, total + 1)):
+                call = conn.create(number, timeout)
+                if not call.ok:
+                    raise SystemExit(f"{name}: call {number} failed: {call.code}: {call.details}")
+                if number > warmup:
+                    samples[name].append(call.ms)
     report.samples_ms = {name: list(values) for name, values in samples.items()}  # call i of each: same moment
     for name, values in samples.items():
         values.sort()
@@ -258,6 +263,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="measure latency on this target instead (repeat it); POLICY: pick_first|round_robin;"
                         " an etcd://HOST:PORT/prefix target discovers the servers there (as --discover)")
     p.add_argument("--warmup", type=int, default=20, help="with --compare: calls per target not measured")
+    p.add_argument("--run-length", type=int, default=1,
+                   help="with --compare: calls in a row on one target before the next (default 1: call by call)")
     p.add_argument("--json", type=Path, default=None, help="write every call's record to this file")
     args = p.parse_args(argv)
     if not args.compare and not args.address and not args.discover:
@@ -304,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                 targets.append((name, conns[-1]))
             print(f"measuring {args.calls} calls per target after {args.warmup} warm-up calls: "
                   + ", ".join(args.compare), flush=True)
-            report = run_compare(targets, args.calls, args.warmup, args.timeout)
+            report = run_compare(targets, args.calls, args.warmup, args.timeout, max(1, args.run_length))
             for name, stats in report.latency_ms.items():
                 print(f"{name:<12} median {stats['median']:6.2f} ms   p90 {stats['p90']:6.2f} ms   "
                       f"mean {stats['mean']:6.2f} ms", flush=True)

@@ -135,9 +135,14 @@ class Interval:
     coverage: float  # the interval's exact coverage, 0..1 (binomial, no distribution assumed)
     n: int
 
+    def clear_of_zero(self, margin: float) -> bool:
+        """Both bounds on one side of 0, the nearer at least `margin` from it: a bound of -0.3 shown as
+        "+0" touches 0 (margin 0.5), and an interval that touches 0 does not exclude it."""
+        return self.low >= margin or self.high <= -margin
+
     @property
-    def excludes_zero(self) -> bool:
-        return self.low > 0 or self.high < 0
+    def width(self) -> float:
+        return self.high - self.low
 
 
 def median_interval(values: Sequence[float], level: float = 0.95) -> Interval:
@@ -167,11 +172,18 @@ class Difference:
     base: str
     interval: Interval  # of the per-repetition differences, in the unit of the values
     level: float = 0.95
+    # The step the values are shown in (1 us, 1 call/s: short() prints whole units): a bound nearer 0 than
+    # half of it is printed "+0" or "-0" and touches 0.
+    step: float = 1.0
+
+    @property
+    def clear_of_zero(self) -> bool:
+        return self.interval.clear_of_zero(self.step / 2)
 
     @property
     def resolved(self) -> bool:
-        """The interval excludes 0 at the level asked for: the run tells the two apart."""
-        return self.interval.coverage >= self.level and self.interval.excludes_zero
+        """The interval excludes 0, not touching it, at the level asked for: the run tells the two apart."""
+        return self.interval.coverage >= self.level and self.clear_of_zero
 
     def short(self, digits: int = 0) -> str:
         i = self.interval
@@ -185,7 +197,7 @@ class Difference:
         """'slower'/'faster' (resolved), 'not resolved', or 'too few repetitions' for the level."""
         if self.interval.coverage < self.level:
             return f"not resolved ({self.interval.n} reps: {self.interval.coverage:.0%} interval)"
-        if not self.interval.excludes_zero:
+        if not self.clear_of_zero:
             return "not resolved"
         return more if self.interval.median > 0 else less
 

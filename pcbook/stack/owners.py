@@ -1,6 +1,6 @@
 """Which processes this checkout started, so that `make stop` stops those and nothing else.
 
-A process is this checkout's when it runs pcbook (`python -m pcbook.<module>`), nginx or etcd, and its
+A process is this checkout's when it runs pcbook (`python -m pcbook.<module>`), nginx, etcd or HAProxy, and its
 working folder is inside this checkout or its run folder (RUN_DIR): every process the runner starts
 inherits the checkout as its folder (nginx runs in its prefix folder under RUN_DIR), and `make server1`
 runs from the checkout. The lessons of another checkout on the same machine, or another user's, run
@@ -56,8 +56,9 @@ def _is_pcbook(command: str) -> bool:
     if "-m pcbook." in command:
         return _CLI not in command
     # nginx rewrites its command line: "nginx: master process /path/nginx -p ...", "nginx: worker process".
-    # etcd (lessons 11-12) runs as its own binary, with its data folder under RUN_DIR.
-    return command.startswith("nginx:") or Path(command.split(" ", 1)[0]).name in ("nginx", "etcd")
+    # etcd (lessons 11-12) runs as its own binary, with its data folder under RUN_DIR; so does the bench's
+    # HAProxy, with its config there.
+    return command.startswith("nginx:") or Path(command.split(" ", 1)[0]).name in ("nginx", "etcd", "haproxy")
 
 
 def _ours(pid: int, command: str) -> bool | None:

@@ -205,6 +205,7 @@ class Driver:
     tls: bool = False
     compare: tuple[str, ...] = ()  # NAME=[POLICY@]TARGET: measure latency on each instead
     warmup: int = 20
+    run_length: int = 1  # with compare: calls in a row on one target before the next (1: call by call)
     retry: tuple[str, ...] = ()  # status codes the channel's retryPolicy retries (lesson 14); (): no retries
     wait_for_ready: bool = False
     timeout: float | None = None  # the per-call deadline, s (None: the driver's default)
@@ -216,6 +217,8 @@ class Driver:
             args = ["--calls", str(self.calls), "--warmup", str(self.warmup)]
             for spec in self.compare:
                 args += ["--compare", spec]
+            if self.run_length != 1:
+                args += ["--run-length", str(self.run_length)]
             return args + (["--tls"] if self.tls else [])
         # etcd://... is a registry: the driver discovers the servers there (a thick client).
         target = "--discover" if self.address.startswith("etcd://") else "--address"

@@ -109,3 +109,17 @@ def test_interleaved_differences_for_lesson_7() -> None:
     assert d["nginx"].resolved and d["nginx"].interval.median == pytest.approx(400)
     assert not d["client-side"].resolved
     assert "not resolved" in verdicts.client_side_reading(d["client-side"])
+
+
+def test_an_interval_touching_zero_is_not_resolved() -> None:
+    # A bound of -0.3 us is printed "+0": the run cannot tell the two paths apart (seen: "-17 [-35, +0]
+    # resolved: faster" in phase 3 of a bench run).
+    touching = paired_difference("thick", [83, 65, 80, 90, 83, 99.7], "direct", [100] * 6)
+    assert touching.short() == "-17 [-35, +0]"
+    assert not touching.resolved and touching.state() == "not resolved"
+    assert "not resolved" in touching.verdict()
+    at_zero = paired_difference("x", [1, 2, 3, 4, 5, 0], "direct", [0] * 6)  # the lower bound is exactly 0
+    assert not at_zero.resolved and at_zero.state() == "not resolved"
+    clear = paired_difference("x", [1, 2, 3, 4, 5, 0.6], "direct", [0] * 6)  # +0.6 is printed +1
+    assert clear.short() == "+2 [+1, +5]" and clear.resolved and clear.state() == "slower"
+    assert touching.interval.width == pytest.approx(34.7)
