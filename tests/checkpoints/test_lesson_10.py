@@ -63,5 +63,5 @@ def test_checkpoint_fails_when_two_servers_are_one(tmp_path: Path) -> None:
     (result,) = run_checkpoints(dataclasses.replace(lesson, steps=lesson.steps[2:]), [conf])
     assert not result.checkpoint_passed
     line = result.checkpoint_line()
-    assert "two servers behind nginx should deliver at least" in line, line
+    # The decisive cause; whether the one repetition played also fell short of 1.4x depends on the machine.
     assert "server2 served no call through nginx" in line, line

@@ -106,7 +106,7 @@ def run_stack(daemon: dockerd.Daemon, project: str, lesson: int, certs_dir: Path
         up = compose(daemon, project, "up", "-d", "--no-build", "server1", "server2", "nginx",
                      lesson=lesson, certs_dir=certs_dir)
         assert up.returncode == 0, up.stdout[-3000:]
-        client = compose(daemon, project, "run", "--rm", "client", lesson=lesson, certs_dir=certs_dir, timeout=60)
+        client = compose(daemon, project, "run", "--rm", "client", lesson=lesson, certs_dir=certs_dir, timeout=150)
         seen, order = observe(daemon, project, lesson, client, wait)
         return client, seen, order
     finally:
