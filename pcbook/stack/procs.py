@@ -26,7 +26,6 @@ No psutil here: a child's whole tree is reached by its process group, with no tr
 from __future__ import annotations
 
 import atexit
-import contextlib
 import itertools
 import os
 import queue
@@ -37,7 +36,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,28 +98,6 @@ def _command(args: list[str], env: Mapping[str, str], cwd: str | os.PathLike[str
     # -S -E: skip site and PYTHON* variables; the wrapper only needs ctypes (a few tens of ms).
     return [sys.executable, "-S", "-E", "-c", _PDEATHSIG_WRAPPER, str(os.getpid()),
             os.path.abspath(found), *args]
-
-
-def _affinity() -> frozenset[int] | None:
-    """The calling thread's CPU affinity, or None where the OS has none (macOS)."""
-    try:
-        return frozenset(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return None
-
-
-@contextlib.contextmanager
-def _thread_affinity(cpus: frozenset[int] | None) -> Iterator[None]:
-    """The calling thread runs on `cpus` inside (None: as it is), and as before after."""
-    before = _affinity()
-    if cpus is None or before is None or cpus == before:
-        yield
-        return
-    os.sched_setaffinity(0, cpus)
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
 
 
 class _Spawner:
@@ -283,15 +260,9 @@ class Stack:
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"cannot start {name}: {exc}") from None
 
-        # A child inherits the CPU affinity of the thread that forks it, the spawner, not ours: hand it
-        # ours, so that placement.pinned() around start() pins the child (without this the bench's
-        # "pinned" processes ran on every core: measured, a server started pinned to core 0 had {0, 1}).
-        affinity = _affinity()
-
         def launch() -> Proc:  # runs on the spawner thread; registers before returning so close() sees it
-            with _thread_affinity(affinity):
-                popen = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=subprocess.STDOUT, env=full_env, cwd=cwd, start_new_session=True)
+            popen = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, env=full_env, cwd=cwd, start_new_session=True)
             proc = Proc(self, name, args, popen)
             with self._cond:
                 self._procs.pop(name, None)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
@@ -207,20 +206,3 @@ def test_starting_children_after_grpc_was_used_does_not_hang(stack: Stack) -> No
         stack.start(f"server{n}", [PY, "-c", HEALTH_SERVER, str(port)])
         stack.wait_ready(f"server{n}", port=port, health=True, timeout=10)
         stack.run(f"client{n}", [PY, "-c", "print('ok')"], timeout=10)
-
-
-@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
-                    reason="needs sched_setaffinity and two cores")
-def test_a_child_started_inside_pinned_runs_on_those_cores(stack: Stack) -> None:
-    # The Stack forks from its spawner thread: the caller's affinity must reach the child (it did not:
-    # the bench's "pinned" servers ran on every core).
-    from pcbook.measure.placement import SERVERS, Placement, affinity_of, pinned
-
-    cores = sorted(os.sched_getaffinity(0))
-    place = Placement({SERVERS: frozenset(cores[:1])})
-    with pinned(place, SERVERS):
-        inside = stack.start("inside", [PY, "-c", "import time; time.sleep(30)"])
-    outside = stack.start("outside", [PY, "-c", "import time; time.sleep(30)"])
-    assert affinity_of(inside.pid) == frozenset(cores[:1])
-    assert affinity_of(outside.pid) == frozenset(cores)
-    assert os.sched_getaffinity(0) == set(cores)  # the caller's own affinity is restored
