@@ -185,8 +185,6 @@ def none_lost(run: Calls) -> list[str]:
     diffs = _lost(run)
     if diffs and not run.login_error:
         diffs.append("the client's retryPolicy must name UNAVAILABLE (what a dead backend's calls end with)")
-    if not any(len(c.servers) > 1 for c in run.calls) and not diffs:
-        diffs.append(f"no call ran on two servers, but calls were in flight on {VICTIM}: was one retried?")
     if not any(c.start >= KILL_GRACE for c in run.calls):
         diffs.append("no call was sent after the kill")
     return diffs
@@ -343,7 +341,7 @@ LESSON = Lesson(
             then=("after 10 calls, while server1 works on a call, server1 is killed (SIGKILL)",),
             act=kill,
             judge=none_lost,
-            claims=("no call is lost", "a call in flight on server1 ran again on server2"),
+            claims=("no call is lost",),
             checkpoint=True,
         ),
         Step(
@@ -356,7 +354,7 @@ LESSON = Lesson(
             then=("after 10 calls, while server1 works on a call, server1 is killed (SIGKILL)",),
             act=kill,
             judge=none_lost,
-            claims=("no call is lost", "a call in flight on server1 ran again on server2"),
+            claims=("no call is lost",),
             checkpoint=True,
         ),
         Step(

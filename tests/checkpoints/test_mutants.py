@@ -165,6 +165,8 @@ ENVOY_ALLOWED: dict[tuple[str, str], str] = {
     # Round robin mostly sends the next try to the other server anyway, and num_retries 2 covers the rest: the
     # checkpoint passed without it in 1 of 3 runs (measured), so it cannot be relied on to fail.
     ("lesson-13-retries.yaml", "retry_host_predicate"): "round robin and a second retry mostly reach server1",
+    # Envoy's default of 3 retries in flight overflowed once in 4 runs (1 call lost): not every run.
+    ("lesson-13-retries.yaml", "circuit_breakers"): "the default 3 retries in flight overflow only sometimes",
 }
 
 
