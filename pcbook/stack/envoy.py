@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from pathlib import Path
 
 from pcbook import paths
 
+from . import runfiles
 from .ports import check_port_free
 from .procs import Proc, Stack
 
@@ -106,27 +106,17 @@ def envoy_version(binary: Path | str) -> tuple[int, int, int]:
 
 def new_run_folder(run_dir: Path, keep: int = KEEP_RUNS) -> Path:
     """A fresh RUN_DIR/envoy-... folder with logs/ and cert/; deletes all but the newest `keep` - 1 earlier ones."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    old = sorted((p for p in run_dir.glob("envoy-*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
-    for stale in old[:max(0, len(old) - (keep - 1))]:
-        shutil.rmtree(stale, ignore_errors=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for n in range(1000):
-        folder = run_dir / f"envoy-{stamp}-{os.getpid()}-{n}"
-        try:
-            folder.mkdir()
-        except FileExistsError:
-            continue
-        (folder / "logs").mkdir()
-        (folder / "cert").mkdir(mode=0o700)
-        for name in CERT_FILES:
-            source = paths.CERTS_DIR / name
-            if source.is_file():
-                shutil.copyfile(source, folder / "cert" / name)
-                os.chmod(folder / "cert" / name, 0o600)
-        return folder
-    raise EnvoyError(f"cannot create a run folder in {run_dir}")
+    folder = runfiles.fresh_folder(run_dir, "envoy", keep)
+    if folder is None:
+        raise EnvoyError(f"cannot create a run folder in {run_dir}")
+    (folder / "logs").mkdir()
+    (folder / "cert").mkdir(mode=0o700)
+    for name in CERT_FILES:
+        source = paths.CERTS_DIR / name
+        if source.is_file():
+            shutil.copyfile(source, folder / "cert" / name)
+            os.chmod(folder / "cert" / name, 0o600)
+    return folder
 
 
 def xds_cluster(port: int, name: str = "xds_control_plane") -> dict:

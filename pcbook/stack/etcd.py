@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,19 +86,11 @@ def new_data_dir(run_dir: Path, keep: int = KEEP_RUNS) -> Path:
     """A fresh RUN_DIR/etcd-... folder; deletes all but the newest `keep` - 1 earlier ones."""
     run_dir.mkdir(parents=True, exist_ok=True)
     runfiles.prune(run_dir)  # and the loose files of earlier runs
-    old = sorted((p for p in run_dir.glob("etcd-*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
-    for stale in old[:max(0, len(old) - (keep - 1))]:
-        if not _locked(stale):
-            shutil.rmtree(stale, ignore_errors=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for n in range(1000):
-        path = run_dir / f"etcd-{stamp}-{os.getpid()}-{n}"
-        try:
-            path.mkdir(mode=0o700)  # etcd refuses (warns about) a data folder others can read
-            return path
-        except FileExistsError:
-            continue
-    raise EtcdError(f"cannot create a data folder in {run_dir}")
+    # 0700: etcd refuses (warns about) a data folder others can read
+    path = runfiles.fresh_folder(run_dir, "etcd", keep, in_use=_locked, mode=0o700)
+    if path is None:
+        raise EtcdError(f"cannot create a data folder in {run_dir}")
+    return path
 
 
 def _locked(data_dir: Path) -> bool:

@@ -22,12 +22,12 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from pcbook import paths
 
+from . import runfiles
 from .ports import check_port_free
 from .procs import Proc, Stack
 
@@ -96,21 +96,11 @@ def check_config(binary: Path, cfg: Path, conf: Path) -> None:
 
 def new_run_folder(run_dir: Path, keep: int = KEEP_RUNS) -> Path:
     """A fresh RUN_DIR/haproxy-... folder; deletes all but the newest `keep` - 1 earlier ones."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    old = sorted((p for p in run_dir.glob("haproxy-*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
-    for stale in old[:max(0, len(old) - (keep - 1))]:
-        # HAProxy reads its config once, at start: removing the folder of one still running harms nothing.
-        shutil.rmtree(stale, ignore_errors=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for n in range(1000):
-        folder = run_dir / f"haproxy-{stamp}-{os.getpid()}-{n}"
-        try:
-            folder.mkdir()
-            return folder
-        except FileExistsError:
-            continue
-    raise HaproxyError(f"cannot create a run folder in {run_dir}")
+    # HAProxy reads its config once, at start: removing the folder of one still running harms nothing.
+    folder = runfiles.fresh_folder(run_dir, "haproxy", keep)
+    if folder is None:
+        raise HaproxyError(f"cannot create a run folder in {run_dir}")
+    return folder
 
 
 @dataclass

@@ -45,7 +45,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -401,22 +400,12 @@ def _copy_file(src: Path, dst: Path, mode: int) -> None:
 
 def new_prefix(run_dir: Path, keep: int = KEEP_RUNS) -> Path:
     """A fresh RUN_DIR/nginx-... folder; deletes all but the newest `keep` - 1 earlier ones."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
     runfiles.prune(run_dir)  # and the loose files of earlier runs
-    old = sorted((p for p in run_dir.glob("nginx-*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
-    for stale in old[:max(0, len(old) - (keep - 1))]:
-        if not _in_use(stale):
-            shutil.rmtree(stale, ignore_errors=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for n in range(1000):
-        prefix = run_dir / f"nginx-{stamp}-{os.getpid()}-{n}"
-        try:
-            prefix.mkdir()
-            return prefix
-        except FileExistsError:
-            continue
-    raise NginxError(f"cannot create a prefix folder in {run_dir}")
+    prefix = runfiles.fresh_folder(run_dir, "nginx", keep, in_use=_in_use)
+    if prefix is None:
+        raise NginxError(f"cannot create a prefix folder in {run_dir}")
+    return prefix
 
 
 def _in_use(prefix: Path) -> bool:

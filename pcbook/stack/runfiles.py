@@ -1,4 +1,5 @@
-"""Pruning of the loose files in RUN_DIR, as nginx.new_prefix and etcd.new_data_dir prune their folders.
+"""RUN_DIR's folders and loose files: a fresh run folder per process (nginx, etcd, Envoy, HAProxy), the
+newest few kept, and the pruning of the loose files.
 
 - `load-<pid>-<n>.json` and `discovery-load-<pid>-<n>.json` (a load driver's report, read by the run
   that started it): removed once process <pid> is gone, which is what an interrupted run leaves.
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 KEEP_BOOTSTRAPS = 5
@@ -57,3 +60,24 @@ def prune(run_dir: Path) -> list[Path]:
         except OSError:
             pass
     return removed
+
+
+def fresh_folder(run_dir: Path, kind: str, keep: int, *, in_use: Callable[[Path], bool] = lambda _p: False,
+                 mode: int = 0o777) -> Path | None:
+    """A new RUN_DIR/<kind>-<time>-<pid>-<n> folder; deletes all but the newest `keep` - 1 earlier ones of
+    that kind (not those `in_use` says a running process still reads). None: no free name was found."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    old = sorted((p for p in run_dir.glob(f"{kind}-*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    for stale in old[:max(0, len(old) - (keep - 1))]:
+        if not in_use(stale):
+            shutil.rmtree(stale, ignore_errors=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        folder = run_dir / f"{kind}-{stamp}-{os.getpid()}-{n}"
+        try:
+            folder.mkdir(mode=mode)
+            return folder
+        except FileExistsError:
+            continue
+    return None
