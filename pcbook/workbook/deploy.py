@@ -31,10 +31,11 @@ from typing import Any
 
 from pcbook import paths
 from pcbook.stage.model import Client, Step
+from pcbook.workbook import health
 from pcbook.workbook import manifest as lessons
 
-# The nginx runner and the certificates are imported where they are used: the compose health check
-# (`ready`) runs every second in each container and must stay a light import.
+# The nginx runner and the certificates are imported where they are used. The compose health check is
+# pcbook.workbook.health, which imports none of this.
 
 LESSON_ENV = "PCBOOK_LESSON"
 DEFAULT_LESSON = 5
@@ -226,6 +227,8 @@ def run_nginx(conf_text: str, *, source: str) -> None:
 def run_role(role: str, p: Plan, *, conf: Path | None = None) -> None:
     """Exec what the container of `role` runs (a server, nginx or the client); returns only on error."""
     python = sys.executable
+    if role != "client":
+        health.write_port(role_port(role, p))  # what the health check of this container dials
     if role == NGINX_SERVICE:
         source = conf or p.conf
         try:
@@ -243,15 +246,6 @@ def run_role(role: str, p: Plan, *, conf: Path | None = None) -> None:
 
 def role_port(role: str, p: Plan) -> int:
     return p.nginx_port if role == NGINX_SERVICE else p.server(role).port
-
-
-def ready(port: int, timeout: float = 1.0) -> bool:
-    """Does something accept connections on 127.0.0.1:port? (the compose health check)"""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 # --- Kubernetes -----------------------------------------------------------------------------------
@@ -512,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
                 _exec([sys.executable, "-m", "pcbook.client", *client_flags])
             run_role(args.role, p, conf=args.conf)
         elif args.command == "ready":
-            return 0 if ready(role_port(args.role, plan(number))) else 1
+            return 0 if health.ready(role_port(args.role, plan(number))) else 1
         elif args.command == "wait-dns":
             return 0 if wait_dns(args.name, args.timeout) else 1
         elif args.command == "render":

@@ -99,13 +99,24 @@ def leftovers(daemon: dockerd.Daemon, project: str) -> list[str]:
     return found
 
 
+def health_report(daemon: dockerd.Daemon, project: str) -> str:
+    """Each container's state, its last health checks and log lines: why `up` found one unhealthy."""
+    ids = daemon.docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={project}").stdout.split()
+    report = []
+    for cid in ids:
+        state = daemon.docker("inspect", "--format", "{{.Name}} {{.State.Status}} {{json .State.Health}}", cid)
+        logs = daemon.docker("logs", "--tail", "5", cid)
+        report += [state.stdout.strip()[-1500:], (logs.stdout + logs.stderr)[-800:]]
+    return "\n" + "\n".join(report)
+
+
 def run_stack(daemon: dockerd.Daemon, project: str, lesson: int, certs_dir: Path | None = None,
               wait: bool = True) -> tuple[subprocess.CompletedProcess[str], Observation, list[str]]:
     """compose up (servers and nginx), run the one-shot client, read the logs, compose down."""
     try:
         up = compose(daemon, project, "up", "-d", "--no-build", "server1", "server2", "nginx",
                      lesson=lesson, certs_dir=certs_dir)
-        assert up.returncode == 0, up.stdout[-3000:]
+        assert up.returncode == 0, up.stdout[-3000:] + health_report(daemon, project)
         client = compose(daemon, project, "run", "--rm", "client", lesson=lesson, certs_dir=certs_dir, timeout=150)
         seen, order = observe(daemon, project, lesson, client, wait)
         return client, seen, order
