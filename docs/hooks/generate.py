@@ -7,6 +7,8 @@ Placeholders (HTML comments, so a page still reads fine on GitHub) are replaced 
   full ``--help`` text, from the module's own argparse parser;
 - ``<!-- steps: N -->``  lesson N's steps from ``pcbook.workbook.manifest`` (stack, what it must show, why);
 - ``<!-- lessons -->``  a table of every lesson in ``pcbook.workbook.manifest``;
+- ``<!-- exercise: N -->``  lesson N's exercise: what to edit, which steps it stands in for, the commands
+  (`make check-N CONF=`, `make hint-N`, `make watch-N`, `make progress`) and the starter itself;
 - ``<!-- step: N key -->``  a reference to lesson N's step by its key: "step 6 (*its title*)";
   ``<!-- step-no: N key -->`` the number alone ("step 6"), ``<!-- steps: N key key ... -->`` several
   ("steps 7 and 8", "steps 1-4"), ``<!-- checkpoint-steps: N -->`` those `make check-N` replays.
@@ -66,7 +68,7 @@ MERMAID_ASSET = "assets/javascripts/mermaid.min.js"
 MERMAID_INIT = "assets/javascripts/mermaid-init.js"
 MERMAID_INIT_JS = "mermaid.initialize({ startOnLoad: false });\n"
 GEN_HINT = "run `make gen` (`make setup` installs the dependencies only), or PCBOOK_DOCS_SOFT=1 to build without it"
-_PLACEHOLDER = re.compile(r"<!--\s*(make-targets|lessons|cli:\s*(\w+)|steps:\s*(\d+))\s*-->")
+_PLACEHOLDER = re.compile(r"<!--\s*(make-targets|lessons|cli:\s*(\w+)|steps:\s*(\d+)|exercise:\s*(\d+))\s*-->")
 # A reference to steps by key: <!-- step: 4 tls12-aside -->, <!-- step-no: 4 tls12-aside -->, <!-- steps: 8 a b -->.
 STEP_REF = re.compile(r"<!--\s*([Ss]teps?)(-no)?:\s*(\d+)\s+([a-z0-9][a-z0-9 -]*?)\s*-->")
 CHECKPOINT_STEPS = re.compile(r"<!--\s*checkpoint-steps:\s*(\d+)\s*-->")
@@ -324,6 +326,35 @@ def render_checkpoint_steps(lesson_number: int) -> str:
     return render_step_ref("steps" if len(keys) > 1 else "step", True, lesson_number, keys)
 
 
+def render_exercise(number: int) -> str:
+    """Lesson N's exercise, from its declaration: a new exercise needs only `<!-- exercise: N -->`."""
+    lesson = _manifest().get(number)
+    ex = lesson.exercise
+    if ex is None:
+        raise PluginError(f"lesson {number} has no exercise for <!-- exercise: {number} -->")
+    steps = ", ".join(f"{lesson.number_of(key)} ({key})" for key in ex.steps)
+    commands = [
+        (f"make check-{number} CONF={ex.starter}", "the checkpoint against your file"),
+        (f"make hint-{number}", f"the next of {len(ex.hints)} hints (ALL=1: all of them)"),
+        (f"make watch-{number}", "checks your file each time you save it; Ctrl-C stops"),
+        ("make progress", "every exercise, done or todo"),
+    ]
+    width = max(len(c) for c, _ in commands) + 2
+    lang = "nginx" if ex.starter.endswith(".conf") else "yaml"
+    return "\n".join([
+        f"Edit `{ex.starter}` until its checkpoint passes: its `TODO`s mark what is missing, and "
+        f"`{ex.answer}` (above) is one answer. Your file stands in for `{ex.answer}` in step(s) {steps}.",
+        "",
+        "```bash",
+        *(f"{c:<{width}}# {what}" for c, what in commands),
+        "```",
+        "",
+        f'```{lang} title="{ex.starter}"',
+        f'--8<-- "{ex.starter}"',
+        "```",
+    ])
+
+
 def render_step_refs(markdown: str) -> str:
     markdown = CHECKPOINT_STEPS.sub(lambda m: render_checkpoint_steps(int(m.group(1))), markdown)
     return STEP_REF.sub(lambda m: render_step_ref(m.group(1), bool(m.group(2)), int(m.group(3)),
@@ -390,6 +421,8 @@ def on_page_markdown(markdown, page, config, files, **kwargs):
             return render_lessons(page.file.src_uri, {f.src_uri for f in files})
         if m.group(2):
             return render_cli(m.group(2))
+        if m.group(4):
+            return render_exercise(int(m.group(4)))
         return render_steps(int(m.group(3)))
 
     return render_step_refs(_PLACEHOLDER.sub(replace, markdown))

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from pcbook.bench import phases, settings
 from pcbook.measure import verdicts
 from pcbook.measure.stats import Spread, ratio
-from pcbook.stage.model import Lesson, Nginx, Step
+from pcbook.stage.model import Exercise, Lesson, Nginx, Step
 from pcbook.stage.results import Connections, HopRun, Rounds, ScaleRun
 
 if TYPE_CHECKING:
@@ -133,6 +133,19 @@ L10_HOP = settings.HOP_SERVERS
 L10_HOP_NGINX = Nginx("bench-hop.conf", 8101, more_ports=(8102, 8103, 8104))
 L10_SCALE = settings.saturated(settings.SCALE_SERVERS, SCALE_SETTINGS.workers, SCALE_SETTINGS.work_ms)
 
+EXERCISE = Exercise(
+    kind="nginx config",
+    starter="nginx/exercises/lesson-10.conf",
+    answer="nginx/bench-scale.conf",
+    steps=("scale-out",),
+    hints=(
+        "nginx spreads calls only over the servers its upstream lists: with one, \"two behind nginx\" is one "
+        "saturated server behind a proxy, and the step stops at its first round.",
+        "`server 127.0.0.1:50102;` next to server1's line in `upstream two_servers`: "
+        "https://nginx.org/en/docs/http/ngx_http_upstream_module.html#server",
+    ),
+)
+
 LESSON = Lesson(
     number=10,
     slug="cost-of-the-hop",
@@ -140,6 +153,7 @@ LESSON = Lesson(
     goal="Measure the proxy's latency and two backends' throughput on your own machine.",
     tutorial=False,
     pinned=True,
+    exercise=EXERCISE,
     steps=(
         Step(
             key="hop",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pcbook.stage.model import Driver, Lesson, Nginx, Server, Step
+from pcbook.stage.model import Driver, Exercise, Lesson, Nginx, Server, Step
 from pcbook.stage.results import Calls, Joined
 
 if TYPE_CHECKING:
@@ -243,6 +243,19 @@ def bounded(run: Calls) -> list[str]:
 _JOIN_WHY = ("The load driver keeps 8 HTTP/2 connections open and multiplexes every call on them; nginx's "
              "stream module picked a backend for each connection when it opened, and never again.")
 
+EXERCISE = Exercise(
+    kind="nginx config",
+    starter="nginx/exercises/lesson-14.conf",
+    answer="nginx/lesson-14.conf",
+    steps=("l4-join-with-age", "l7-join", "kill-client-retry"),
+    hints=(
+        "server3 is down when the stack starts, so nginx's first connect to it is refused. After a failed "
+        "connect nginx leaves a server out for fail_timeout (10 s by default): longer than the L7 join step waits.",
+        "`max_fails=0` on each server of `upstream pcbook_three` (`server 127.0.0.1:50143 max_fails=0;`) "
+        "turns that off: https://nginx.org/en/docs/http/ngx_http_upstream_module.html#max_fails",
+    ),
+)
+
 LESSON = Lesson(
     number=14,
     slug="connections-and-retries",
@@ -250,6 +263,7 @@ LESSON = Lesson(
     goal="See a joining server get nothing behind an L4 balancer until connections age out, then lose calls "
          "to a killed backend with and without the client's retryPolicy and wait_for_ready.",
     tutorial=False,
+    exercise=EXERCISE,
     steps=(
         Step(
             key="l4-join",

@@ -31,7 +31,9 @@ STARTER_SAYS = {
     6: "should reach only server2 but reached server1, server2",  # no location per service
     8: "not a gRPC status",  # no error_page 502 answering in gRPC
     9: "status: 413",  # no body limit for UploadImage
+    10: "server2 served no call through nginx",  # an upstream of one server
     11: "server3 got no call within 3 s of registering",  # a static upstream, not nginx_sync's file
+    14: "server3 got no call in the first whole second after it joined",  # no max_fails=0: set aside
 }
 
 
