@@ -71,6 +71,7 @@ GEN_HINT = "run `make gen` (`make setup` installs the dependencies only), or PCB
 _PLACEHOLDER = re.compile(r"<!--\s*(make-targets|lessons|cli:\s*(\w+)|steps:\s*(\d+)|exercise:\s*(\d+))\s*-->")
 # A reference to steps by key: <!-- step: 4 tls12-aside -->, <!-- step-no: 4 tls12-aside -->, <!-- steps: 8 a b -->.
 STEP_REF = re.compile(r"<!--\s*([Ss]teps?)(-no)?:\s*(\d+)\s+([a-z0-9][a-z0-9 -]*?)\s*-->")
+EXERCISE = re.compile(r"<!--\s*exercise:\s*(\d+)\s*-->")
 CHECKPOINT_STEPS = re.compile(r"<!--\s*checkpoint-steps:\s*(\d+)\s*-->")
 
 
