@@ -97,7 +97,7 @@ client-tls: $(READY) ## the client with mutual TLS against 0.0.0.0:8080 (STAY=, 
 ## Lessons (N = the lesson number; `make list` shows them all)
 lesson-%: $(READY) ## replay lesson N on a real stack and check it (KEEP=1 leaves the stack up)
 	@$(PY) -m pcbook.workbook lesson $* $(if $(KEEP),--keep)
-check-%: $(READY) ## run lesson N's checkpoint (CONF=path/to/nginx.conf checks your own config)
+check-%: $(READY) ## run lesson N's checkpoint (CONF=path/to/your.conf checks your own nginx or Envoy config)
 	@$(PY) -m pcbook.workbook check $* $(if $(CONF),--conf $(CONF))
 nginx-%: $(READY) ## start only nginx with lesson N's config (CONF=... for your own), until Ctrl-C
 	@$(PY) -m pcbook.workbook nginx $* $(if $(CONF),--conf $(CONF))
@@ -107,7 +107,7 @@ watch-%: $(READY) ## check lesson N's exercise each time you save it, until Ctrl
 	@$(PY) -m pcbook.workbook watch $* $(if $(CONF),--conf $(CONF))
 list: $(GEN) ## list the lessons
 	@$(PY) -m pcbook.workbook list
-progress: $(READY) ## check your exercises (nginx/exercises/lesson-N.conf, lessons 2-6, 8-11, 14) and show which pass
+progress: $(READY) ## check your exercises (nginx/exercises/, envoy/exercises/: lessons 2-6, 8-11, 13, 14) and show which pass
 	@$(PY) -m pcbook.workbook progress
 stop: ## stop anything a lesson left running (servers, nginx) after a crash
 	@test -x $(PY) && $(PY) -m pcbook.workbook stop || true

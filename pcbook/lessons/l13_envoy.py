@@ -21,6 +21,7 @@ from pcbook.stage.model import (
     ControlPlane,
     Driver,
     Envoy,
+    Exercise,
     Expect,
     Lesson,
     Nginx,
@@ -267,12 +268,32 @@ XDS_SERVERS = registered(50130)  # server1-3 on 50131-50133, each registering it
 
 NGINX = Nginx("lesson-13.conf", NGINX_PORT)
 
+EXERCISE = Exercise(
+    kind="envoy config",
+    starter="envoy/exercises/lesson-13.yaml",
+    answer="envoy/lesson-13-retries.yaml",
+    steps=("retries-envoy",),
+    hints=(
+        "Envoy sends a call again only where the route's retry_policy says so. The kill resets the connection "
+        "of the calls in flight on server2 (`reset`); the calls sent to it after that are refused "
+        "(`connect-failure`).",
+        "Under the route: `retry_policy: {retry_on: \"reset,connect-failure,unavailable\", num_retries: 2}`: "
+        "https://www.envoyproxy.io/docs/envoy/latest/api-v3/config/route/v3/route_components.proto"
+        "#config-route-v3-retrypolicy",
+        "Round robin may pick the dead server again for the retry: a `retry_host_predicate` of "
+        "`envoy.retry_host_predicates.previous_hosts` sends it elsewhere: "
+        "https://www.envoyproxy.io/docs/envoy/latest/intro/arch_overview/http/http_connection_management"
+        "#retry-plugin-configuration",
+    ),
+)
+
 LESSON = Lesson(
     number=13,
     slug="envoy",
     title="Envoy, side by side with nginx",
     goal="Run lessons 2, 5 and 6 on Envoy, then see what its active health checks and retries change.",
     tutorial=False,
+    exercise=EXERCISE,
     steps=(
         Step(
             key="round-robin",

@@ -130,10 +130,10 @@ class Envoy:
     def ports(self) -> tuple[int, ...]:
         return (self.port, *self.more_ports, self.admin_port)
 
-    def command(self) -> str:
+    def command(self, conf: Path | None = None) -> str:
         """What a learner types to run it by hand (from the repository's root; relative paths resolve in
-        the folder it runs in, so run it in a folder with logs/ and cert/)."""
-        return (f"envoy -c {shlex.quote(shown(self.path))} --concurrency {self.concurrency} "
+        the folder it runs in, so run it in a folder with logs/ and cert/). `conf`: another config (theirs)."""
+        return (f"envoy -c {shlex.quote(shown(conf or self.path))} --concurrency {self.concurrency} "
                 f"--disable-hot-restart --config-yaml "
                 f"'{{admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {self.admin_port}}}}}}}}}'")
 

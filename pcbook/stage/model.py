@@ -126,6 +126,12 @@ class Step:
     def must_show(self) -> list[str]:
         return self.expect.describe() if self.expect is not None else list(self.claims)
 
+    @property
+    def proxy_config(self) -> Path | None:
+        """The config of the step's proxy (nginx's, else Envoy's): what a learner's CONF= may stand in for."""
+        spec = self.nginx or self.envoy
+        return spec.path if spec is not None else None
+
     def server(self, name: str) -> Server:
         """The step's server (running or standby) called `name`."""
         for server in (*self.servers, *self.standby):
@@ -150,9 +156,9 @@ class Step:
             raise ValueError(f"step {self.key!r}: a server that registers needs the step's registry")
 
 
-# What an exercise's file is: how the checkpoint uses it (only nginx configs so far: CONF= replaces the
-# config of the exercise's steps).
-EXERCISE_KINDS = ("nginx config",)
+# What an exercise's file is: how the checkpoint uses it (CONF= replaces the config of the exercise's
+# steps: nginx's, or Envoy's in lesson 13).
+EXERCISE_KINDS = ("nginx config", "envoy config")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -253,17 +259,18 @@ class Lesson:
 
     def exercise_problems(self) -> list[str]:
         """What does not hold between the exercise and the steps it names (empty: all is well): each a
-        checkpoint step with nginx, all on one config, which is the exercise's answer."""
+        checkpoint step with the exercise's kind of proxy, all on one config, which is the exercise's answer."""
         if self.exercise is None:
             return []
         problems = []
         keys = {s.key: s for s in self.steps}
+        proxy = "nginx" if self.exercise.kind == "nginx config" else "envoy"
         for key in self.exercise.steps:
             step = keys.get(key)
-            if step is None or not step.checkpoint or step.nginx is None:
-                problems.append(f"lesson {self.number}: exercise step {key!r} is not a checkpoint step with nginx")
-            elif step.nginx.path != self.exercise.answer_path:
-                problems.append(f"lesson {self.number}: step {key!r} runs {step.nginx.path.name}, not the "
+            if step is None or not step.checkpoint or getattr(step, proxy) is None:
+                problems.append(f"lesson {self.number}: exercise step {key!r} is not a checkpoint step with {proxy}")
+            elif step.proxy_config != self.exercise.answer_path:
+                problems.append(f"lesson {self.number}: step {key!r} runs {step.proxy_config.name}, not the "
                                 f"exercise's answer {self.exercise.answer}")
         return problems
 
@@ -276,12 +283,19 @@ class Lesson:
 
     @property
     def checkpoint_config(self) -> Path | None:
-        """The nginx config a learner's `CONF=` replaces: the exercise's answer, else the one the checkpoint
-        steps end with. None: the checkpoint uses no nginx (and `make check-N` takes no CONF)."""
+        """The config a learner's `CONF=` replaces: the exercise's answer (nginx's or Envoy's), else the nginx
+        config the checkpoint steps end with. None: no CONF (`make check-N` takes none)."""
         if self.exercise is not None:
             return self.exercise.answer_path
         confs = [s.nginx.path for s in self.checkpoint_steps if s.nginx]
         return confs[-1] if confs else None
+
+    @property
+    def checkpoint_nginx_config(self) -> Path | None:
+        """checkpoint_config when it is nginx's (the config `make nginx-N CONF=` and the mutants of nginx
+        directives are about)."""
+        conf = self.checkpoint_config
+        return conf if conf is not None and any(s.nginx and s.nginx.path == conf for s in self.steps) else None
 
     @property
     def nginx_step(self) -> Step | None:

@@ -165,8 +165,9 @@ class Stage:
               registry: Registry | None = None, sync: RegistrySync | None = None,
               control_plane: ControlPlane | None = None, envoy: Envoy | None = None) -> None:
         """Bring the stage to this state: the registry (empty), the servers (each started and waited for:
-        serving, and registered if it registers), nginx with `conf` (default: nginx's own) and nginx_sync,
-        then the control plane once the servers are in the registry, then Envoy (which may read it)."""
+        serving, and registered if it registers), nginx and nginx_sync, then the control plane once the
+        servers are in the registry, then Envoy (which may read it). `conf`: the config of the step's proxy
+        (nginx's, else Envoy's) in place of the spec's own."""
         keep = registry is not None and self.etcd is not None and self.registry_prefix == registry.prefix
         self.leave(servers, keep_registry=keep, control_plane=control_plane)
         if registry is not None:
@@ -186,7 +187,7 @@ class Stage:
         if control_plane is not None and not self.running(XDS):
             self.start_control_plane(control_plane)
         if envoy is not None:
-            self.start_envoy(envoy)
+            self.start_envoy(envoy, conf if nginx is None else None)
 
     # -- the registry (lessons 11-12) ----------------------------------------------------------------
     def start_registry(self, registry: Registry) -> None:

@@ -32,7 +32,8 @@ def _config(path: str | None) -> Path | None:
         return None
     conf = Path(path)
     if not conf.is_file():
-        raise SystemExit(f"no nginx config at {conf}: pass CONF=path/to/nginx.conf (for example nginx/exercises/)")
+        raise SystemExit(f"no config at {conf}: pass CONF=path/to/your/config (for example nginx/exercises/ or "
+                         "envoy/exercises/)")
     return conf
 
 
@@ -52,7 +53,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     lesson = _lesson(args.number)
     conf = _config(args.conf)
     if conf is not None and lesson.checkpoint_config is None:
-        raise SystemExit(f"lesson {lesson.number}'s checkpoint uses no nginx, so it takes no CONF")
+        raise SystemExit(f"lesson {lesson.number}'s checkpoint runs no nginx or Envoy config, so it takes no CONF")
     result = run_lesson(lesson, conf=conf, checkpoint_only=True, echo=None if args.quiet else write_line)
     print(result.checkpoint_line())
     return 0 if result.checkpoint_passed else 1
@@ -67,7 +68,7 @@ def cmd_nginx(args: argparse.Namespace) -> int:
     own = {s.nginx.path.resolve() for s in lesson.steps if s.nginx}
     if lesson_conf is not None and lesson_conf not in own:
         # A learner's file stands in for the checkpoint's config: the steps it replaces are those.
-        lesson_conf = lesson.checkpoint_config.resolve() if lesson.checkpoint_config else None
+        lesson_conf = lesson.checkpoint_nginx_config.resolve() if lesson.checkpoint_nginx_config else None
     step = lesson.nginx_step
     if step is None or step.nginx is None:
         raise SystemExit(f"lesson {lesson.number} uses no nginx: run `make {lesson.target}` to see it")
@@ -184,24 +185,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("number", type=int)
     p.add_argument("--keep", action="store_true", help="leave the final stack up until Ctrl-C")
     p.set_defaults(func=cmd_lesson)
-    p = sub.add_parser("check", help="run lesson N's checkpoint, optionally against your nginx config")
+    p = sub.add_parser("check", help="run lesson N's checkpoint, optionally against your nginx (or Envoy) config")
     p.add_argument("number", type=int)
-    p.add_argument("--conf", help="your nginx.conf instead of the lesson's")
+    p.add_argument("--conf", help="your config instead of the lesson's (nginx's; Envoy's in lesson 13)")
     p.add_argument("--quiet", action="store_true", help="print only the checkpoint line")
     p.set_defaults(func=cmd_check)
     p = sub.add_parser("nginx", help="start only nginx with lesson N's checkpoint config, until Ctrl-C")
     p.add_argument("number", type=int)
     p.add_argument("--conf", help="your nginx.conf instead of the lesson's")
     p.set_defaults(func=cmd_nginx)
-    sub.add_parser("list", help="list the lessons (7-10 go beyond the tutorial)").set_defaults(func=cmd_list)
-    sub.add_parser("progress", help="check your exercises in nginx/exercises/").set_defaults(func=cmd_progress)
+    sub.add_parser("list", help="list the lessons (those beyond the tutorial are marked)").set_defaults(func=cmd_list)
+    p = sub.add_parser("progress", help="check your exercises (nginx/exercises/, envoy/exercises/)")
+    p.set_defaults(func=cmd_progress)
     p = sub.add_parser("hint", help="the next hint for lesson N's exercise")
     p.add_argument("number", type=int)
     p.add_argument("--all", action="store_true", help="every hint at once")
     p.set_defaults(func=cmd_hint)
     p = sub.add_parser("watch", help="check lesson N's exercise on every save, until Ctrl-C")
     p.add_argument("number", type=int)
-    p.add_argument("--conf", help="the file to watch instead of nginx/exercises/lesson-N.conf")
+    p.add_argument("--conf", help="the file to watch instead of the lesson's exercise file")
     p.set_defaults(func=cmd_watch)
     sub.add_parser("stop", help="stop what a crashed run left behind").set_defaults(func=cmd_stop)
     return parser

@@ -143,12 +143,12 @@ class LessonResult:
 
 
 def conf_for(lesson: Lesson, step: Step, learner_conf: Path | None) -> Path | None:
-    """The config nginx runs with in `step`: the learner's in place of the checkpoint's config."""
-    if step.nginx is None:
+    """The config the step's proxy (nginx, else Envoy) runs with: the learner's in place of the checkpoint's."""
+    if step.proxy_config is None:
         return None
     if learner_conf is not None and lesson.conf_replaces(step):
         return learner_conf
-    return step.nginx.path
+    return step.proxy_config
 
 
 class LessonRunner:
@@ -225,7 +225,7 @@ class LessonRunner:
         try:
             # A module a config needs and this nginx lacks (stream, on a distribution's nginx) fails
             # the lesson here, before step 1, not at the step that first uses it.
-            nginx.require_modules([c for s in steps if (c := conf_for(lesson, s, conf)) is not None])
+            nginx.require_modules([c for s in steps if s.nginx and (c := conf_for(lesson, s, conf)) is not None])
             for index, step in enumerate(steps, 1):
                 step_conf = conf_for(lesson, step, conf)
                 # What stopping the previous step's processes prints comes before this header, not under it.
@@ -391,7 +391,7 @@ def describe(step: Step, conf: Path | None, registry: str | None = None) -> list
     if conf is not None and step.nginx is not None:
         lines.append(f"nginx:   {shown(conf)} on {step.nginx.port}")
     if step.envoy is not None:
-        lines.append(f"envoy:   {step.envoy.command()}")
+        lines.append(f"envoy:   {step.envoy.command(conf)}")
     if step.registry is not None:
         lines.append(f"registry: {step.registry.describe()}")
     if step.sync is not None:

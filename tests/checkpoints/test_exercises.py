@@ -33,6 +33,7 @@ STARTER_SAYS = {
     9: "status: 413",  # no body limit for UploadImage
     10: "server2 served no call through nginx",  # an upstream of one server
     11: "server3 got no call within 3 s of registering",  # a static upstream, not nginx_sync's file
+    13: "calls were lost",  # no retry_policy on Envoy's route
     14: "server3 got no call in the first whole second after it joined",  # no max_fails=0: set aside
 }
 
@@ -125,11 +126,43 @@ def test_the_committed_starter_fails_naming_what_is_missing(lesson: manifest.Les
         f"{STARTER_SAYS[lesson.number]!r}: {line}")
 
 
+def _yaml_code(text: str) -> list[str]:
+    """A YAML file's lines without comments (whole-line or trailing) and blank lines."""
+    code = (re.sub(r"\s+#\s.*$", "", line).rstrip() for line in text.splitlines() if not line.lstrip().startswith("#"))
+    return [line for line in code if line.strip()]
+
+
+def yaml_fill(starter: str, answer: str) -> tuple[list[str], list[str]]:
+    """fill() for a YAML starter (Envoy's): each TODO comment marks where the answer's lines go in; the
+    starter has no other difference from the answer."""
+    ours, theirs = _yaml_code(starter), _yaml_code(answer)
+    todos, before = [], 0
+    for line in starter.splitlines():
+        if line.lstrip().startswith("# TODO"):
+            todos.append(before)
+        elif not line.lstrip().startswith("#") and line.strip():
+            before += 1
+    problems, used = [], set()
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=ours, b=theirs, autojunk=False).get_opcodes():
+        if op == "equal":
+            continue
+        if op != "insert" or i1 not in todos:
+            problems.append(f"{op} of {ours[i1:i2]} -> {theirs[j1:j2]} at line {i1} of the code is at no TODO")
+        used.add(i1)
+    problems += [f"the TODO before code line {at} is filled by nothing in the answer" for at in todos if at not in used]
+    return theirs if not problems else ours, problems
+
+
 @pytest.mark.parametrize("lesson", EXERCISES, ids=lambda lesson: f"lesson-{lesson.number}")
 def test_the_starter_differs_from_its_answer_only_at_its_todos(lesson: manifest.Lesson) -> None:
     assert lesson.exercise is not None
     starter = committed(lesson.exercise.starter).decode()
     answer = lesson.exercise.answer_path.read_text()
+    if lesson.exercise.kind == "envoy config":
+        filled, problems = yaml_fill(starter, answer)
+        assert problems == [], f"{lesson.exercise.starter} against {lesson.exercise.answer}: {problems}"
+        assert filled == _yaml_code(answer) and "TODO" in starter
+        return
     filled, problems = fill(starter, answer)
     assert problems == [], f"{lesson.exercise.starter} against {lesson.exercise.answer}: {problems}"
     assert filled == directives(answer)

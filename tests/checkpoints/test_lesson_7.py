@@ -63,5 +63,5 @@ def test_check_refuses_a_conf_for_a_checkpoint_without_nginx() -> None:
 
     from pcbook.workbook import cli
 
-    with pytest.raises(SystemExit, match="lesson 7's checkpoint uses no nginx, so it takes no CONF"):
+    with pytest.raises(SystemExit, match="lesson 7's checkpoint runs no nginx or Envoy config, so it takes no CONF"):
         cli.main(["check", "7", "--conf", "nginx/lesson-7.conf"])

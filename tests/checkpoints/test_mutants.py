@@ -54,7 +54,7 @@ ALLOWED: dict[int, tuple[str, ...]] = {
         "grpc_next_upstream off",
     ),
 }
-LESSONS = [lesson.number for lesson in manifest.LESSONS if lesson.checkpoint_config]
+LESSONS = [lesson.number for lesson in manifest.LESSONS if lesson.checkpoint_nginx_config]
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ def test_mutants_are_generated_from_every_kind_of_directive() -> None:
 @pytest.mark.parametrize("number", LESSONS)
 def test_every_mutant_of_the_checkpoint_config_fails_the_checkpoint(number: int, tmp_path: Path) -> None:
     full = manifest.get(number)
-    conf = full.checkpoint_config
+    conf = full.checkpoint_nginx_config
     assert conf is not None
     # Only the checkpoint steps that run this config can notice a change to it (lesson 10's other
     # checkpoint steps measure bench-hop.conf): the others are left out, to keep the test fast.
