@@ -132,10 +132,10 @@ def test_unknown_lesson_names_the_known_ones() -> None:
 def test_progress_checks_exactly_the_lessons_with_an_exercise() -> None:
     # `make progress` runs these; the others it lists as having no exercise, never as done: lesson 1 (no
     # nginx), 7 (its artifact is the client's service config, which the load driver cannot take from a
-    # file yet), 12 (its input is etcd keys the act writes, not a file) and 13 (an Envoy config, which
-    # `make check-13 CONF=` does not take yet). Lesson 10's is its scale-out upstream, not upstream
-    # keepalive: nginx 1.31 keeps upstream connections alive by default, so a starter without it passes.
-    assert [lesson.number for lesson in manifest.LESSONS if lesson.exercise] == [2, 3, 4, 5, 6, 8, 9, 10, 11, 14]
+    # file yet) and 12 (its input is etcd keys the act writes, not a file). Lesson 10's is its scale-out
+    # upstream, not upstream keepalive: nginx 1.31 keeps upstream connections alive by default, so a
+    # starter without it passes. Lesson 13's is an Envoy config.
+    assert [lesson.number for lesson in manifest.LESSONS if lesson.exercise] == [2, 3, 4, 5, 6, 8, 9, 10, 11, 13, 14]
     for lesson in manifest.LESSONS:
         assert lesson.exercise_problems() == [], lesson.exercise_problems()
         if lesson.exercise is not None:
