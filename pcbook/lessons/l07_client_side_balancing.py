@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from pcbook.measure import verdicts
-from pcbook.stage.model import Driver, Lesson, Nginx, Server, Step
+from pcbook.stage.model import Driver, Exercise, Lesson, Nginx, Server, Step
 from pcbook.stage.results import Calls, Latency, Phases
 
 if TYPE_CHECKING:
@@ -182,12 +182,30 @@ L7_WORKING = tuple(Server(n, p, flags=("--work-ms", "20")) for n, p in (("server
 L7_DYING = (L7_WORKING[0], Server("server2", 50072, flags=("--work-ms", "100")))
 L7_IDLE = (Server("server1", 50071), Server("server2", 50072))
 
+# round_robin + healthCheckConfig as a file: the exercise's answer, which a learner's CONF= replaces.
+SERVICE_CONFIG = "lessons/service-configs/lesson-7.json"
+EXERCISE = Exercise(
+    kind="service config",
+    starter="lessons/exercises/lesson-7.json",
+    answer=SERVICE_CONFIG,
+    steps=("health-checking",),
+    hints=(
+        "Two things are missing. grpcio's default policy, pick_first, sends every call to the first address "
+        "that answers; and round robin alone keeps sending calls to a server that says NOT_SERVING.",
+        '`"loadBalancingConfig": [{"round_robin": {}}]` picks the policy: '
+        "https://github.com/grpc/grpc/blob/master/doc/service_config.md",
+        '`"healthCheckConfig": {"serviceName": ""}` makes the channel watch each server\'s grpc.health.v1 status '
+        '("" is the whole server\'s): https://github.com/grpc/grpc/blob/master/doc/health-checking.md',
+    ),
+)
+
 LESSON = Lesson(
     number=7,
     slug="client-side-balancing",
     title="Client-side load balancing",
     goal="Let the client balance by itself: pick_first vs round_robin, health-aware, a dying server.",
     tutorial=False,
+    exercise=EXERCISE,
     steps=(
         Step(
             key="pick-first",
@@ -220,8 +238,7 @@ LESSON = Lesson(
                 "a NOT_SERVING answer takes that server out of round robin at once, SERVING puts it back. "
                 "Nothing was restarted: the server process stayed up the whole time.",
             servers=L7_WORKING,
-            client=Driver(L7_TARGET, calls=90, rate=60, concurrency=4, lb_policy="round_robin",
-                   health_check=True),
+            client=Driver(L7_TARGET, calls=90, rate=60, concurrency=4, service_config=SERVICE_CONFIG),
             then=("after 20 calls server2 gets SIGUSR1 (NOT_SERVING); after 60 calls SIGUSR2 (SERVING)",),
             act=health_flip,
             judge=health_judge,

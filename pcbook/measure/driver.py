@@ -38,7 +38,7 @@ import grpc
 from pcbook.pb import laptop_service_pb2 as pb
 from pcbook.pb import laptop_service_pb2_grpc as pb_grpc
 from pcbook.service import sample
-from pcbook.service.channels import LB_POLICIES, STATUS_CODES, make_channel
+from pcbook.service.channels import LB_POLICIES, STATUS_CODES, ServiceConfigError, load_service_config, make_channel
 from pcbook.service.interceptors import AuthClientInterceptor
 from pcbook.service.laptop_client import AuthClient, TokenRefresher
 from pcbook.service.registry import RegistryError, parse_url
@@ -117,10 +117,11 @@ class Laptops:
     def __init__(self, address: str, *, tls_enabled: bool = False, lb_policy: str | None = None,
                  health_check: bool = False, own_connection: bool = False, login_optional: bool = False,
                  discover: str | None = None, retry: Sequence[str] = (), wait_for_ready: bool = False,
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, config_json: str | None = None) -> None:
         """`discover` (etcd://...): ignore `address`, call the servers registered there (thick.DiscoveredChannel).
         `retry` (status code names), `wait_for_ready`: the channels' service config (channels.service_config);
-        `timeout`: the Login's deadline too."""
+        `timeout`: the Login's deadline too. `config_json`: the CreateLaptop channel's whole service config
+        (a learner's file) instead of `lb_policy` and `health_check`."""
         options = [_OWN_CONNECTION] if own_connection else []
         policy = {"retry": retry, "wait_for_ready": wait_for_ready}
         self._discovered: DiscoveredChannel | None = None
@@ -140,7 +141,8 @@ class Laptops:
             print(f"cannot log in ({err.code().name}: {err.details()}); sending the calls without a token",
                   flush=True)
         base = self._discovered or make_channel(address, tls_enabled=tls_enabled, lb_policy=lb_policy,
-                                                health_check=health_check, options=options, **policy)
+                                                health_check=health_check, options=options,
+                                                config_json=config_json, **policy)
         self._channel = grpc.intercept_channel(base, AuthClientInterceptor(lambda: self._refresher.token,
                                                                            log_calls=False))
         self._stub = pb_grpc.LaptopServiceStub(self._channel)
@@ -246,6 +248,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tls", action="store_true", help="mutual TLS, like the tutorial's client")
     p.add_argument("--lb-policy", choices=LB_POLICIES, default=None, help="client-side load balancing")
     p.add_argument("--health-check", action="store_true", help="client-side health checking")
+    p.add_argument("--service-config", metavar="FILE", default=None,
+                   help="the CreateLaptop channel's service config, a JSON file (// lines are comments), instead"
+                        " of --lb-policy and --health-check")
     p.add_argument("--calls", type=int, default=20, help="how many CreateLaptop calls")
     p.add_argument("--rate", type=float, default=0.0, help="calls started per second (0: no pacing)")
     p.add_argument("--concurrency", type=int, default=1, help="calls in flight at most")
@@ -276,6 +281,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parse_url(args.discover)
         except ValueError as err:
             p.error(f"--discover: {err}")
+    args.config_json = None
+    if args.service_config is not None:
+        if args.lb_policy or args.health_check or args.retry or args.wait_for_ready or args.discover or args.compare:
+            p.error("--service-config is the whole service config: give no --lb-policy, --health-check, --retry, "
+                    "--wait-for-ready, --discover or --compare with it")
+        try:
+            args.config_json = load_service_config(args.service_config)
+        except ServiceConfigError as err:
+            p.error(f"--service-config: {err}")
     args.retry = tuple(code.strip().upper() for code in args.retry.split(",") if code.strip())
     unknown = [code for code in args.retry if code not in STATUS_CODES]
     if unknown:
@@ -323,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
                 conns.append(Laptops(args.address, tls_enabled=args.tls, lb_policy=args.lb_policy,
                                      health_check=args.health_check, own_connection=args.channels > 1,
                                      login_optional=args.login_optional, discover=args.discover,
-                                     retry=args.retry, wait_for_ready=args.wait_for_ready, timeout=args.timeout))
+                                     retry=args.retry, wait_for_ready=args.wait_for_ready, timeout=args.timeout,
+                                     config_json=args.config_json))
             logged_in = time.time() - login_from
             pacing = f", {args.rate:g}/s" if args.rate else ""
             print(f"sending {args.calls} CreateLaptop calls to {args.address or args.discover} over {args.channels} "

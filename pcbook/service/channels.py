@@ -52,6 +52,37 @@ def service_config(lb_policy: str | None = None, health_check: bool = False, *, 
     return json.dumps(config) if config else None
 
 
+class ServiceConfigError(ValueError):
+    """A service config file that cannot be read, or is not a JSON object; the message says where."""
+
+
+def load_service_config(path: str | os.PathLike[str]) -> str:
+    """A service config file as the JSON string grpcio takes (its "grpc.service_config" channel option).
+
+    Lines starting with // are comments (the exercise's TODOs) and are dropped; JSON itself has none. What
+    is left must be one JSON object; grpcio validates its fields when the channel is made (a bad one fails
+    every call with INVALID_ARGUMENT and its own words: `errors validating service config: [...]`)."""
+    try:
+        text = open(path, encoding="utf-8").read()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ServiceConfigError(f"cannot read {os.fspath(path)}: {getattr(err, 'strerror', None) or err}") from None
+    return parse_service_config(text, os.fspath(path))
+
+
+def parse_service_config(text: str, source: str) -> str:
+    """load_service_config's parsing, of a file's `text` (`source` names it in an error)."""
+    # Each comment line becomes an empty one, so that a JSON error's line number is the file's.
+    kept = "\n".join("" if line.lstrip().startswith("//") else line for line in text.splitlines())
+    try:
+        config = json.loads(kept)
+    except json.JSONDecodeError as err:
+        raise ServiceConfigError(f"{source}:{err.lineno}:{err.colno}: not JSON: {err.msg}") from None
+    if not isinstance(config, dict):
+        raise ServiceConfigError(f"{source}: a service config is a JSON object ({{...}}), not "
+                                 f"{type(config).__name__}")
+    return json.dumps(config)
+
+
 def target_host(target: str) -> str:
     """The host of the first address of a target: ``ipv4:127.0.0.1:1,127.0.0.1:2`` -> ``127.0.0.1``."""
     rest = target
@@ -77,6 +108,7 @@ def make_channel(
     options: Sequence[tuple[str, Any]] = (),
     retry: Sequence[str] = (),
     wait_for_ready: bool = False,
+    config_json: str | None = None,
 ) -> grpc.Channel:
     """A channel to ``address`` (``host:port`` or a gRPC target such as ``ipv4:a:1,b:2``).
 
@@ -84,10 +116,11 @@ def make_channel(
     client certificate is shown (mutual TLS) unless ``client_cert=False``. For a multi-address target
     the name checked against the certificate is the first address's host (override: ``server_name``),
     because gRPC would otherwise check the whole target string. Raises tls.CertificateFileError.
-    ``retry``, ``wait_for_ready``: see service_config().
+    ``retry``, ``wait_for_ready``: see service_config(). ``config_json``: a whole service config instead
+    (load_service_config's, from a learner's file).
     """
     opts: list[tuple[str, Any]] = list(options)
-    config = service_config(lb_policy, health_check, retry=retry, wait_for_ready=wait_for_ready)
+    config = config_json or service_config(lb_policy, health_check, retry=retry, wait_for_ready=wait_for_ready)
     if config is not None:
         opts.append(("grpc.service_config", config))
     if not tls_enabled:

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pcbook.paths import ENVOY_DIR, NGINX_DIR, shown
+from pcbook.paths import ENVOY_DIR, NGINX_DIR, ROOT, shown
 
 NGINX_PORT = 8080  # the tutorial's port, for nginx and for lesson 1's server
 TUTORIAL_PORTS = (NGINX_PORT, 50051, 50052)
@@ -209,10 +209,17 @@ class Driver:
     retry: tuple[str, ...] = ()  # status codes the channel's retryPolicy retries (lesson 14); (): no retries
     wait_for_ready: bool = False
     timeout: float | None = None  # the per-call deadline, s (None: the driver's default)
+    # A service config file (relative to the checkout, or absolute) instead of lb_policy and health_check:
+    # lesson 7's exercise, which a learner's CONF= stands in for.
+    service_config: str | None = None
 
     module = "pcbook.measure.driver"
 
-    def args(self) -> list[str]:
+    @property
+    def service_config_path(self) -> Path | None:
+        return ROOT / self.service_config if self.service_config is not None else None
+
+    def args(self, shown_paths: bool = False) -> list[str]:
         if self.compare:
             args = ["--calls", str(self.calls), "--warmup", str(self.warmup)]
             for spec in self.compare:
@@ -233,6 +240,9 @@ class Driver:
             args += ["--lb-policy", self.lb_policy]
         if self.health_check:
             args.append("--health-check")
+        if self.service_config_path is not None:
+            path = self.service_config_path
+            args += ["--service-config", shown(path) if shown_paths else str(path)]
         if self.login_optional:
             args.append("--login-optional")
         if self.progress_every != 10:
@@ -250,7 +260,7 @@ class Driver:
         return python_module(self.module, *self.args(), *(["--json", str(report)] if report else []))
 
     def command(self) -> str:
-        return shell_line(self.module, self.args())
+        return shell_line(self.module, self.args(shown_paths=True))
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,8 @@ class StepContext:
                  lesson_ports: dict[str, int] | None = None) -> None:
         self.stage = stage
         self.step = step
-        self.conf = conf  # the config nginx runs with (a learner's for `make check-N CONF=...`)
+        # The step's config file (nginx's, Envoy's or the driver's): a learner's for `make check-N CONF=...`.
+        self.conf = conf
         self.stack = stage.stack
         self.mark = stage.stack.mark()
         self._say = say
@@ -88,9 +89,10 @@ class StepContext:
 
     @property
     def driver(self) -> Driver:
-        if not isinstance(self.step.client, Driver):
+        client = self.step.client_for(self.conf)
+        if not isinstance(client, Driver):
             raise TypeError(f"step {self.step.key!r} declares no Driver")
-        return self.step.client
+        return client
 
     @property
     def probe(self) -> Probe:

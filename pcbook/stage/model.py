@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -127,10 +127,21 @@ class Step:
         return self.expect.describe() if self.expect is not None else list(self.claims)
 
     @property
-    def proxy_config(self) -> Path | None:
-        """The config of the step's proxy (nginx's, else Envoy's): what a learner's CONF= may stand in for."""
+    def config_file(self) -> Path | None:
+        """What a learner's CONF= may stand in for: the config of the step's proxy (nginx's, else Envoy's),
+        else the load driver's service config file."""
         spec = self.nginx or self.envoy
-        return spec.path if spec is not None else None
+        if spec is not None:
+            return spec.path
+        return self.client.service_config_path if isinstance(self.client, Driver) else None
+
+    def client_for(self, conf: Path | None) -> ClientKind | None:
+        """The step's client with `conf` (config_file, or a learner's file in its place) as its service config
+        when the file is the driver's: what the step runs and announces."""
+        if conf is None or self.nginx or self.envoy or not isinstance(self.client, Driver) \
+                or self.client.service_config is None:
+            return self.client
+        return replace(self.client, service_config=str(Path(conf).resolve()))
 
     def server(self, name: str) -> Server:
         """The step's server (running or standby) called `name`."""
@@ -157,8 +168,8 @@ class Step:
 
 
 # What an exercise's file is: how the checkpoint uses it (CONF= replaces the config of the exercise's
-# steps: nginx's, or Envoy's in lesson 13).
-EXERCISE_KINDS = ("nginx config", "envoy config")
+# steps: nginx's, Envoy's in lesson 13, the load driver's service config in lesson 7).
+EXERCISE_KINDS = ("nginx config", "envoy config", "service config")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -259,18 +270,18 @@ class Lesson:
 
     def exercise_problems(self) -> list[str]:
         """What does not hold between the exercise and the steps it names (empty: all is well): each a
-        checkpoint step with the exercise's kind of proxy, all on one config, which is the exercise's answer."""
+        checkpoint step with a config file, all on one, which is the exercise's answer."""
         if self.exercise is None:
             return []
         problems = []
         keys = {s.key: s for s in self.steps}
-        proxy = "nginx" if self.exercise.kind == "nginx config" else "envoy"
         for key in self.exercise.steps:
             step = keys.get(key)
-            if step is None or not step.checkpoint or getattr(step, proxy) is None:
-                problems.append(f"lesson {self.number}: exercise step {key!r} is not a checkpoint step with {proxy}")
-            elif step.proxy_config != self.exercise.answer_path:
-                problems.append(f"lesson {self.number}: step {key!r} runs {step.proxy_config.name}, not the "
+            if step is None or not step.checkpoint or step.config_file is None:
+                problems.append(f"lesson {self.number}: exercise step {key!r} is not a checkpoint step with a "
+                                f"{self.exercise.kind}")
+            elif step.config_file != self.exercise.answer_path:
+                problems.append(f"lesson {self.number}: step {key!r} runs {step.config_file.name}, not the "
                                 f"exercise's answer {self.exercise.answer}")
         return problems
 

@@ -53,7 +53,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     lesson = _lesson(args.number)
     conf = _config(args.conf)
     if conf is not None and lesson.checkpoint_config is None:
-        raise SystemExit(f"lesson {lesson.number}'s checkpoint runs no nginx or Envoy config, so it takes no CONF")
+        raise SystemExit(f"lesson {lesson.number}'s checkpoint runs no config file of yours, so it takes no CONF")
     result = run_lesson(lesson, conf=conf, checkpoint_only=True, echo=None if args.quiet else write_line)
     print(result.checkpoint_line())
     return 0 if result.checkpoint_passed else 1

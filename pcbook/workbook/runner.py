@@ -143,12 +143,13 @@ class LessonResult:
 
 
 def conf_for(lesson: Lesson, step: Step, learner_conf: Path | None) -> Path | None:
-    """The config the step's proxy (nginx, else Envoy) runs with: the learner's in place of the checkpoint's."""
-    if step.proxy_config is None:
+    """The step's config file (nginx's, Envoy's or the driver's service config): the learner's in place of the
+    checkpoint's."""
+    if step.config_file is None:
         return None
     if learner_conf is not None and lesson.conf_replaces(step):
         return learner_conf
-    return step.proxy_config
+    return step.config_file
 
 
 class LessonRunner:
@@ -398,8 +399,8 @@ def describe(step: Step, conf: Path | None, registry: str | None = None) -> list
         lines.append(f"sync:    {step.sync.command(registry or 'etcd://...')}")
     if step.control_plane is not None:
         lines.append(f"control plane: {step.control_plane.command(registry or 'etcd://...')}")
-    if step.client is not None:
-        lines.append(f"client:  {step.client.command()}")
+    if (client := step.client_for(conf)) is not None:
+        lines.append(f"client:  {client.command()}")
     lines += [f"then:    {line}" for line in step.then]
     lines.append(f"expect:  {'; '.join(step.must_show())}")
     return lines

@@ -9,6 +9,7 @@ who has filled nginx/exercises/lesson-N.conf must not make the suite fail (issue
 from __future__ import annotations
 
 import difflib
+import json
 import re
 import subprocess
 import sys
@@ -32,6 +33,7 @@ STARTER_SAYS = {
     8: "not a gRPC status",  # no error_page 502 answering in gRPC
     9: "status: 413",  # no body limit for UploadImage
     10: "server2 served no call through nginx",  # an upstream of one server
+    7: "server2 got no call before it was set NOT_SERVING",  # an empty service config: pick_first
     11: "server3 got no call within 3 s of registering",  # a static upstream, not nginx_sync's file
     13: "calls were lost",  # no retry_policy on Envoy's route
     14: "server3 got no call in the first whole second after it joined",  # no max_fails=0: set aside
@@ -158,6 +160,15 @@ def test_the_starter_differs_from_its_answer_only_at_its_todos(lesson: manifest.
     assert lesson.exercise is not None
     starter = committed(lesson.exercise.starter).decode()
     answer = lesson.exercise.answer_path.read_text()
+    if lesson.exercise.kind == "service config":  # JSON: the TODOs are the keys the starter leaves out
+        from pcbook.service.channels import load_service_config, parse_service_config
+
+        ours = json.loads(parse_service_config(starter, lesson.exercise.starter))
+        theirs = json.loads(load_service_config(lesson.exercise.answer_path))
+        assert all(theirs.get(k) == v for k, v in ours.items()), f"{lesson.exercise.starter} has values of its own"
+        todos = sum(1 for line in starter.splitlines() if line.lstrip().startswith("// TODO"))
+        assert todos == len(set(theirs) - set(ours)) > 0, "one TODO per key the answer adds"
+        return
     if lesson.exercise.kind == "envoy config":
         filled, problems = yaml_fill(starter, answer)
         assert problems == [], f"{lesson.exercise.starter} against {lesson.exercise.answer}: {problems}"

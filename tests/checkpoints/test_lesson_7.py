@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pcbook.stage.results import Calls, Latency, Phases
 
 from .support import client_variant, explain, lesson_ports_fixture, run_steps, story
@@ -43,14 +45,16 @@ def test_story_shows_each_policy_health_a_dying_server_and_the_hop() -> None:
     assert all(v > 0 for v in latency.median_ms.values())
 
 
-def test_checkpoints_fail_on_a_wrong_client_setup() -> None:
+def test_checkpoints_fail_on_a_wrong_client_setup(tmp_path: Path) -> None:
+    blind_config = tmp_path / "round-robin-only.json"
+    blind_config.write_text('{"loadBalancingConfig": [{"round_robin": {}}]}')
     result = run_steps(7, [
         # The round-robin check with grpcio's default policy: one server gets everything.
         client_variant(7, ROUND_ROBIN, lb_policy="pick_first"),
         # The pick_first check with round robin: both servers get calls.
         client_variant(7, PICK_FIRST, lb_policy="round_robin"),
         # Health-aware round robin without client-side health checking: server2 keeps getting calls.
-        client_variant(7, HEALTH, health_check=False),
+        client_variant(7, HEALTH, service_config=str(blind_config)),
     ])
     spread, single, blind = result.steps
     assert not spread.passed and "received no call" in spread.diffs[0]
@@ -58,10 +62,24 @@ def test_checkpoints_fail_on_a_wrong_client_setup() -> None:
     assert not blind.passed and any("while NOT_SERVING" in diff for diff in blind.diffs)
 
 
-def test_check_refuses_a_conf_for_a_checkpoint_without_nginx() -> None:
+def test_check_refuses_a_conf_for_a_checkpoint_without_a_config_file() -> None:
     import pytest
 
     from pcbook.workbook import cli
 
-    with pytest.raises(SystemExit, match="lesson 7's checkpoint runs no nginx or Envoy config, so it takes no CONF"):
-        cli.main(["check", "7", "--conf", "nginx/lesson-7.conf"])
+    # Lesson 12's checkpoint reads etcd keys its act writes, no file of the learner's.
+    with pytest.raises(SystemExit, match="lesson 12's checkpoint runs no config file of yours, so it takes no CONF"):
+        cli.main(["check", "12", "--conf", "nginx/lesson-7.conf"])
+
+
+def test_a_service_config_that_is_not_json_gets_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('// a comment\n{"loadBalancingConfig": [{"round_robin": {}}],}\n')
+    done = subprocess.run([sys.executable, "-m", "pcbook.measure.driver", "--address", "127.0.0.1:1",
+                           "--service-config", str(bad)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].endswith(f"--service-config: {bad}:2:47: not JSON: "
+                                                          "Expecting property name enclosed in double quotes")

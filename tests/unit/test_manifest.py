@@ -74,7 +74,7 @@ def test_conf_replaces_exactly_the_checkpoint_config() -> None:
             assert replaced == [], lesson.number
             continue
         assert replaced and all(s.checkpoint for s in replaced), lesson.number
-        assert all(s.proxy_config == lesson.checkpoint_config for s in replaced)
+        assert all(s.config_file == lesson.checkpoint_config for s in replaced)
     # Lessons 1-9: the checkpoint steps use one config at most, so CONF replaces all of them.
     for lesson in manifest.LESSONS[:9]:
         assert len({s.nginx.path for s in lesson.checkpoint_steps if s.nginx}) <= 1, lesson.number
