@@ -7,12 +7,14 @@ learner is told to type is what the runner runs. Nothing here starts a process: 
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from pcbook.paths import ENVOY_DIR, NGINX_DIR, ROOT, shown
+from pcbook.service.channels import parse_service_config
 
 NGINX_PORT = 8080  # the tutorial's port, for nginx and for lesson 1's server
 TUTORIAL_PORTS = (NGINX_PORT, 50051, 50052)
@@ -218,6 +220,18 @@ class Driver:
     @property
     def service_config_path(self) -> Path | None:
         return ROOT / self.service_config if self.service_config is not None else None
+
+    def balancing(self) -> tuple[str | None, bool]:
+        """(load-balancing policy, client-side health checking), from the flags or the service config file
+        ((None, False) for a file that cannot be read: the driver itself says why)."""
+        if self.service_config_path is None:
+            return self.lb_policy, self.health_check
+        try:
+            config = json.loads(parse_service_config(self.service_config_path.read_text(), self.service_config))
+        except (OSError, ValueError):
+            return None, False
+        policies = [next(iter(p), None) for p in config.get("loadBalancingConfig", []) if isinstance(p, dict)]
+        return (policies[0] if policies else None), "healthCheckConfig" in config
 
     def args(self, shown_paths: bool = False) -> list[str]:
         if self.compare:

@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conf", help="your nginx.conf instead of the lesson's")
     p.set_defaults(func=cmd_nginx)
     sub.add_parser("list", help="list the lessons (those beyond the tutorial are marked)").set_defaults(func=cmd_list)
-    p = sub.add_parser("progress", help="check your exercises (nginx/exercises/, envoy/exercises/)")
+    p = sub.add_parser("progress", help="check your exercises (nginx/, envoy/ and lessons/exercises/)")
     p.set_defaults(func=cmd_progress)
     p = sub.add_parser("hint", help="the next hint for lesson N's exercise")
     p.add_argument("number", type=int)

@@ -39,7 +39,7 @@ if codegen.is_stale():
 
 from pcbook.paths import NGINX_DIR, ROOT
 from pcbook.stack import procs
-from pcbook.stage.model import Lesson, Step
+from pcbook.stage.model import Driver, Lesson, Step
 from pcbook.stage.results import (
     Calls,
     Connections,
@@ -331,10 +331,12 @@ _POLICIES: dict[str, str] = {}
 
 def _policy_of(step: Step) -> str | None:
     """The client-side balancing policy of a load-driver step (lesson 7), for chart titles."""
-    policy = getattr(step.client, "lb_policy", None)
+    if not isinstance(step.client, Driver):
+        return None
+    policy, health_check = step.client.balancing()
     if not policy:
         return None
-    return policy + (" with health checking" if getattr(step.client, "health_check", False) else "")
+    return policy + (" with health checking" if health_check else "")
 
 
 def _with_policy(title: str, source: object) -> str:

@@ -131,11 +131,10 @@ def test_unknown_lesson_names_the_known_ones() -> None:
 
 def test_progress_checks_exactly_the_lessons_with_an_exercise() -> None:
     # `make progress` runs these; the others it lists as having no exercise, never as done: lesson 1 (no
-    # nginx), 7 (its artifact is the client's service config, which the load driver cannot take from a
-    # file yet) and 12 (its input is etcd keys the act writes, not a file). Lesson 10's is its scale-out
-    # upstream, not upstream keepalive: nginx 1.31 keeps upstream connections alive by default, so a
-    # starter without it passes. Lesson 13's is an Envoy config.
-    assert [lesson.number for lesson in manifest.LESSONS if lesson.exercise] == [2, 3, 4, 5, 6, 8, 9, 10, 11, 13, 14]
+    # nginx, no client config) and 12 (its input is etcd keys the act writes, not a file). Lesson 7's is the
+    # client's service config, 13's an Envoy config. Lesson 10's is its scale-out upstream, not upstream
+    # keepalive: nginx 1.31 keeps upstream connections alive by default, so a starter without it passes.
+    assert [lesson.number for lesson in manifest.LESSONS if lesson.exercise] == [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14]
     for lesson in manifest.LESSONS:
         assert lesson.exercise_problems() == [], lesson.exercise_problems()
         if lesson.exercise is not None:
