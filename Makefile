@@ -107,7 +107,7 @@ watch-%: $(READY) ## check lesson N's exercise each time you save it, until Ctrl
 	@$(PY) -m pcbook.workbook watch $* $(if $(CONF),--conf $(CONF))
 list: $(GEN) ## list the lessons
 	@$(PY) -m pcbook.workbook list
-progress: $(READY) ## check your exercises (nginx/, envoy/ and lessons/exercises/: lessons 2-11, 13, 14) and show which pass
+progress: $(READY) ## check your exercises (nginx/, envoy/ and lessons/exercises/: lessons 2-14) and show which pass
 	@$(PY) -m pcbook.workbook progress
 stop: ## stop anything a lesson left running (servers, nginx) after a crash
 	@test -x $(PY) && $(PY) -m pcbook.workbook stop || true

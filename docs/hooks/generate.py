@@ -341,7 +341,7 @@ def render_exercise(number: int) -> str:
         ("make progress", "every exercise, done or todo"),
     ]
     width = max(len(c) for c, _ in commands) + 2
-    lang = {".conf": "nginx", ".yaml": "yaml", ".json": "json"}[Path(ex.starter).suffix]
+    lang = {".conf": "nginx", ".yaml": "yaml", ".json": "json"}.get(Path(ex.starter).suffix, "text")
     return "\n".join([
         f"Edit `{ex.starter}` until its checkpoint passes: its `TODO`s mark what is missing, and "
         f"`{ex.answer}` (above) is one answer. Your file stands in for `{ex.answer}` in step(s) {steps}.",

@@ -105,6 +105,41 @@ def weight_of(knobs: dict[str, str], name: str) -> tuple[int, str | None]:
     return 1, f"weight/{name} = '{clean(text, 40)}' is not a number from 1 to {MAX_WEIGHT}; using 1"
 
 
+class KnobFileError(ValueError):
+    """A file of knobs (knobs_from_file) with a line that is not one; the message names the line."""
+
+
+MAX_KNOBS = 32  # lines of a knobs file: more is not a lesson's exercise
+_KNOB = re.compile(r"(weight|drain)/([A-Za-z0-9][A-Za-z0-9_.-]{0,62})")
+
+
+def knobs_from_file(text: str, prefix: str, source: str) -> list[tuple[str, str]]:
+    """The (etcd key, value) pairs of a knobs file: one `KEY VALUE` per line as `etcdctl put` takes them,
+    `#` lines are comments. Only the operator's knobs are accepted (`<prefix>-lb/weight/<name>`,
+    `<prefix>-lb/drain/<name>`), with a short printable value: the file is a learner's, and what it says
+    goes into the registry every server and client of the lesson reads. The control plane still judges
+    each value (weight_of)."""
+    pairs = []
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        where = f"{source}:{number}"
+        if len(words) != 2:
+            raise KnobFileError(f"{where}: expected `KEY VALUE`, got {clean(line.strip(), 60)!r}")
+        key, value = words
+        knob = key.removeprefix(prefix + "-lb/") if key.startswith(prefix + "-lb/") else None
+        if knob is None or not _KNOB.fullmatch(knob):
+            raise KnobFileError(f"{where}: {clean(key, 60)!r} is not a knob: {prefix}-lb/weight/<server> or "
+                                f"{prefix}-lb/drain/<server>")
+        if len(value) > 16 or not value.isprintable():
+            raise KnobFileError(f"{where}: the value {clean(value, 20)!r} is not a short word")
+        pairs.append((key, value))
+        if len(pairs) > MAX_KNOBS:
+            raise KnobFileError(f"{source}: more than {MAX_KNOBS} knobs")
+    return pairs
+
+
 def backends_from(members: dict[str, Endpoint], knobs: dict[str, str],
                   say: Callable[[str], None] = lambda _line: None) -> list[Backend]:
     """The registry's parsed {name: endpoint} (endpoints.Screen) with the operator's weight/<name> and

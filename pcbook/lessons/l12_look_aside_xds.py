@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pcbook.discovery.xds import KnobFileError, knobs_from_file
 from pcbook.lessons.l11_service_discovery import (
     calls_of,
     discovered,
@@ -26,9 +27,12 @@ from pcbook.lessons.l11_service_discovery import (
     spread,
 )
 from pcbook.measure import driver as load
+from pcbook.paths import shown
 from pcbook.service.logs import RECEIVED_TEXT
+from pcbook.service.registry import RegistryError
+from pcbook.stack.procs import NotReadyError
 from pcbook.stack.specs import Driver
-from pcbook.stage.model import ControlPlane, Lesson, Registry, Step
+from pcbook.stage.model import ControlPlane, Exercise, Lesson, Registry, Step
 from pcbook.stage.results import Counts, Discovered
 from pcbook.stage.stage import XDS, Stage, per_server
 from pcbook.stage.story import stories
@@ -54,19 +58,28 @@ def eds_version(stage: Stage) -> int:
     return found[-1] if found else 0
 
 
-def share_after(ctx: StepContext, change: Callable[[], object], calls: int = MEASURED
+def share_after(ctx: StepContext, change: Callable[[], bool], calls: int = MEASURED
                 ) -> tuple[dict[str, float], float, load.Report]:
-    """Apply `change` (an etcd write), wait for the client's ACK of the next EDS version, then send
-    `calls` calls; returns each server's share of them, the change-to-ACK time and the report."""
+    """Apply `change` (etcd writes; False: it wrote nothing), wait for the client's ACK of the next EDS version,
+    then send `calls` calls; returns each server's share of them, the change-to-ACK time and the report."""
     stage = ctx.stage
     run = ctx.start_driver(_xds_driver(100))
     run.wait_done(10)
     ack_version = f"v{eds_version(stage) + 1}"
     mark = stage.stack.mark()
     changed = time.time()
-    change()
-    acked = stage.wait_line(XDS, f"ACK EDS {ack_version} ", 10, since=mark)
-    ctx.say(f"the change reached the client (its ACK) {acked - changed:.3f} s after the write to etcd")
+    wrote = change()
+    acked = None
+    if wrote:
+        try:
+            acked = stage.wait_line(XDS, f"ACK EDS {ack_version} ", 10, since=mark)
+        except NotReadyError:  # the write changed nothing the control plane sends
+            pass
+    if acked is None:
+        acked = time.time()
+        ctx.say("the control plane pushed no new endpoints after the write: measuring with those it had")
+    else:
+        ctx.say(f"the change reached the client (its ACK) {acked - changed:.3f} s after the write to etcd")
     run.wait_more(calls + 10)
     report = run.finish()
     counts = per_server(report, stage.receivers(report), acked + 0.05)
@@ -85,24 +98,38 @@ def xds_story(ctx: StepContext) -> Discovered:
     return result
 
 
-def _weighted(ctx: StepContext, key: str, value: str) -> Discovered:
-    share, acked, report = share_after(ctx, lambda: ctx.registry.put(key, value))
+def _weighted(ctx: StepContext, knobs: list[tuple[str, str]], knob: str) -> Discovered:
+    def write() -> bool:
+        for key, value in knobs:
+            ctx.registry.put(key, value)
+        return bool(knobs)
+
+    share, acked, report = share_after(ctx, write)
     receivers = ctx.stage.receivers(report)
     counts = {name: round(share.get(name, 0.0) * MEASURED) for name in ("server1", "server2")}
     ctx.say("share of the measured calls: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(share.items())))
-    knob = key.split("/")[2]
     return Discovered("xDS", calls_of(report, receivers, {}), {"after the change": Counts(counts)},
                       failed={knob: len(report.failed())}, share=share, notes={"change to ACK": acked})
 
 
 def weights(ctx: StepContext) -> Discovered:
-    """weight/server1 = 3 in etcd; where the control plane puts it (a locality's weight or the endpoint's)
-    is the step's ControlPlane declaration."""
-    return _weighted(ctx, "/pcbook-lb/weight/server1", str(WEIGHT))
+    """The knobs of the step's file (lessons/registry/lesson-12-weights.txt: weight/server1 = 3, or a learner's)
+    written to etcd; where the control plane puts a weight (a locality's or the endpoint's) is the step's
+    ControlPlane declaration."""
+    assert ctx.conf is not None  # the step's Registry declares its knobs file
+    try:
+        knobs = knobs_from_file(ctx.conf.read_text(), ctx.step.registry.prefix, shown(ctx.conf))
+    except (OSError, UnicodeDecodeError) as err:
+        raise RegistryError(f"cannot read {shown(ctx.conf)}: {getattr(err, 'strerror', None) or err}") from None
+    except KnobFileError as err:
+        raise RegistryError(str(err)) from None
+    ctx.say("written to etcd: " + (", ".join(f"{k} = {v}" for k, v in knobs) or f"nothing ({shown(ctx.conf)} "
+                                                                                   "sets no knob)"))
+    return _weighted(ctx, knobs, "weight")
 
 
 def drain(ctx: StepContext) -> Discovered:
-    return _weighted(ctx, "/pcbook-lb/drain/server2", "1")
+    return _weighted(ctx, [("/pcbook-lb/drain/server2", "1")], "drain")
 
 
 @dataclass
@@ -186,6 +213,22 @@ def judge_restart(result: Discovered) -> list[str]:
 # -- the lesson ---------------------------------------------------------------------------------------
 
 _THEN = ("server3 starts and registers", "server1 gets SIGTERM", "server2 gets SIGKILL")
+KNOBS = "lessons/registry/lesson-12-weights.txt"  # weight/server1 = WEIGHT: the exercise's answer
+
+EXERCISE = Exercise(
+    kind="registry knobs",
+    starter="lessons/exercises/lesson-12.txt",
+    answer=KNOBS,
+    steps=("weights",),
+    hints=(
+        "No config file changes: the control plane reads the operator's knobs from etcd, under the registry's "
+        "prefix followed by -lb, and pushes new endpoints on each change.",
+        "A server's weight is the key /pcbook-lb/weight/<server>, a number from 1 to 1000 (default 1). Each "
+        "server is its own locality, and grpc's round robin shares the calls between localities by weight.",
+        "One line: `/pcbook-lb/weight/server1 3` (as `etcdctl put /pcbook-lb/weight/server1 3`). The control "
+        "plane's knobs are described in docs/lessons/12-look-aside-xds.md and pcbook/discovery/xds.py.",
+    ),
+)
 
 LESSON = Lesson(
     number=12,
@@ -193,6 +236,7 @@ LESSON = Lesson(
     title="Look-aside balancing with xDS",
     goal="A small xDS control plane tells grpc's own xDS client which servers to use, with weights and draining.",
     tutorial=False,
+    exercise=EXERCISE,
     steps=(
         Step(
             key="xds-story",
@@ -218,9 +262,10 @@ LESSON = Lesson(
                 f"locality, so `etcdctl put /pcbook-lb/weight/server1 {WEIGHT}` sends about three calls in four "
                 "to server1.",
             servers=(S1, S2),
-            registry=Registry(),
+            registry=Registry(knobs=KNOBS),
             control_plane=ControlPlane(),
-            then=(f"weight/server1 = {WEIGHT} is written to etcd", f"{MEASURED} calls after the client ACKs the "
+            then=(f"the knobs of {KNOBS} (weight/server1 = {WEIGHT}) are written to etcd", f"{MEASURED} calls "
+                  "after the client ACKs the "
                   "new endpoints"),
             act=weights,
             judge=judge_weights,
@@ -233,7 +278,7 @@ LESSON = Lesson(
             why="The same weight put on the endpoint, both endpoints in one locality: grpc's ROUND_ROBIN ignores "
                 "per-endpoint weights, so the split stays even.",
             servers=(S1, S2),
-            registry=Registry(),
+            registry=Registry(knobs=KNOBS),
             control_plane=ControlPlane(weights="endpoint"),
             then=(f"weight/server1 = {WEIGHT}, sent as an endpoint weight",),
             act=weights,

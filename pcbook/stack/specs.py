@@ -307,6 +307,13 @@ class Registry:
     next that declares one too; each step starts from an empty registry (the prefix is cleared)."""
 
     prefix: str = REGISTRY_PREFIX
+    # A file of the operator's knobs (`KEY VALUE` lines, pcbook.discovery.xds.knobs_from_file) that the step's
+    # act writes to etcd (lesson 12's weights: its exercise, which a learner's CONF= replaces).
+    knobs: str | None = None
+
+    @property
+    def knobs_path(self) -> Path | None:
+        return ROOT / self.knobs if self.knobs is not None else None
 
     def describe(self) -> str:
         return f"etcd on a free loopback port; servers register under {self.prefix}, empty at the step's start"

@@ -129,11 +129,13 @@ class Step:
     @property
     def config_file(self) -> Path | None:
         """What a learner's CONF= may stand in for: the config of the step's proxy (nginx's, else Envoy's),
-        else the load driver's service config file."""
+        else the load driver's service config file, else the file of knobs the act writes to the registry."""
         spec = self.nginx or self.envoy
         if spec is not None:
             return spec.path
-        return self.client.service_config_path if isinstance(self.client, Driver) else None
+        if isinstance(self.client, Driver) and self.client.service_config is not None:
+            return self.client.service_config_path
+        return self.registry.knobs_path if self.registry is not None else None
 
     def client_for(self, conf: Path | None) -> ClientKind | None:
         """The step's client with `conf` (config_file, or a learner's file in its place) as its service config
@@ -168,8 +170,9 @@ class Step:
 
 
 # What an exercise's file is: how the checkpoint uses it (CONF= replaces the config of the exercise's
-# steps: nginx's, Envoy's in lesson 13, the load driver's service config in lesson 7).
-EXERCISE_KINDS = ("nginx config", "envoy config", "service config")
+# steps: nginx's, Envoy's in lesson 13, the load driver's service config in lesson 7, the knobs lesson 12's
+# act writes to etcd).
+EXERCISE_KINDS = ("nginx config", "envoy config", "service config", "registry knobs")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -35,6 +35,7 @@ STARTER_SAYS = {
     10: "server2 served no call through nginx",  # an upstream of one server
     7: "server2 got no call before it was set NOT_SERVING",  # an empty service config: pick_first
     11: "server3 got no call within 3 s of registering",  # a static upstream, not nginx_sync's file
+    12: "the weights did not reach the client",  # no knob written: an even split
     13: "calls were lost",  # no retry_policy on Envoy's route
     14: "server3 got no call in the first whole second after it joined",  # no max_fails=0: set aside
 }
@@ -168,6 +169,14 @@ def test_the_starter_differs_from_its_answer_only_at_its_todos(lesson: manifest.
         assert all(theirs.get(k) == v for k, v in ours.items()), f"{lesson.exercise.starter} has values of its own"
         todos = sum(1 for line in starter.splitlines() if line.lstrip().startswith("// TODO"))
         assert todos == len(set(theirs) - set(ours)) > 0, "one TODO per key the answer adds"
+        return
+    if lesson.exercise.kind == "registry knobs":  # KEY VALUE lines: the TODOs are the lines the starter leaves out
+        def knobs(text: str) -> list[str]:
+            return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+        ours, theirs = knobs(starter), knobs(answer)
+        todos = sum(1 for line in starter.splitlines() if line.lstrip().startswith("# TODO"))
+        assert set(ours) <= set(theirs) and todos == len(set(theirs) - set(ours)) > 0, (ours, theirs, todos)
         return
     if lesson.exercise.kind == "envoy config":
         filled, problems = yaml_fill(starter, answer)
