@@ -130,9 +130,7 @@ def start_etcd(stack: Stack, *, name: str = "etcd", port: int = DEFAULT_PORT, pe
     check_port_free(port, "127.0.0.1")
     check_port_free(peer_port, "127.0.0.1")
     data_dir = new_data_dir(stack.run_dir)
-    # etcd's own gRPC gateway dials etcd: at every stop it logged `WARNING: ... [core] grpc: addrConn.
-    # createTransport failed to connect ... Reconnecting...` (grpc-go's logger, which this variable sets).
-    proc = stack.start(name, etcd_argv(binary, data_dir, port, peer_port), env={"GRPC_GO_LOG_SEVERITY_LEVEL": "error"})
+    proc = stack.start(name, etcd_argv(binary, data_dir, port, peer_port))
     etcd = EtcdProcess(stack, name, proc, port, peer_port, data_dir, binary)
     try:
         wait_http(f"{etcd.endpoint}/health", expect='"health":"true"', timeout=timeout, proc=proc)

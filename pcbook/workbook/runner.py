@@ -45,6 +45,9 @@ _VARYING = (
     (re.compile(r"\[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\]"), "[<time>]"),
     (re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}"), "<id>"),
     (re.compile(r"\d+#\d+: \*\d+"), "<pid>: *<n>"),
+    # grpc's C core logs (`I1207 15:38:24.071034   27599 chttp2_transport.cc:1403] ... Got goaway`): its
+    # time and thread id; lesson 14's clients print one such line per GOAWAY, 143 in one run.
+    (re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ "), "<grpc core> "),
     (re.compile(r"\bcall[= ]\d+"), "call <n>"),
     (re.compile(r"\d+(?:\.\d+)? ms\b"), "<ms>"),
     # The load driver's progress (`120 calls done: 119 OK, 1 UNAVAILABLE`): the acts wait on these lines,

@@ -39,6 +39,9 @@ def test_a_line_kind_ignores_what_changes_per_call_but_not_statuses_or_ports() -
     assert line_kind(ok) != line_kind(ok.replace("50081", "50082"))
     failed = "call 6: UNAVAILABLE after 3.4 ms: nginx: no live backend"
     assert line_kind(failed) == line_kind(failed.replace("6", "9").replace("3.4", "1.2"))
+    # grpc's C core, as lesson 14's clients print it at each GOAWAY: time and thread id vary.
+    goaway = "I1207 15:38:24.071034   27599 chttp2_transport.cc:1403] ipv4:127.0.0.1:8141: Got goaway [2]"
+    assert line_kind(goaway) == line_kind(goaway.replace("24.071034   27599", "25.267529   27600"))
 
 
 def test_bulk_lines_are_summarised_the_finding_is_last_and_stops_come_before_the_next_header() -> None:
