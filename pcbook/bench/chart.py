@@ -58,7 +58,8 @@ def draw_chart(results: dict[str, object], png: Path) -> None:
     right.set_ylim(0, max(tput + [2 * capacity if isinstance(capacity, int | float) else 0]) * 1.25)
 
     title = (f"{str(info.get('date', ''))[:10]} · {info.get('cores')} cores · {info.get('cpu', '')} · "
-             f"nginx {info.get('nginx')} · HAProxy {info.get('haproxy', '?')} · grpcio {info.get('grpcio')} · "
+             f"nginx {info.get('nginx')} · HAProxy {info.get('haproxy', '?')} · "
+             f"Envoy {info.get('envoy', '?')} · grpcio {info.get('grpcio')} · "
              f"{info.get('placement', '')}")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()

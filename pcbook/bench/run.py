@@ -41,7 +41,7 @@ from pcbook.measure import h2load
 from pcbook.measure.loadgen import KIND
 from pcbook.measure.placement import NGINX, SERVERS, Placement, affinity_of, available, plan
 from pcbook.paths import shown
-from pcbook.stack import haproxy, nginx, procs
+from pcbook.stack import envoy, haproxy, nginx, procs
 from pcbook.stack.ports import hold_ports
 
 
@@ -83,6 +83,7 @@ def machine() -> dict[str, object]:
         "grpcio": grpc.__version__,
         "nginx": nginx_version,
         "haproxy": _haproxy_version(),
+        "envoy": _envoy_version(),
         "load_generator": KIND,
     }
 
@@ -95,7 +96,7 @@ def run_bench(settings: Settings, out_dir: Path, say: Say = say_flushed, *, char
     where = plan(available(), free=settings.free_placement)
     info["placement"] = where.describe()
     say(f"machine: {info['cores']} cores, {info['cpu'] or info['platform']}; nginx {info['nginx']}, "
-        f"HAProxy {info['haproxy']}, grpcio {info['grpcio']}")
+        f"HAProxy {info['haproxy']}, Envoy {info['envoy']}, grpcio {info['grpcio']}")
     say(f"placement: {where.describe()}")
     say(f"load generator: {settings.processes} Python processes ({KIND}, one asyncio loop and one channel "
         "per target each); h2load, where installed, cross-checks the plaintext paths")
@@ -174,6 +175,13 @@ def _check_placement(where: Placement, pids: dict[str, int], say: Say) -> None:
         planned, actual = where.of(roles.get(name, NGINX)), affinity_of(pid)
         if actual is not None and planned is not None and actual != planned:
             say(f"placement did not take: {name} runs on cores {sorted(actual)}, planned {sorted(planned)}")
+
+
+def _envoy_version() -> str:
+    try:
+        return ".".join(map(str, envoy.envoy_version(envoy.find_envoy())))
+    except envoy.EnvoyNotFoundError:
+        return "not installed"
 
 
 def _haproxy_version() -> str:

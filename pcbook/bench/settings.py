@@ -47,6 +47,7 @@ NGINX_NO_KEEPALIVE = "nginx-mtls-no-keepalive"
 CLIENT_RR = "client-rr"
 XDS = "xds"
 HAPROXY = "haproxy"  # a peer proxy: see PEER_PATHS
+ENVOY = "envoy"  # the other peer (lesson 13's proxy)
 XDS_TARGET = "xds:///pcbook"
 HOP_PATHS = (
     Target(DIRECT, "127.0.0.1:50101"),
@@ -61,6 +62,7 @@ LABELS = {
     DIRECT: "direct to one server",
     NGINX_PLAIN: "nginx, plaintext",
     HAPROXY: "HAProxy, plaintext",
+    ENVOY: "Envoy, plaintext",
     "nginx-tls-edge": "nginx, mTLS at the edge",
     NGINX_KEEPALIVE: "nginx, mTLS both hops, keepalive",
     NGINX_NO_KEEPALIVE: "nginx, mTLS both hops, no keepalive",
@@ -75,9 +77,11 @@ UPSTREAM_PORT = {NGINX_KEEPALIVE: 50103, NGINX_NO_KEEPALIVE: 50104}
 # The pairs the table compares, as (path, baseline, what the difference is).
 COMPARISONS = (
     (NGINX_PLAIN, DIRECT, "the hop itself, plaintext"),
-    # A peer proxy's pairs (shown when it ran; Envoy's go here too)
+    # A peer proxy's pairs (shown when it ran)
     (HAPROXY, DIRECT, "the hop through HAProxy, plaintext"),
     (HAPROXY, NGINX_PLAIN, "HAProxy instead of nginx, same hop"),
+    (ENVOY, DIRECT, "the hop through Envoy, plaintext"),
+    (ENVOY, NGINX_PLAIN, "Envoy instead of nginx, same hop"),
     ("nginx-tls-edge", NGINX_PLAIN, "mTLS at the edge"),
     (NGINX_KEEPALIVE, "nginx-tls-edge", "mTLS to the backend, kept alive"),
     (NGINX_NO_KEEPALIVE, NGINX_KEEPALIVE, "a new backend connection and handshake per call"),
@@ -90,14 +94,16 @@ H2_PATHS = {DIRECT: "127.0.0.1:50101", NGINX_PLAIN: "127.0.0.1:8101"}
 
 # Peer proxies on the same plaintext hop as nginx's 8101: same backend (server1), same placement (pinned
 # with nginx), same rounds. Each row goes right after nginx's plaintext row, and only when its proxy runs
-# (bench.stacks.start_peers says which did). Envoy's row (lesson 13) joins PEER_PATHS, LABELS,
-# COMPARISONS, H2_PEERS and PEER_UPSTREAM_PORT the same way.
+# (bench.stacks.start_peers says which did).
 HAPROXY_CONF = paths.ROOT / "haproxy" / "bench-hop.cfg"
 HAPROXY_PORT = 8107
-PEER_PATHS = (Target(HAPROXY, f"127.0.0.1:{HAPROXY_PORT}"),)
-H2_PEERS = {HAPROXY: f"127.0.0.1:{HAPROXY_PORT}"}
+ENVOY_CONF = paths.ENVOY_DIR / "bench-hop.yaml"
+ENVOY_PORT = 8108
+ENVOY_ADMIN_PORT = 9108
+PEER_PATHS = (Target(HAPROXY, f"127.0.0.1:{HAPROXY_PORT}"), Target(ENVOY, f"127.0.0.1:{ENVOY_PORT}"))
+H2_PEERS = {HAPROXY: f"127.0.0.1:{HAPROXY_PORT}", ENVOY: f"127.0.0.1:{ENVOY_PORT}"}
 # The backend port each peer reaches, to count the connections it opens (kept alive: about one for all).
-PEER_UPSTREAM_PORT = {HAPROXY: 50101}
+PEER_UPSTREAM_PORT = {HAPROXY: 50101, ENVOY: 50101}
 
 
 def hop_paths(peers: Sequence[str] = ()) -> tuple[Target, ...]:

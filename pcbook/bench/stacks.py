@@ -6,10 +6,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from pcbook.bench.settings import HAPROXY, HAPROXY_CONF, HAPROXY_PORT, HOP_CONF, HOP_NGINX_PORTS, READY_TIMEOUT, Say
+from pcbook.bench.settings import (
+    ENVOY,
+    ENVOY_ADMIN_PORT,
+    ENVOY_CONF,
+    ENVOY_PORT,
+    HAPROXY,
+    HAPROXY_CONF,
+    HAPROXY_PORT,
+    HOP_CONF,
+    HOP_NGINX_PORTS,
+    READY_TIMEOUT,
+    Say,
+)
 from pcbook.measure.loadgen import LoadGenerator
 from pcbook.measure.placement import LOADGEN, NGINX, Placement, pinned
-from pcbook.stack import haproxy, nginx, procs
+from pcbook.stack import envoy, haproxy, nginx, procs
 from pcbook.stack.specs import Server
 from pcbook.stage.stage import Stage
 
@@ -52,17 +64,27 @@ def start_hop_nginx(stack: procs.Stack, placement: Placement | None = None) -> n
 
 
 def start_peers(stack: procs.Stack, placement: Placement | None = None,
-                say: Say | None = None) -> dict[str, haproxy.HaproxyProcess]:
-    """The peer proxies of nginx's plaintext hop that this machine has, pinned where nginx is; a missing
-    one is one line saying so and how to install it (its rows are left out). Envoy's start joins here."""
+                say: Say | None = None) -> dict[str, haproxy.HaproxyProcess | envoy.EnvoyProcess]:
+    """The peer proxies of nginx's plaintext hop that this machine has (HAProxy, Envoy), pinned where nginx
+    is; a missing one is one line saying so and how to get it (its rows are left out)."""
     say = say or (lambda _line: None)
-    peers: dict[str, haproxy.HaproxyProcess] = {}
+    peers: dict[str, haproxy.HaproxyProcess | envoy.EnvoyProcess] = {}
     try:
         binary = haproxy.find_haproxy()
     except haproxy.HaproxyNotFoundError as err:
         say(f"HAProxy: skipped, {err}")
-        return peers
-    with pinned(placement or Placement(), NGINX):
-        peers[HAPROXY] = haproxy.start_haproxy(stack, HAPROXY_CONF, port=HAPROXY_PORT, timeout=READY_TIMEOUT,
-                                               binary=binary)
+    else:
+        with pinned(placement or Placement(), NGINX):
+            peers[HAPROXY] = haproxy.start_haproxy(stack, HAPROXY_CONF, port=HAPROXY_PORT, timeout=READY_TIMEOUT,
+                                                   binary=binary)
+    try:
+        envoy_binary = envoy.find_envoy()
+    except envoy.EnvoyNotFoundError as err:
+        say(f"Envoy: skipped, {err}")
+    else:
+        # One worker thread, as nginx runs one worker: the bench pins both to the same core.
+        with pinned(placement or Placement(), NGINX):
+            peers[ENVOY] = envoy.start_envoy(stack, ENVOY_CONF, name=ENVOY, port=ENVOY_PORT,
+                                             admin_port=ENVOY_ADMIN_PORT, concurrency=1, timeout=READY_TIMEOUT,
+                                             binary=envoy_binary)
     return peers

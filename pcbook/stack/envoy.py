@@ -173,6 +173,10 @@ class EnvoyProcess:
     admin_port: int
 
     @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
     def access_log(self) -> Path:
         return self.folder / "logs" / "access.log"
 

@@ -43,6 +43,22 @@ def test_the_haproxy_hop_is_h2c_on_both_sides_to_nginx_s_backend() -> None:
     assert "log stdout format raw local0 notice" in directives("global")
 
 
+def test_the_envoy_hop_is_h2c_on_both_sides_to_nginx_s_backend() -> None:
+    import yaml
+
+    doc = yaml.safe_load(settings.ENVOY_CONF.read_text())["static_resources"]
+    (listener,) = doc["listeners"]
+    assert listener["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": settings.ENVOY_PORT}
+    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    assert manager["codec_type"] == "HTTP2" and "access_log" not in manager  # no line per call
+    (cluster,) = doc["clusters"]
+    assert "http2_protocol_options" in cluster["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["explicit_http_config"]
+    (endpoint,) = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    assert endpoint["endpoint"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 50101}
+    assert settings.PEER_UPSTREAM_PORT[settings.ENVOY] == 50101
+
+
 def test_haproxy_runs_in_the_foreground_on_its_copy(tmp_path: Path) -> None:
     cfg = tmp_path / "haproxy.cfg"
     assert haproxy.haproxy_argv(Path("/usr/sbin/haproxy"), cfg) == ["/usr/sbin/haproxy", "-db", "-f", str(cfg)]
@@ -75,6 +91,10 @@ def test_peer_rows_follow_nginx_s_plaintext_row_only_when_they_run() -> None:
     assert len(with_peer) == len(names) + 1
     assert {settings.HAPROXY} <= set(settings.LABELS) and settings.HAPROXY in settings.PEER_UPSTREAM_PORT
     assert (settings.HAPROXY, settings.NGINX_PLAIN) in {(a, b) for a, b, _ in settings.COMPARISONS}
+    both = [t.name for t in settings.hop_paths([settings.HAPROXY, settings.ENVOY])]
+    at = both.index(settings.NGINX_PLAIN)
+    assert both[at + 1:at + 3] == [settings.HAPROXY, settings.ENVOY]
+    assert (settings.ENVOY, settings.NGINX_PLAIN) in {(a, b) for a, b, _ in settings.COMPARISONS}
 
 
 def _hop(added: dict[str, list[float]]) -> HopResult:
