@@ -54,7 +54,7 @@ from pcbook.stage.results import (
     ScaleRun,
 )
 from pcbook.workbook import manifest
-from pcbook.workbook.runner import STACK_ERRORS, LessonResult, LessonRunner, Outcome, describe
+from pcbook.workbook.runner import STACK_ERRORS, LessonResult, LessonRunner, Outcome, conf_for, describe
 
 # `rpc error: code = Unavailable desc = ...`, as the tutorial's client prints a failed call.
 _RPC_ERROR = re.compile(r"rpc error: code = (?P<code>\w+) desc = (?P<details>.*)$")
@@ -233,7 +233,7 @@ class Session:
         if key is not None and key != step.key:
             raise RuntimeError(f"this cell runs step {key!r}, but the next step is {number} ({step.key!r}): "
                                "run the notebook's cells in order, from the top")
-        conf = step.nginx.path if step.nginx else None
+        conf = conf_for(self.lesson, step, None)  # the step's own: nginx's, Envoy's, the client's, the knobs
         with self._guard():
             self.runner.leave_for(step)  # what stopping prints comes before this step's heading
         _display(_step_heading(number, len(self.lesson.steps), step, conf))

@@ -67,9 +67,9 @@ def test_check_refuses_a_conf_for_a_checkpoint_without_a_config_file() -> None:
 
     from pcbook.workbook import cli
 
-    # Lesson 12's checkpoint reads etcd keys its act writes, no file of the learner's.
-    with pytest.raises(SystemExit, match="lesson 12's checkpoint runs no config file of yours, so it takes no CONF"):
-        cli.main(["check", "12", "--conf", "nginx/lesson-7.conf"])
+    # Lesson 1's checkpoint runs the tutorial's server and client, and no file of the learner's.
+    with pytest.raises(SystemExit, match="lesson 1's checkpoint runs no config file of yours, so it takes no CONF"):
+        cli.main(["check", "1", "--conf", "nginx/lesson-7.conf"])
 
 
 def test_a_service_config_that_is_not_json_gets_one_line(tmp_path: Path) -> None:

@@ -41,8 +41,8 @@ def test_make_hint_gives_each_hint_once_then_says_there_are_no_more(tmp_path: Pa
 
 def test_a_lesson_without_an_exercise_says_so(tmp_path: Path) -> None:
     said: list[str] = []
-    assert practice.hint(manifest.get(12), say=said.append, seen_file=tmp_path / "hints.json") == 1
-    assert said == ["lesson 12 has no exercise: make lesson-12 replays it"]
+    assert practice.hint(manifest.get(1), say=said.append, seen_file=tmp_path / "hints.json") == 1
+    assert said == ["lesson 1 has no exercise: make lesson-1 replays it"]
 
 
 def test_progress_reuses_the_verdict_of_unchanged_content(tmp_path: Path) -> None:
