@@ -191,17 +191,20 @@ def run_calls(conns: Sequence[Laptops], calls: int, *, rate: float = 0.0, concur
                 print(f"{finished} calls done: {summarize(done)}", flush=True)
 
     start = time.monotonic()
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="load") as pool:
-        for number in range(1, calls + 1):
-            if rate > 0:  # pacing: call n leaves at start + (n-1)/rate
-                delay = start + (number - 1) / rate - time.monotonic()
-                if delay > 0 and stop is not None:
-                    stop.wait(delay)
-                elif delay > 0:
-                    time.sleep(delay)
-            if stop is not None and stop.is_set():
-                break
-            pool.submit(one, number)
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="load")
+    for number in range(1, calls + 1):
+        if rate > 0:  # pacing: call n leaves at start + (n-1)/rate
+            delay = start + (number - 1) / rate - time.monotonic()
+            if delay > 0 and stop is not None:
+                stop.wait(delay)
+            elif delay > 0:
+                time.sleep(delay)
+        if stop is not None and stop.is_set():
+            break
+        pool.submit(one, number)
+    # Paced calls queue behind busy workers (the pool's queue has no bound); once stopped, the queued ones
+    # are dropped and only the calls in flight finish: a stop used to wait for every queued call.
+    pool.shutdown(wait=True, cancel_futures=stop is not None and stop.is_set())
     report.calls.sort(key=lambda c: c.number)
     return report
 
