@@ -122,6 +122,10 @@ compose-up: cert ## build the image; start server1, server2 and nginx in contain
 	@echo "up: nginx listens on 127.0.0.1:8080; make compose-client runs the client, make compose-logs shows the logs"
 compose-client: ## run the client once in a container against the compose stack's nginx
 	@$(COMPOSE_RUN) run --rm client
+compose-envoy: ## lessons 2 and 5 on Envoy too: start Envoy beside nginx (after compose-up), run the client through it
+	@$(COMPOSE_RUN) up -d --no-build envoy
+	@$(COMPOSE_RUN) run --rm client-envoy
+	@$(COMPOSE_RUN) logs --no-color envoy
 compose-logs: ## show the compose servers' and nginx's logs (nginx's lines are its access log)
 	@$(COMPOSE_RUN) logs --no-color server1 server2 nginx
 compose-down: ## stop and remove the compose stack's containers and network
@@ -157,7 +161,7 @@ clean: ## remove generated code, certificates and run folders (keeps .venv)
 	rm -rf pcbook/pb/*_pb2*.py pcbook/pb/*_pb2*.pyi certs/*.pem .run site deploy/wheels/*.whl deploy/wheels/.complete
 
 .PHONY: setup gen bytecode cert help server server-tls server1 server2 server1-tls server2-tls client client-tls \
-	list progress stop lab docs bench soak lint test clean compose-up compose-client compose-logs compose-down
+	list progress stop lab docs bench soak lint test clean compose-up compose-client compose-envoy compose-logs compose-down
 help: ## list the targets
 	@echo "The gRPC load-balancing workbook"
 	@echo

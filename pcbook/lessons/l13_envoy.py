@@ -63,6 +63,11 @@ ENVOY_REFUSED = Text(r"cannot create auth interceptor: rpc error: code = Unavail
                      "that the Login failed with `code = Unavailable desc = failed to connect to all addresses`")
 
 
+# The step of this lesson that runs a tutorial lesson on Envoy: deploy/compose.yaml's envoy service runs it
+# beside nginx (pcbook.workbook.deploy). Not lesson 6: its servers use TLS, the routes step's do not.
+ON_ENVOY = {2: "round-robin", 5: "mutual-tls"}
+
+
 def envoy(conf: str, port: int = ENVOY_PORT) -> Envoy:
     return Envoy(f"lesson-13-{conf}.yaml", port, admin_port=ADMIN_PORT)
 

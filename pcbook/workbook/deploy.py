@@ -40,6 +40,8 @@ from pcbook.workbook import manifest as lessons
 LESSON_ENV = "PCBOOK_LESSON"
 DEFAULT_LESSON = 5
 NGINX_SERVICE = "nginx"  # the compose service of nginx; the client dials it
+ENVOY_SERVICE = "envoy"  # the compose service of Envoy (lesson 13's twin of the lesson); client-envoy dials it
+ENVOY_CLIENT = "client-envoy"
 # Inside the image (deploy/Dockerfile): the checkout is /workbook, certs/ is mounted over /workbook/certs.
 PREFIX_ENV = "PCBOOK_NGINX_PREFIX"
 K8S_DIR = paths.ROOT / "deploy" / "k8s"
@@ -87,16 +89,31 @@ class Plan:
         raise ContainerError(f"lesson {self.lesson.number} has no server {name!r}"
                              f" (roles: {', '.join(self.roles())})")
 
-    def roles(self) -> list[str]:
-        return [s.name for s in self.servers] + [NGINX_SERVICE, "client"]
+    @property
+    def envoy_step(self) -> Step | None:
+        """Lesson 13's step that runs this lesson on Envoy, if it has one."""
+        from pcbook.lessons.l13_envoy import ON_ENVOY
 
-    def client_args(self, host: str = NGINX_SERVICE) -> list[str]:
-        """The lesson's client flags, dialling `host` instead of the lecture's 0.0.0.0."""
+        key = ON_ENVOY.get(self.lesson.number)
+        return lessons.get(13).step(key) if key else None
+
+    def roles(self) -> list[str]:
+        envoy = [ENVOY_SERVICE, ENVOY_CLIENT] if self.envoy_step else []
+        return [s.name for s in self.servers] + [NGINX_SERVICE, "client", *envoy]
+
+    def client_args(self, host: str = NGINX_SERVICE, port: int | None = None) -> list[str]:
+        """The lesson's client flags, dialling `host` (and `port`) instead of the lecture's 0.0.0.0."""
         args = self.client.args()
         i = args.index("--address") + 1
-        _, port = _split_address(args[i])
-        args[i] = f"{host}:{port}"
+        _, lesson_port = _split_address(args[i])
+        args[i] = f"{host}:{port or lesson_port}"
         return args
+
+    def envoy_names(self) -> dict[int, str]:
+        """Lesson 13's server ports -> the compose address of the server of the same name."""
+        step = self.envoy_step
+        assert step is not None
+        return {s.port: f"{s.name}:{self.server(s.name).port}" for s in step.servers}
 
 
 def plan(number: int) -> Plan:
@@ -193,6 +210,26 @@ def k8s_names(p: Plan) -> dict[int, str]:
     return {s.port: f"{K8S_SERVERS}:{port}" for s in p.servers}
 
 
+_ENDPOINT = re.compile(r"socket_address: \{address: (127\.0\.0\.1|0\.0\.0\.0), port_value: (\d+)\}")
+
+
+def render_envoy(text: str, names: Mapping[int, str], *, source: str = "the config") -> str:
+    """Lesson 13's Envoy config with each endpoint `{address: 127.0.0.1, port_value: PORT}` of a lesson server
+    on its compose name, and its clusters resolving those names (STRICT_DNS: a STATIC cluster takes IPs only).
+    The listeners (0.0.0.0) are left as they are."""
+    def endpoint(m: re.Match[str]) -> str:
+        port = int(m.group(2))
+        if port not in names:
+            return m.group(0)  # a listener, or an address of no lesson server
+        host, target = _split_address(names[port])
+        return f"socket_address: {{address: {host}, port_value: {target}}}"
+
+    rendered, count = _ENDPOINT.subn(endpoint, text)
+    if rendered == text:
+        raise ContainerError(f"{source}: no endpoint is on a lesson server's port ({', '.join(map(str, names))})")
+    return re.sub(r"(?m)^(\s*)type: STATIC$", r"\1type: STRICT_DNS", rendered) if count else rendered
+
+
 # --- inside a container ----------------------------------------------------------------------------
 
 def _exec(argv: list[str]) -> None:
@@ -224,10 +261,30 @@ def run_nginx(conf_text: str, *, source: str) -> None:
     _exec(nginx.nginx_argv(binary, prefix, rendered.read_text()))
 
 
+def run_envoy(conf_text: str, admin_port: int, *, source: str) -> None:
+    """Write the rendered config into a fresh run folder (cert/ is the mounted certs/, logs/access.log the
+    container's stdout), check it, and exec Envoy there in the foreground."""
+    from pcbook.stack import envoy
+
+    binary = envoy.find_envoy()
+    folder = Path(tempfile.mkdtemp(prefix="envoy-", dir=os.environ.get(PREFIX_ENV) or None))
+    (folder / "logs").mkdir()
+    (folder / "logs" / "access.log").symlink_to("/dev/stdout")
+    (folder / "cert").symlink_to(paths.CERTS_DIR)
+    conf = folder / "envoy.yaml"
+    conf.write_text(conf_text)
+    try:
+        envoy.check_config(binary, folder, conf, admin_port)
+    except envoy.EnvoyConfigError as e:
+        raise ContainerError(f"{source}: {e}") from None
+    os.chdir(folder)  # the config's cert/ and logs/ paths are relative
+    _exec(envoy.envoy_argv(binary, conf, admin_port))
+
+
 def run_role(role: str, p: Plan, *, conf: Path | None = None) -> None:
     """Exec what the container of `role` runs (a server, nginx or the client); returns only on error."""
     python = sys.executable
-    if role != "client":
+    if role not in ("client", ENVOY_CLIENT):
         health.write_port(role_port(role, p))  # what the health check of this container dials
     if role == NGINX_SERVICE:
         source = conf or p.conf
@@ -238,13 +295,21 @@ def run_role(role: str, p: Plan, *, conf: Path | None = None) -> None:
         # A config given with --conf (Kubernetes' ConfigMap) is already rendered for its names.
         run_nginx(text if conf else render_upstreams(text, compose_names(p), source=str(source)),
                   source=str(source))
+    elif role == ENVOY_SERVICE and p.envoy_step is not None and p.envoy_step.envoy is not None:
+        spec = p.envoy_step.envoy
+        run_envoy(render_envoy(spec.path.read_text(), p.envoy_names(), source=str(spec.path)), spec.admin_port,
+                  source=str(spec.path))
     elif role == "client":
         _exec([python, "-m", "pcbook.client", *p.client_args()])
+    elif role == ENVOY_CLIENT and p.envoy_step is not None and p.envoy_step.envoy is not None:
+        _exec([python, "-m", "pcbook.client", *p.client_args(ENVOY_SERVICE, p.envoy_step.envoy.port)])
     else:
         _exec([python, "-m", "pcbook.server", *p.server(role).args()])
 
 
 def role_port(role: str, p: Plan) -> int:
+    if role == ENVOY_SERVICE and p.envoy_step is not None and p.envoy_step.envoy is not None:
+        return p.envoy_step.envoy.port
     return p.nginx_port if role == NGINX_SERVICE else p.server(role).port
 
 

@@ -110,15 +110,30 @@ def health_report(daemon: dockerd.Daemon, project: str) -> str:
     return "\n" + "\n".join(report)
 
 
+ENVOY_RUNS: dict[str, tuple[subprocess.CompletedProcess[str], list[str]]] = {}  # project -> client, Envoy's log
+
+
 def run_stack(daemon: dockerd.Daemon, project: str, lesson: int, certs_dir: Path | None = None,
-              wait: bool = True) -> tuple[subprocess.CompletedProcess[str], Observation, list[str]]:
-    """compose up (servers and nginx), run the one-shot client, read the logs, compose down."""
+              wait: bool = True, envoy: bool = False,
+              ) -> tuple[subprocess.CompletedProcess[str], Observation, list[str]]:
+    """compose up (servers and nginx; `envoy`: Envoy too), run the one-shot client (and client-envoy, kept in
+    ENVOY_RUNS), read the logs, compose down."""
     try:
         up = compose(daemon, project, "up", "-d", "--no-build", "server1", "server2", "nginx",
-                     lesson=lesson, certs_dir=certs_dir)
+                     *(["envoy"] if envoy else []), lesson=lesson, certs_dir=certs_dir)
         assert up.returncode == 0, up.stdout[-3000:] + health_report(daemon, project)
         client = compose(daemon, project, "run", "--rm", "client", lesson=lesson, certs_dir=certs_dir, timeout=150)
         seen, order = observe(daemon, project, lesson, client, wait)
+        if envoy:
+            via = compose(daemon, project, "run", "--rm", "client-envoy", lesson=lesson, certs_dir=certs_dir,
+                          timeout=150)
+            deadline = time.monotonic() + 20  # Envoy's access log reaches Docker's log a moment later
+            while True:
+                lines = [line for _, line in _logs(daemon, project, "envoy")[0]]
+                if sum("POST " in line for line in lines) >= 4 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            ENVOY_RUNS[project] = (via, lines)
         return client, seen, order
     finally:
         down = compose(daemon, project, "down", "--volumes", "--remove-orphans", lesson=lesson, certs_dir=certs_dir)
@@ -127,7 +142,15 @@ def run_stack(daemon: dockerd.Daemon, project: str, lesson: int, certs_dir: Path
 
 
 def test_lesson_5_calls_alternate_between_the_containers(daemon: dockerd.Daemon, image: str) -> None:
-    client, seen, order = run_stack(daemon, f"pcbook5-{os.getpid()}", 5)
+    project = f"pcbook5-{os.getpid()}"
+    client, seen, order = run_stack(daemon, project, 5, envoy=True)
+    # The same calls through Envoy, beside nginx on the same servers (lesson 13's mutual-tls step, rendered).
+    via, envoy_lines = ENVOY_RUNS[project]
+    assert via.returncode == 0, via.stdout[-2000:]
+    assert "dial server envoy:8132, TLS = true" in via.stdout
+    assert via.stdout.count("created laptop with id: ") == 3
+    upstreams = re.findall(r"^POST \S+ 200 grpc=0 upstream=(\S+):\d+ ", "\n".join(envoy_lines), re.M)
+    assert len(upstreams) == 4 and all(a != b for a, b in zip(upstreams, upstreams[1:], strict=False)), envoy_lines
     assert client.returncode == 0, client.stdout
     assert "dial server nginx:8080, TLS = true" in client.stdout
     assert client.stdout.count("created laptop with id: ") == 3

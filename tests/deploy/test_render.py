@@ -115,6 +115,24 @@ def test_compose_services_are_the_lessons_roles() -> None:
         assert "../nginx:/workbook/nginx:ro" in service["volumes"]
         assert any(v.endswith(":/workbook/certs:ro") for v in service["volumes"])
     assert services["client"]["profiles"] == ["client"]  # a one-shot: `up` does not start it
+    assert services["envoy"]["profiles"] == services["client-envoy"]["profiles"] == ["envoy"]
+
+
+@pytest.mark.parametrize("number", sorted(__import__("pcbook.lessons.l13_envoy", fromlist=["ON_ENVOY"]).ON_ENVOY))
+def test_envoy_rendering_names_each_lesson_server(number: int) -> None:
+    p = containers.plan(number)
+    assert p.envoy_step is not None and p.envoy_step.envoy is not None
+    # The twin's servers speak what the lesson's do, or Envoy's cluster could not reach them.
+    assert {s.tls for s in p.envoy_step.servers} == {s.tls for s in p.servers}
+    text = containers.render_envoy(p.envoy_step.envoy.path.read_text(), p.envoy_names())
+    for s in p.servers:
+        assert f"socket_address: {{address: {s.name}, port_value: {s.port}}}" in text
+    assert "address: 127.0.0.1" not in text and "type: STATIC" not in text and "type: STRICT_DNS" in text
+
+
+def test_envoy_rendering_without_a_lesson_endpoint_is_one_clear_error() -> None:
+    with pytest.raises(containers.ContainerError, match="no endpoint is on a lesson server's port"):
+        containers.render_envoy("static_resources: {}\n", {50131: "server1:50051"})
 
 
 def test_docker_compose_accepts_the_file() -> None:
@@ -129,7 +147,7 @@ def test_docker_compose_accepts_the_file() -> None:
 
 def test_certificates_carry_every_name_the_containers_dial() -> None:
     compose = yaml.safe_load(COMPOSE.read_text())
-    dialled = set(compose["services"]) - {"client"}
+    dialled = set(compose["services"]) - {"client", "client-envoy"}
     dialled |= {doc["metadata"]["name"] for docs in containers.k8s_documents().values() for doc in docs
                 if doc["kind"] == "Service"}
     assert dialled <= set(certs.CONTAINER_DNS) <= set(certs.SERVER_DNS)
@@ -141,7 +159,7 @@ def test_old_certificates_without_the_names_are_regenerated(tmp_path: Path, monk
         m.setattr(certs, "SERVER_DNS", ("*.pcbook.com", "*.pcbook.org", "localhost"))
         certs.generate_ca_and_certs(tmp_path, key_size=1024)
     reason = certs.check_certs(tmp_path)
-    assert reason is not None and "lacks the name(s) nginx, server1" in reason
+    assert reason is not None and "lacks the name(s) nginx, envoy, server1" in reason
     certs.ensure_certs(tmp_path, key_size=1024)
     assert certs.check_certs(tmp_path) is None
     cert = x509.load_pem_x509_certificate((tmp_path / certs.SERVER_CERT).read_bytes())
