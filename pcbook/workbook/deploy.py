@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from pcbook import paths
-from pcbook.stage.model import Client, Step
+from pcbook.stage.model import Client, Envoy, Step
 from pcbook.workbook import health
 from pcbook.workbook import manifest as lessons
 
@@ -97,8 +97,14 @@ class Plan:
         key = ON_ENVOY.get(self.lesson.number)
         return lessons.get(13).step(key) if key else None
 
+    @property
+    def envoy(self) -> Envoy | None:
+        """The Envoy of that step (its config, port and admin port), if the lesson has one."""
+        step = self.envoy_step
+        return step.envoy if step is not None else None
+
     def roles(self) -> list[str]:
-        envoy = [ENVOY_SERVICE, ENVOY_CLIENT] if self.envoy_step else []
+        envoy = [ENVOY_SERVICE, ENVOY_CLIENT] if self.envoy else []
         return [s.name for s in self.servers] + [NGINX_SERVICE, "client", *envoy]
 
     def client_args(self, host: str = NGINX_SERVICE, port: int | None = None) -> list[str]:
@@ -224,10 +230,10 @@ def render_envoy(text: str, names: Mapping[int, str], *, source: str = "the conf
         host, target = _split_address(names[port])
         return f"socket_address: {{address: {host}, port_value: {target}}}"
 
-    rendered, count = _ENDPOINT.subn(endpoint, text)
+    rendered = _ENDPOINT.sub(endpoint, text)
     if rendered == text:
         raise ContainerError(f"{source}: no endpoint is on a lesson server's port ({', '.join(map(str, names))})")
-    return re.sub(r"(?m)^(\s*)type: STATIC$", r"\1type: STRICT_DNS", rendered) if count else rendered
+    return re.sub(r"(?m)^(\s*)type: STATIC$", r"\1type: STRICT_DNS", rendered)
 
 
 # --- inside a container ----------------------------------------------------------------------------
@@ -295,21 +301,20 @@ def run_role(role: str, p: Plan, *, conf: Path | None = None) -> None:
         # A config given with --conf (Kubernetes' ConfigMap) is already rendered for its names.
         run_nginx(text if conf else render_upstreams(text, compose_names(p), source=str(source)),
                   source=str(source))
-    elif role == ENVOY_SERVICE and p.envoy_step is not None and p.envoy_step.envoy is not None:
-        spec = p.envoy_step.envoy
+    elif role == ENVOY_SERVICE and (spec := p.envoy) is not None:
         run_envoy(render_envoy(spec.path.read_text(), p.envoy_names(), source=str(spec.path)), spec.admin_port,
                   source=str(spec.path))
     elif role == "client":
         _exec([python, "-m", "pcbook.client", *p.client_args()])
-    elif role == ENVOY_CLIENT and p.envoy_step is not None and p.envoy_step.envoy is not None:
-        _exec([python, "-m", "pcbook.client", *p.client_args(ENVOY_SERVICE, p.envoy_step.envoy.port)])
+    elif role == ENVOY_CLIENT and (spec := p.envoy) is not None:
+        _exec([python, "-m", "pcbook.client", *p.client_args(ENVOY_SERVICE, spec.port)])
     else:
         _exec([python, "-m", "pcbook.server", *p.server(role).args()])
 
 
 def role_port(role: str, p: Plan) -> int:
-    if role == ENVOY_SERVICE and p.envoy_step is not None and p.envoy_step.envoy is not None:
-        return p.envoy_step.envoy.port
+    if role == ENVOY_SERVICE and p.envoy is not None:
+        return p.envoy.port
     return p.nginx_port if role == NGINX_SERVICE else p.server(role).port
 
 
