@@ -58,7 +58,7 @@ CLI_MODULES = {
     "stream_probe": "pcbook.measure.stream_probe",  # lesson 9's driver
     "load": "pcbook.measure.driver",  # lessons 7 and 8: the load driver
     "bench": "pcbook.bench.__main__",  # lesson 10: `make bench` (python -m pcbook.bench)
-    "containers": "pcbook.workbook.deploy",  # deploy/: the image's entry point and the k8s renderer
+    "containers": "pcbook.workbook.deploy.__main__",  # deploy/: the image's entry point and the k8s renderer
     "nginx_sync": "pcbook.discovery.nginx_sync",  # lesson 11: nginx fed by the registry
     "xds": "pcbook.discovery.xds",  # lesson 12: the xDS control plane
 }

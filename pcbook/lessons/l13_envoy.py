@@ -64,7 +64,7 @@ ENVOY_REFUSED = Text(r"cannot create auth interceptor: rpc error: code = Unavail
 
 
 # The step of this lesson that runs a tutorial lesson on Envoy: deploy/compose.yaml's envoy service runs it
-# beside nginx (pcbook.workbook.deploy). Not lesson 6: its servers use TLS, the routes step's do not.
+# beside nginx (pcbook.workbook.deploy.roles). Not lesson 6: its servers use TLS, the routes step's do not.
 ON_ENVOY = {2: "round-robin", 5: "mutual-tls"}
 
 

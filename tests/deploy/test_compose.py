@@ -20,7 +20,7 @@ from pcbook.lessons import tutorial
 from pcbook.service import certs
 from pcbook.stack import dockerd
 from pcbook.stage.judge import Observation, calls_in, differences, settled
-from pcbook.workbook import deploy as containers
+from pcbook.workbook.deploy import render
 
 from .support import compose
 
@@ -70,7 +70,7 @@ def observe(daemon: dockerd.Daemon, project: str, lesson: int, client: subproces
     Log lines reach Docker's log files a moment after the client exits: poll, with a deadline,
     until the checkpoint's evidence is in.
     """
-    expect = containers.plan(lesson).step.expect
+    expect = render.plan(lesson).step.expect
     deadline = time.monotonic() + 20
     while True:
         seen = Observation(client_ok=client.returncode == 0, client_lines=client.stdout.splitlines())
@@ -154,7 +154,7 @@ def test_lesson_5_calls_alternate_between_the_containers(daemon: dockerd.Daemon,
     assert client.returncode == 0, client.stdout
     assert "dial server nginx:8080, TLS = true" in client.stdout
     assert client.stdout.count("created laptop with id: ") == 3
-    expect = containers.plan(5).step.expect
+    expect = render.plan(5).step.expect
     assert not differences(expect, seen), differences(expect, seen)
     # nginx's round robin: Login, then three CreateLaptop calls, each on the other container.
     assert len(order) == 4 and all(a != b for a, b in zip(order, order[1:], strict=False)), order
@@ -166,7 +166,7 @@ def test_lesson_5_calls_alternate_between_the_containers(daemon: dockerd.Daemon,
 def test_lesson_6_routes_by_service_in_containers(daemon: dockerd.Daemon, image: str) -> None:
     client, seen, _ = run_stack(daemon, f"pcbook6-{os.getpid()}", 6)
     assert client.returncode == 0, client.stdout
-    expect = containers.plan(6).step.expect
+    expect = render.plan(6).step.expect
     assert not differences(expect, seen), differences(expect, seen)
     assert seen.servers_of(tutorial.AUTH_LOGIN) == {"server1"}
     assert seen.servers_of(tutorial.CREATE_LAPTOP) == {"server2"}

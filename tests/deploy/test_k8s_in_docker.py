@@ -22,14 +22,14 @@ from pcbook import paths
 from pcbook.lessons import tutorial
 from pcbook.stack import dockerd
 from pcbook.stage.judge import calls_in
-from pcbook.workbook import deploy as containers
+from pcbook.workbook.deploy import k8s
 
 pytestmark = pytest.mark.timeout(600)
 LABEL = "pcbook.test"
 
 
 def _docs() -> dict[str, dict[str, Any]]:
-    return {f"{d['metadata']['name']}/{d['kind']}": d for ds in containers.k8s_documents().values() for d in ds}
+    return {f"{d['metadata']['name']}/{d['kind']}": d for ds in k8s.documents().values() for d in ds}
 
 
 def _pod(doc: dict[str, Any]) -> dict[str, Any]:
@@ -51,7 +51,7 @@ def test_the_manifests_commands_spread_calls_over_the_pods(daemon: dockerd.Daemo
     try:
         servers = _pod(docs["pcbook-server/Deployment"])
         replicas = docs["pcbook-server/Deployment"]["spec"]["replicas"]
-        pods = [docker_run("--name", f"{run}-server-{i}", "--network-alias", containers.K8S_SERVERS, image,
+        pods = [docker_run("--name", f"{run}-server-{i}", "--network-alias", k8s.K8S_SERVERS, image,
                            *servers["containers"][0]["args"]).stdout.strip() for i in range(replicas)]
 
         nginx_pod = _pod(docs["pcbook-nginx/Deployment"])
@@ -63,8 +63,8 @@ def test_the_manifests_commands_spread_calls_over_the_pods(daemon: dockerd.Daemo
             (conf_dir / key).write_text(text)
         # The init container only waits for DNS; the pods must also listen before nginx sends calls.
         _wait_ready(daemon, [(p, "server1") for p in pods])
-        nginx = docker_run("--name", f"{run}-nginx", "--network-alias", containers.K8S_NGINX,
-                           "-v", f"{conf_dir}:{containers.K8S_CONF_DIR}:ro", image,
+        nginx = docker_run("--name", f"{run}-nginx", "--network-alias", k8s.K8S_NGINX,
+                           "-v", f"{conf_dir}:{k8s.K8S_CONF_DIR}:ro", image,
                            *nginx_pod["containers"][0]["args"]).stdout.strip()
         _wait_ready(daemon, [(nginx, "nginx")])
 

@@ -16,8 +16,8 @@ from cryptography import x509
 from pcbook import paths
 from pcbook.service import certs
 from pcbook.stack import nginx
-from pcbook.workbook import deploy as containers
 from pcbook.workbook import manifest
+from pcbook.workbook.deploy import k8s, render
 
 K8S = paths.ROOT / "deploy" / "k8s"
 COMPOSE = paths.ROOT / "deploy" / "compose.yaml"
@@ -28,11 +28,11 @@ def _upstream_servers(text: str) -> list[str]:
             if s.words and s.words[0] == "server" and s.parents[-1:] == ("upstream",)]
 
 
-@pytest.mark.parametrize("number", containers.usable_lessons())
+@pytest.mark.parametrize("number", render.usable_lessons())
 def test_compose_rendering_names_each_lesson_server(number: int) -> None:
-    p = containers.plan(number)
+    p = render.plan(number)
     original = p.conf.read_text()
-    rendered = containers.render_upstreams(original, containers.compose_names(p))
+    rendered = render.render_upstreams(original, render.compose_names(p))
     assert rendered.count("\n") == original.count("\n"), "nginx's line numbers must still match the file"
     wanted = {f"{s.name}:{s.port}" for s in p.servers}
     assert set(_upstream_servers(rendered)) <= wanted and _upstream_servers(rendered)
@@ -43,8 +43,8 @@ def test_compose_rendering_names_each_lesson_server(number: int) -> None:
 
 
 def test_lesson_6_keeps_its_routes() -> None:
-    p = containers.plan(6)
-    rendered = containers.render_upstreams(p.conf.read_text(), containers.compose_names(p))
+    p = render.plan(6)
+    rendered = render.render_upstreams(p.conf.read_text(), render.compose_names(p))
     auth = rendered.split("upstream auth_services", 1)[1].split("}", 1)[0]
     laptop = rendered.split("upstream laptop_services", 1)[1].split("}", 1)[0]
     assert "server1:50051" in auth and "server2" not in auth
@@ -52,33 +52,33 @@ def test_lesson_6_keeps_its_routes() -> None:
 
 
 def test_k8s_rendering_collapses_both_backends_into_one_pool() -> None:
-    p = containers.plan(5)
-    rendered = containers.render_upstreams(p.conf.read_text(), containers.k8s_names(p))
+    p = render.plan(5)
+    rendered = render.render_upstreams(p.conf.read_text(), k8s.names(p))
     assert _upstream_servers(rendered) == ["pcbook-server:50051"]
     assert "# server pcbook-server:50051; (same pool as above)" in rendered
 
 
 def test_an_upstream_on_no_lesson_port_is_one_clear_error() -> None:
     text = "http { upstream u { server 0.0.0.0:50059; } }"
-    with pytest.raises(containers.ContainerError, match=r"0\.0\.0\.0:50059 is on no lesson server's port"):
-        containers.render_upstreams(text, {50051: "server1:50051"}, source="mine.conf")
+    with pytest.raises(render.ContainerError, match=r"0\.0\.0\.0:50059 is on no lesson server's port"):
+        render.render_upstreams(text, {50051: "server1:50051"}, source="mine.conf")
     named = "http { upstream u { server already.named:1; } }"  # a learner's own name is left alone
-    assert containers.render_upstreams(named, {50051: "server1:50051"}) == named
+    assert render.render_upstreams(named, {50051: "server1:50051"}) == named
 
 
 def test_commented_servers_and_other_blocks_are_not_touched() -> None:
     text = ("http {\n  # server 0.0.0.0:50051;\n  server { listen 8080; }\n"
             "  upstream u { server 0.0.0.0:50051 weight=2; }\n}\n")
-    out = containers.render_upstreams(text, {50051: "server1:50051"})
+    out = render.render_upstreams(text, {50051: "server1:50051"})
     assert "# server 0.0.0.0:50051;" in out and "server server1:50051 weight=2;" in out
 
 
 def test_the_container_plan_follows_the_manifest() -> None:
-    p = containers.plan(5)
+    p = render.plan(5)
     assert [s.name for s in p.servers] == ["server1", "server2"]
     assert p.conf.name == "lesson-5.conf"
     assert p.client_args() == ["--address", f"nginx:{manifest.NGINX_PORT}", "--tls"]
-    plain = containers.plan(2)
+    plain = render.plan(2)
     lesson_args = plain.step.client.args()
     assert lesson_args[:2] == ["--address", "0.0.0.0:8080"]
     assert plain.client_args() == ["--address", "nginx:8080", *lesson_args[2:]] and not plain.servers[0].tls
@@ -99,9 +99,9 @@ def test_cli_mistakes_are_one_line(argv: list[str], said: str) -> None:
 
 
 def test_bad_lesson_env_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(containers.LESSON_ENV, "five")
-    with pytest.raises(containers.ContainerError, match="PCBOOK_LESSON=five is not a lesson number"):
-        containers.lesson_from_env()
+    monkeypatch.setenv(render.LESSON_ENV, "five")
+    with pytest.raises(render.ContainerError, match="PCBOOK_LESSON=five is not a lesson number"):
+        render.lesson_from_env()
 
 
 # --- compose.yaml ----------------------------------------------------------------------------------
@@ -109,7 +109,7 @@ def test_bad_lesson_env_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_compose_services_are_the_lessons_roles() -> None:
     compose = yaml.safe_load(COMPOSE.read_text())
     services = compose["services"]
-    assert set(services) == set(containers.plan(5).roles())
+    assert set(services) == set(render.plan(5).roles())
     for name, service in services.items():
         assert service["command"] == ["run", name]
         assert "../nginx:/workbook/nginx:ro" in service["volumes"]
@@ -120,19 +120,19 @@ def test_compose_services_are_the_lessons_roles() -> None:
 
 @pytest.mark.parametrize("number", sorted(__import__("pcbook.lessons.l13_envoy", fromlist=["ON_ENVOY"]).ON_ENVOY))
 def test_envoy_rendering_names_each_lesson_server(number: int) -> None:
-    p = containers.plan(number)
+    p = render.plan(number)
     assert p.envoy_step is not None and p.envoy_step.envoy is not None
     # The twin's servers speak what the lesson's do, or Envoy's cluster could not reach them.
     assert {s.tls for s in p.envoy_step.servers} == {s.tls for s in p.servers}
-    text = containers.render_envoy(p.envoy_step.envoy.path.read_text(), p.envoy_names())
+    text = render.render_envoy(p.envoy_step.envoy.path.read_text(), p.envoy_names())
     for s in p.servers:
         assert f"socket_address: {{address: {s.name}, port_value: {s.port}}}" in text
     assert "address: 127.0.0.1" not in text and "type: STATIC" not in text and "type: STRICT_DNS" in text
 
 
 def test_envoy_rendering_without_a_lesson_endpoint_is_one_clear_error() -> None:
-    with pytest.raises(containers.ContainerError, match="no endpoint is on a lesson server's port"):
-        containers.render_envoy("static_resources: {}\n", {50131: "server1:50051"})
+    with pytest.raises(render.ContainerError, match="no endpoint is on a lesson server's port"):
+        render.render_envoy("static_resources: {}\n", {50131: "server1:50051"})
 
 
 def test_docker_compose_accepts_the_file() -> None:
@@ -148,7 +148,7 @@ def test_docker_compose_accepts_the_file() -> None:
 def test_certificates_carry_every_name_the_containers_dial() -> None:
     compose = yaml.safe_load(COMPOSE.read_text())
     dialled = set(compose["services"]) - {"client", "client-envoy"}
-    dialled |= {doc["metadata"]["name"] for docs in containers.k8s_documents().values() for doc in docs
+    dialled |= {doc["metadata"]["name"] for docs in k8s.documents().values() for doc in docs
                 if doc["kind"] == "Service"}
     assert dialled <= set(certs.CONTAINER_DNS) <= set(certs.SERVER_DNS)
 
@@ -171,19 +171,19 @@ def test_old_certificates_without_the_names_are_regenerated(tmp_path: Path, monk
 # --- deploy/k8s ----------------------------------------------------------------------------------
 
 def test_committed_manifests_are_what_the_renderer_writes() -> None:
-    for name, text in containers.k8s_files().items():
+    for name, text in k8s.files().items():
         path = K8S / name
         assert path.is_file(), f"deploy/k8s/{name} is missing: run python -m pcbook.workbook.deploy k8s"
         assert path.read_text() == text, f"deploy/k8s/{name} is stale: run python -m pcbook.workbook.deploy k8s"
     committed = {p.relative_to(K8S).as_posix() for p in K8S.rglob("*.yaml")}
-    assert committed == set(containers.k8s_files()), "deploy/k8s holds files the renderer does not write"
+    assert committed == set(k8s.files()), "deploy/k8s holds files the renderer does not write"
 
 
 def test_yaml_writer_round_trips() -> None:
-    for docs in containers.k8s_documents().values():
-        assert list(yaml.safe_load_all(containers.to_yaml(docs))) == docs
+    for docs in k8s.documents().values():
+        assert list(yaml.safe_load_all(k8s.to_yaml(docs))) == docs
     tricky = {"a": ["--", "5", "yes", "on", "x: y", "#no", "", "1.5", "-1", "dns:///a:1"], "b": "two\nlines\n"}
-    assert yaml.safe_load(containers.to_yaml([tricky])) == tricky
+    assert yaml.safe_load(k8s.to_yaml([tricky])) == tricky
 
 
 def _validate(docs: list[dict]) -> None:
@@ -191,7 +191,7 @@ def _validate(docs: list[dict]) -> None:
         kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
 
 
-@pytest.mark.parametrize("name", sorted(containers.k8s_files()))
+@pytest.mark.parametrize("name", sorted(k8s.files()))
 def test_manifests_pass_kubernetes_validate(name: str) -> None:
     docs = [d for d in yaml.safe_load_all((K8S / name).read_text()) if d]
     assert docs
@@ -200,7 +200,7 @@ def test_manifests_pass_kubernetes_validate(name: str) -> None:
 
 def test_a_wrong_manifest_fails_validation() -> None:
     """The validation can fail: a string where Kubernetes wants an integer is caught."""
-    doc = containers.k8s_documents()["servers.yaml"][0]
+    doc = k8s.documents()["servers.yaml"][0]
     doc["spec"]["replicas"] = "three"
     with pytest.raises(kubernetes_validate.ValidationError):
         _validate([doc])
@@ -208,15 +208,15 @@ def test_a_wrong_manifest_fails_validation() -> None:
 
 def test_secret_from_certs_validates_and_holds_every_pem(tmp_path: Path) -> None:
     certs.ensure_certs(tmp_path, key_size=1024)
-    secret = containers.secret_document(tmp_path)
+    secret = k8s.secret_document(tmp_path)
     _validate([secret])
     assert set(secret["data"]) == set(nginx.CERT_FILES)
-    with pytest.raises(containers.ContainerError, match="make cert"):
-        containers.secret_document(tmp_path / "none")
+    with pytest.raises(render.ContainerError, match="make cert"):
+        k8s.secret_document(tmp_path / "none")
 
 
 def test_manifests_run_the_lessons_roles() -> None:
-    docs = {d["metadata"]["name"] + "/" + d["kind"]: d for ds in containers.k8s_documents().values() for d in ds}
+    docs = {d["metadata"]["name"] + "/" + d["kind"]: d for ds in k8s.documents().values() for d in ds}
     pod = docs["pcbook-server/Deployment"]["spec"]["template"]["spec"]
     assert pod["containers"][0]["args"] == ["run", "server1", "--lesson", "5"]
     assert docs["pcbook-server/Service"]["spec"]["clusterIP"] == "None"  # headless: every pod in DNS
@@ -232,10 +232,10 @@ def test_the_docs_show_what_the_renderer_writes() -> None:
     page = (paths.ROOT / "docs" / "deploy.md").read_text()
     blocks = [b for b in re.findall(r"```text\n(.*?)```", page, re.S)
               if "upstream pcbook_services" in b and "resolve;" not in b]  # not the `resolve` experiment
-    p = containers.plan(5)
+    p = render.plan(5)
     rendered = {
-        "compose": containers.render_upstreams(p.conf.read_text(), containers.compose_names(p)),
-        "k8s": containers.k8s_documents()["nginx.yaml"][0]["data"]["nginx.conf"],
+        "compose": render.render_upstreams(p.conf.read_text(), render.compose_names(p)),
+        "k8s": k8s.documents()["nginx.yaml"][0]["data"]["nginx.conf"],
     }
     assert len(blocks) == 2
     for block, (kind, text) in zip(blocks, rendered.items(), strict=True):
