@@ -37,7 +37,7 @@ RENEW_MARGIN = dt.timedelta(days=1)
 # The names the containers of deploy/ dial each other by: the compose services and the Kubernetes
 # Services. The lecture's `IP:0.0.0.0` SAN cannot match a name, so without these a client dialling
 # `nginx:8080` fails its hostname check (tests/deploy keeps the list in step with deploy/).
-CONTAINER_DNS = ("nginx", "envoy", "server1", "server2", "pcbook-nginx", "pcbook-server")
+CONTAINER_DNS = ("nginx", "envoy", "server1", "server2", "pcbook-nginx", "pcbook-envoy", "pcbook-server")
 SERVER_DNS = ("*.pcbook.com", "*.pcbook.org", "localhost", *CONTAINER_DNS)
 SERVER_IPS = ("0.0.0.0", "127.0.0.1", "::1")
 CLIENT_DNS = ("*.pcclient.com", "localhost")

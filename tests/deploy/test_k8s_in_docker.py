@@ -4,9 +4,12 @@ No cluster runs here, so the test runs every container of the manifests as Kuber
 with the same image and the same args: three server containers share the network alias
 `pcbook-server` (Docker's DNS then answers with all three addresses, as a headless Service does),
 nginx runs the ConfigMap's config behind the alias `pcbook-nginx`, after the init container's
-`wait-dns`, and both client Jobs run once. It proves what the docs claim for the manifests: nginx
-resolves the headless name to every pod and spreads the calls, and a `dns:///` round_robin client
-spreads them by itself. (A ClusterIP Service's L4 balancing needs kube-proxy; lesson 9 measures it.)
+`wait-dns`, Envoy runs its ConfigMap's config behind `pcbook-envoy` (after the same init container, once
+the first pod is up), and the three client Jobs run once. It proves what the docs claim for the
+manifests: nginx resolves the headless name to every pod and spreads the calls, Envoy finds the pods
+that start after it by looking the name up again and spreads the calls too, and a `dns:///`
+round_robin client spreads them by itself.
+(A ClusterIP Service's L4 balancing needs kube-proxy; lesson 9 measures it.)
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pcbook import paths
 from pcbook.lessons import tutorial
 from pcbook.stack import dockerd
 from pcbook.stage.judge import calls_in
-from pcbook.workbook.deploy import k8s
+from pcbook.workbook.deploy import k8s, render
 
 pytestmark = pytest.mark.timeout(600)
 LABEL = "pcbook.test"
@@ -51,16 +54,26 @@ def test_the_manifests_commands_spread_calls_over_the_pods(daemon: dockerd.Daemo
     try:
         servers = _pod(docs["pcbook-server/Deployment"])
         replicas = docs["pcbook-server/Deployment"]["spec"]["replicas"]
-        pods = [docker_run("--name", f"{run}-server-{i}", "--network-alias", k8s.K8S_SERVERS, image,
-                           *servers["containers"][0]["args"]).stdout.strip() for i in range(replicas)]
+
+        def server_pod(i: int) -> str:
+            return docker_run("--name", f"{run}-server-{i}", "--network-alias", k8s.K8S_SERVERS, image,
+                              *servers["containers"][0]["args"]).stdout.strip()
+
+        # One pod, then Envoy (after its init container), then the other pods: Envoy must find them itself.
+        pods = [server_pod(0)]
+        envoy_pod = _pod(docs["pcbook-envoy/Deployment"])
+        init = docker_run(image, *envoy_pod["initContainers"][0]["args"], "--timeout", "60", detach=False)
+        assert init.returncode == 0, init.stderr
+        envoy = docker_run("--name", f"{run}-envoy", "--network-alias", k8s.K8S_ENVOY,
+                           "-v", f"{_configmap(docs, 'pcbook-envoy', tmp_path)}:{k8s.K8S_ENVOY_CONF_DIR}:ro", image,
+                           *envoy_pod["containers"][0]["args"]).stdout.strip()
+        _wait_ready(daemon, [(envoy, "envoy")])
+        pods += [server_pod(i) for i in range(1, replicas)]
 
         nginx_pod = _pod(docs["pcbook-nginx/Deployment"])
         init = docker_run(image, *nginx_pod["initContainers"][0]["args"], "--timeout", "60", detach=False)
         assert init.returncode == 0, init.stderr
-        conf_dir = tmp_path / "configmap"
-        conf_dir.mkdir()
-        for key, text in docs["pcbook-nginx/ConfigMap"]["data"].items():
-            (conf_dir / key).write_text(text)
+        conf_dir = _configmap(docs, "pcbook-nginx", tmp_path)
         # The init container only waits for DNS; the pods must also listen before nginx sends calls.
         _wait_ready(daemon, [(p, "server1") for p in pods])
         nginx = docker_run("--name", f"{run}-nginx", "--network-alias", k8s.K8S_NGINX,
@@ -93,6 +106,12 @@ def test_the_manifests_commands_spread_calls_over_the_pods(daemon: dockerd.Daemo
             if all(creates.values()):
                 break
         assert all(creates.values()), f"no run reached every pod: CreateLaptop calls per pod {spread_runs}"
+
+        # Envoy found every pod without a restart (its admin endpoint lists them), and balances per call.
+        hosts = _wait_hosts(daemon, envoy, replicas)
+        assert len(hosts) == replicas, f"Envoy knows {hosts}, not the {replicas} pods"
+        creates = run_job("pcbook-client-via-envoy")
+        assert sorted(len(c) for c in creates.values()) == [2] * replicas, creates
     finally:
         ids = daemon.docker("ps", "-aq", "--filter", f"label={LABEL}={run}").stdout.split()
         if ids:
@@ -127,3 +146,27 @@ def _wait_calls(daemon: dockerd.Daemon, pods: list[str], before: dict[str, list[
         if sum(map(len, new.values())) >= total or time.monotonic() > deadline:
             return new
         time.sleep(0.2)
+
+
+def _configmap(docs: dict[str, dict[str, Any]], name: str, tmp_path: Path) -> Path:
+    """The ConfigMap's files in a folder, as Kubernetes mounts them."""
+    folder = tmp_path / name
+    folder.mkdir()
+    for key, text in docs[f"{name}/ConfigMap"]["data"].items():
+        (folder / key).write_text(text)
+    return folder
+
+
+def _wait_hosts(daemon: dockerd.Daemon, envoy: str, count: int, timeout: float = 30) -> list[str]:
+    """The upstream hosts Envoy's admin endpoint lists (inside its container), once there are `count`."""
+    admin = render.plan(5).envoy
+    assert admin is not None
+    ask = ("import urllib.request; print(urllib.request.urlopen("
+           f"'http://127.0.0.1:{admin.admin_port}/clusters', timeout=5).read().decode())")
+    deadline = time.monotonic() + timeout
+    while True:
+        out = daemon.docker("exec", envoy, "python", "-c", ask, check=False).stdout
+        hosts = sorted({line.split("::")[1] for line in out.splitlines() if "::cx_active::" in line})
+        if len(hosts) >= count or time.monotonic() > deadline:
+            return hosts
+        time.sleep(0.5)

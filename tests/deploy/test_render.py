@@ -130,6 +130,18 @@ def test_envoy_rendering_names_each_lesson_server(number: int) -> None:
     assert "address: 127.0.0.1" not in text and "type: STATIC" not in text and "type: STRICT_DNS" in text
 
 
+def test_k8s_envoy_collapses_both_endpoints_into_one_pool_and_is_valid_yaml() -> None:
+    docs = {d["metadata"]["name"] + "/" + d["kind"]: d for ds in k8s.documents().values() for d in ds}
+    text = docs["pcbook-envoy/ConfigMap"]["data"]["envoy.yaml"]
+    endpoint = "- endpoint: {address: {socket_address: {address: pcbook-server, port_value: 50051}}}"
+    lines = [line.strip() for line in text.splitlines()]
+    assert lines.count(endpoint) == 1 and lines.count(f"# {endpoint} (same pool as above)") == 1, text
+    cluster = yaml.safe_load(text)["static_resources"]["clusters"][0]
+    assert cluster["type"] == "STRICT_DNS" and len(cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]) == 1
+    job = docs["pcbook-client-via-envoy/Job"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert job[job.index("--address") + 1] == f"{k8s.K8S_ENVOY}:8132"
+
+
 def test_envoy_rendering_without_a_lesson_endpoint_is_one_clear_error() -> None:
     with pytest.raises(render.ContainerError, match="no endpoint is on a lesson server's port"):
         render.render_envoy("static_resources: {}\n", {50131: "server1:50051"})

@@ -20,10 +20,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a lesson's stack in containers (the image's entry point) and write its Kubernetes files.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="exec a role of the lesson: server1, server2, nginx or client"
+    run = sub.add_parser("run", help="exec a role of the lesson: server1, server2, nginx, client, envoy or client-envoy"
                          " (client: flags after -- replace the lesson's)")
     run.add_argument("role")
-    run.add_argument("--conf", type=Path, default=None, help="nginx: an already rendered config to run")
+    run.add_argument("--conf", type=Path, default=None, help="nginx or envoy: an already rendered config to run")
     ready = sub.add_parser("ready", help="exit 0 if the role's port accepts connections (health check)")
     ready.add_argument("role")
     wait = sub.add_parser("wait-dns", help="exit 0 once NAME resolves (Kubernetes init container)")

@@ -180,16 +180,25 @@ _ENDPOINT = re.compile(r"socket_address: \{address: (127\.0\.0\.1|0\.0\.0\.0), p
 
 def render_envoy(text: str, names: Mapping[int, str], *, source: str = "the config") -> str:
     """Lesson 13's Envoy config with each endpoint `{address: 127.0.0.1, port_value: PORT}` of a lesson server
-    on its compose name, and its clusters resolving those names (STRICT_DNS: a STATIC cluster takes IPs only).
-    The listeners (0.0.0.0) are left as they are."""
-    def endpoint(m: re.Match[str]) -> str:
-        port = int(m.group(2))
-        if port not in names:
-            return m.group(0)  # a listener, or an address of no lesson server
-        host, target = _split_address(names[port])
-        return f"socket_address: {{address: {host}, port_value: {target}}}"
-
-    rendered = _ENDPOINT.sub(endpoint, text)
-    if rendered == text:
+    on its container name, and its clusters resolving those names (STRICT_DNS: a STATIC cluster takes IPs
+    only). The listeners (0.0.0.0) are left as they are. An endpoint line that maps to an address already
+    listed in the same cluster becomes a comment, as in `render_upstreams` (Kubernetes: one pool of pods)."""
+    lines, seen, changed = [], set(), False
+    for line in text.splitlines(keepends=True):
+        if line.lstrip().startswith("cluster_name:"):
+            seen = set()  # a new cluster's endpoints
+        m = _ENDPOINT.search(line)
+        if m is None or int(m.group(2)) not in names:  # a listener, or an address of no lesson server
+            lines.append(line)
+            continue
+        host, port = _split_address(names[int(m.group(2))])
+        new = line[:m.start()] + f"socket_address: {{address: {host}, port_value: {port}}}" + line[m.end():]
+        if (host, port) in seen:
+            indent = new[:len(new) - len(new.lstrip())]
+            new = f"{indent}# {new.strip()} (same pool as above)\n"
+        seen.add((host, port))
+        lines.append(new)
+        changed = True
+    if not changed:
         raise ContainerError(f"{source}: no endpoint is on a lesson server's port ({', '.join(map(str, names))})")
-    return re.sub(r"(?m)^(\s*)type: STATIC$", r"\1type: STRICT_DNS", rendered)
+    return re.sub(r"(?m)^(\s*)type: STATIC$", r"\1type: STRICT_DNS", "".join(lines))
