@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from pcbook.lessons import tutorial
+from pcbook.lessons.l13_envoy import ON_ENVOY
 from pcbook.service import certs
 from pcbook.stack import dockerd
 from pcbook.stage.judge import Observation, calls_in, differences, settled
@@ -141,20 +142,23 @@ def run_stack(daemon: dockerd.Daemon, project: str, lesson: int, certs_dir: Path
         assert not leftovers(daemon, project), leftovers(daemon, project)
 
 
-def test_lesson_5_calls_alternate_between_the_containers(daemon: dockerd.Daemon, image: str) -> None:
-    project = f"pcbook5-{os.getpid()}"
-    client, seen, order = run_stack(daemon, project, 5, envoy=True)
-    # The same calls through Envoy, beside nginx on the same servers (lesson 13's mutual-tls step, rendered).
+@pytest.mark.parametrize("lesson", sorted(ON_ENVOY))
+def test_calls_alternate_between_the_containers_through_nginx_and_envoy(daemon: dockerd.Daemon, image: str,
+                                                                        lesson: int) -> None:
+    project = f"pcbook{lesson}-{os.getpid()}"
+    client, seen, order = run_stack(daemon, project, lesson, envoy=True)
+    tls = str(render.plan(lesson).client.tls).lower()
+    # The same calls through Envoy, beside nginx on the same servers (lesson 13's twin step, rendered).
     via, envoy_lines = ENVOY_RUNS[project]
     assert via.returncode == 0, via.stdout[-2000:]
-    assert "dial server envoy:8132, TLS = true" in via.stdout
+    assert f"dial server envoy:8132, TLS = {tls}" in via.stdout
     assert via.stdout.count("created laptop with id: ") == 3
     upstreams = re.findall(r"^POST \S+ 200 grpc=0 upstream=(\S+):\d+ ", "\n".join(envoy_lines), re.M)
     assert len(upstreams) == 4 and all(a != b for a, b in zip(upstreams, upstreams[1:], strict=False)), envoy_lines
     assert client.returncode == 0, client.stdout
-    assert "dial server nginx:8080, TLS = true" in client.stdout
+    assert f"dial server nginx:8080, TLS = {tls}" in client.stdout
     assert client.stdout.count("created laptop with id: ") == 3
-    expect = render.plan(5).step.expect
+    expect = render.plan(lesson).step.expect
     assert not differences(expect, seen), differences(expect, seen)
     # nginx's round robin: Login, then three CreateLaptop calls, each on the other container.
     assert len(order) == 4 and all(a != b for a, b in zip(order, order[1:], strict=False)), order

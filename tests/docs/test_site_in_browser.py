@@ -1,10 +1,14 @@
-"""Every diagram of the site renders with no network: headless Chromium, every request off loopback refused.
+"""The built site in headless Chromium, with no network: every request off loopback refused.
 
-The built site is served on 127.0.0.1 (a copy: the test adds a probe to each page). Chromium gets a dead
-proxy and a resolver that resolves nothing, so a CDN fetch fails the way it does offline. The probe
-opens Material's closed shadow roots and counts the SVGs mermaid drew (not mermaid's error diagram); a
-harness page loads every page with a diagram in an iframe and reports the counts. Then the same site
-without the shipped mermaid.min.js must render nothing: the check itself can fail.
+The site is served on 127.0.0.1 (a copy: the test adds a probe to each page). Chromium gets a dead
+proxy and a resolver that resolves nothing, so a CDN fetch fails the way it does offline.
+
+* Diagrams: the probe opens Material's closed shadow roots and counts the SVGs mermaid drew (not
+  mermaid's error diagram); a harness page loads every page with a diagram in an iframe and reports the
+  counts. Then the same site without the shipped mermaid.min.js must render nothing.
+* Search: through chromedriver (webdriver.py), the test types into the search box as a learner does and
+  reads the results Material's search worker lists; without the search index it must list none.
+* The chart: lesson 10's bench chart is an image the browser decodes (a broken path shows nothing).
 """
 
 from __future__ import annotations
@@ -16,10 +20,13 @@ import shutil
 import subprocess
 import sys
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from . import webdriver
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -128,3 +135,48 @@ def test_without_the_shipped_mermaid_nothing_renders_offline(site: Path, serve, 
     (bare / "assets" / "javascripts" / "mermaid.min.js").unlink()  # Material falls back to its CDN
     page = "/lessons/04-tls-to-backends/"
     assert _rendered(bare, serve(bare), tmp_path, [page]) == {page: 0}
+
+
+SEARCH_BOX = "input.md-search__input"
+RESULTS = "[...document.querySelectorAll('.md-search-result__item > a')].map(a => a.getAttribute('href'))"
+META = "((document.querySelector('.md-search-result__meta') || {}).textContent || '')"
+
+
+def _search(base: str, tmp_path: Path, words: str) -> tuple[list[str], str]:
+    """Type `words` into the search box of the home page; the result links and the line above them."""
+    if webdriver.CHROMEDRIVER is None:
+        pytest.skip("no chromedriver to type into the site (Debian: apt-get install chromium-driver)")
+    with webdriver.browser(str(CHROMIUM), OFFLINE, tmp_path / "chromium-search") as b:
+        b.go(f"{base}/")
+        b.type_into(SEARCH_BOX, words)
+        # The worker answers once it has read the index: wait for results, or for its "No matching" line.
+        b.wait_for(f"return {RESULTS}.length > 0 || /matching/i.test({META})")
+        return b.run(f"return {RESULTS}"), b.run(f"return {META}")
+
+
+def test_the_search_box_finds_the_page_that_teaches_a_directive(site: Path, serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    links, meta = _search(serve(site), tmp_path, "max_fails")
+    pages = {urllib.parse.urlsplit(link).path.rstrip("/").rsplit("/", 1)[-1] for link in links}
+    assert "08-when-a-backend-fails" in pages, (meta, links)
+    nothing, meta = _search(serve(site), tmp_path, "zqxjkvw")
+    assert nothing == [] and "No matching" in meta, (meta, nothing)
+
+
+def test_without_the_search_index_the_search_box_finds_nothing(site: Path, serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bare = tmp_path / "bare"
+    shutil.copytree(site, bare)
+    (bare / "search" / "search_index.json").unlink()
+    links, meta = _search(serve(bare), tmp_path, "max_fails")
+    assert links == [], (meta, links)
+
+
+def test_lesson_10s_chart_is_an_image_the_browser_draws(site: Path, serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    if webdriver.CHROMEDRIVER is None:
+        pytest.skip("no chromedriver to open the page (Debian: apt-get install chromium-driver)")
+    size = ("return [...document.querySelectorAll('article img')].filter(i => i.complete)"
+            ".map(i => [i.getAttribute('src'), i.naturalWidth, i.naturalHeight])")
+    with webdriver.browser(str(CHROMIUM), OFFLINE, tmp_path / "chromium-chart") as b:
+        b.go(f"{serve(site)}/lessons/10-cost-of-the-hop/")
+        images = b.wait_for(size)
+    charts = [(src, w, h) for src, w, h in images if src.endswith("bench-sample.png")]
+    assert charts and all(w >= 600 and h >= 300 for _, w, h in charts), images
