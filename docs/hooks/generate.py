@@ -414,6 +414,32 @@ def on_config(config, **kwargs):
     return config
 
 
+# A fence's highlighted lines named by directive, not typed: hl_lines="directives: nginx/x.conf a b" marks every
+# line of that file whose first word is one of the names (comments and other words do not count).
+HL_DIRECTIVES = re.compile(r'hl_lines="directives:\s*(\S+)\s+([^"]+)"')
+
+
+def directive_lines(path: Path, names: list[str]) -> list[int]:
+    """The 1-based numbers of the lines of `path` that start (after indentation) with one of `names`."""
+    found = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        words = line.split()
+        if words and words[0].rstrip(";") in names:
+            found.setdefault(words[0].rstrip(";"), []).append(number)
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise PluginError(f"hl_lines: {path.relative_to(ROOT)} has no directive {', '.join(missing)}")
+    return sorted(n for lines in found.values() for n in lines)
+
+
+def render_highlights(markdown: str) -> str:
+    def replace(m: re.Match) -> str:
+        lines = directive_lines(ROOT / m.group(1), m.group(2).split())
+        return f'hl_lines="{" ".join(map(str, lines))}"'
+
+    return HL_DIRECTIVES.sub(replace, markdown)
+
+
 def on_page_markdown(markdown, page, config, files, **kwargs):
     def replace(m: re.Match) -> str:
         if m.group(1) == "make-targets":
@@ -426,7 +452,7 @@ def on_page_markdown(markdown, page, config, files, **kwargs):
             return render_exercise(int(m.group(4)))
         return render_steps(int(m.group(3)))
 
-    return render_step_refs(_PLACEHOLDER.sub(replace, markdown))
+    return render_highlights(render_step_refs(_PLACEHOLDER.sub(replace, markdown)))
 
 
 def on_post_build(config, **kwargs):

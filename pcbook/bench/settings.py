@@ -141,8 +141,9 @@ NOISE = 0.05  # "at least as good": client RR may trail nginx by this much and s
 class Settings:
     """Windows, repetitions and concurrency of every phase; `python -m pcbook.bench` sets a few."""
 
-    # 6 paired values give a 97 % interval of the median; 7 paths need 14 orders for a full balanced design
-    # (balanced_orders), so 6 visit each path first once and balance who follows whom only in part
+    # 6 paired values give a 97 % interval of the median; 7 paths (9 with the peers) need 14 (18) orders for
+    # a full balanced design (balanced_orders), so in 6 only six paths go first once, and who follows whom is
+    # balanced only in part
     reps: int = 6
     warmup: float = 0.2  # seconds of calls before every round's window
     latency_window: float = 0.8  # one call in flight

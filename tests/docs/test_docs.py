@@ -245,3 +245,15 @@ def test_each_exercise_page_ends_with_its_exercise(lesson):
         assert said in rendered, f"the exercise of lesson {lesson.number} lacks {said!r}"
     steps = ", ".join(f"{lesson.number_of(k)} ({k})" for k in ex.steps)
     assert f"step(s) {steps}" in rendered, f"lesson {lesson.number}: its steps are {steps}"
+
+
+def test_highlighted_config_lines_are_named_by_directive_not_typed() -> None:
+    typed = [f"{page.relative_to(DOCS)}: {m.group(0)}" for page in DOCS.rglob("*.md")
+             for m in re.finditer(r'hl_lines="(?!directives:)[^"]*"', page.read_text())]
+    assert not typed, f"hl_lines with typed numbers drift from the file; name the directives instead: {typed}"
+    conf = ROOT / "nginx" / "bench-hop.conf"
+    lines = conf.read_text().splitlines()
+    for number in generate.directive_lines(conf, ["keepalive", "keepalive_requests"]):
+        assert lines[number - 1].split()[0] in ("keepalive", "keepalive_requests"), lines[number - 1]
+    with pytest.raises(generate.PluginError, match="has no directive proxy_pass"):
+        generate.directive_lines(conf, ["proxy_pass"])

@@ -170,3 +170,12 @@ def test_config_comments_quote_only_what_this_stack_logs() -> None:
     for name in ("lesson-4.conf", "exercises/lesson-5.conf"):
         text = (NGINX / name).read_text()
         assert re.search(tutorial.NO_CERT_SERVER.regex, text), f"{name} should name the server's line"
+
+
+def test_troubleshooting_lists_the_names_the_server_certificate_covers() -> None:
+    from pcbook.service import certs
+
+    row = next(line for line in (DOCS / "troubleshooting.md").read_text().splitlines()
+               if "Hostname Verification Check failed" in line and line.startswith("|"))
+    listed = set(re.findall(r"`([^`]+)`", row.split("|")[2]))
+    assert set(certs.SERVER_DNS) | set(certs.SERVER_IPS) <= listed, sorted(set(certs.SERVER_DNS) - listed)
