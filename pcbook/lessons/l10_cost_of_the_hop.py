@@ -155,7 +155,6 @@ LESSON = Lesson(
     title="The cost of the hop, the gain of scale-out",
     goal="Measure the proxy's latency and two backends' throughput on your own machine.",
     tutorial=False,
-    pinned=True,
     exercise=EXERCISE,
     steps=(
         Step(

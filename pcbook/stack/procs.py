@@ -36,8 +36,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,25 @@ def _command(args: list[str], env: Mapping[str, str], cwd: str | os.PathLike[str
     # -S -E: skip site and PYTHON* variables; the wrapper only needs ctypes (a few tens of ms).
     return [sys.executable, "-S", "-E", "-c", _PDEATHSIG_WRAPPER, str(os.getpid()),
             os.path.abspath(found), *args]
+
+
+def _affinity() -> set[int] | None:
+    """The calling thread's CPUs (None where the OS has no affinity call)."""
+    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+
+
+@contextmanager
+def _forking_on(cpus: set[int] | None) -> Iterator[None]:
+    """Run the body (a fork) with this thread on `cpus`, then put the thread back."""
+    before = _affinity()
+    if cpus is None or before is None or cpus == before:
+        yield
+        return
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 class _Spawner:
@@ -260,9 +280,15 @@ class Stack:
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"cannot start {name}: {exc}") from None
 
+        # A child inherits the CPU affinity of the thread that forks it, and the spawner thread keeps the
+        # whole machine's: fork with the caller's, as if the caller had forked (the bench pins a caller
+        # thread around start(); its pinning used to be lost here, "placement did not take").
+        cpus = _affinity()
+
         def launch() -> Proc:  # runs on the spawner thread; registers before returning so close() sees it
-            popen = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, env=full_env, cwd=cwd, start_new_session=True)
+            with _forking_on(cpus):
+                popen = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, env=full_env, cwd=cwd, start_new_session=True)
             proc = Proc(self, name, args, popen)
             with self._cond:
                 self._procs.pop(name, None)

@@ -217,9 +217,6 @@ class Lesson:
     tutorial: bool = True  # False: beyond the tutorial (lessons 7-10)
     # Lines of the servers' output not echoed (still captured): e.g. lesson 9's two lines per 1 KiB chunk.
     hide: tuple[str, ...] = ()
-    # Servers, nginx and load generators pinned on separate cores (pcbook.measure.placement): on a
-    # small machine the scheduler would otherwise put a load generator on its server's core now and then.
-    pinned: bool = False
     exercise: Exercise | None = None
 
     @property
