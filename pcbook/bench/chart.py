@@ -57,9 +57,10 @@ def draw_chart(results: dict[str, object], png: Path) -> None:
     right.set_title("The gain of scale-out\n(capacity simulated: sleeping workers)", fontsize=10)
     right.set_ylim(0, max(tput + [2 * capacity if isinstance(capacity, int | float) else 0]) * 1.25)
 
+    # Two lines: the machine and versions, then the placement (one line was wider than the figure).
     title = (f"{str(info.get('date', ''))[:10]} · {info.get('cores')} cores · {info.get('cpu', '')} · "
              f"nginx {info.get('nginx')} · HAProxy {info.get('haproxy', '?')} · "
-             f"Envoy {info.get('envoy', '?')} · grpcio {info.get('grpcio')} · "
+             f"Envoy {info.get('envoy', '?')} · grpcio {info.get('grpcio')}\n"
              f"{info.get('placement', '')}")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()

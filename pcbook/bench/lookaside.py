@@ -63,10 +63,11 @@ def measure_architectures(stack: procs.Stack, settings: Settings, say: Say, out_
         assert stage.registry_url is not None and stage.bootstrap is not None
         targets = {ARCH_DIRECT: f"127.0.0.1:{ARCH_FAST[0].port}", "nginx": f"127.0.0.1:{ARCH_NGINX_PORT}",
                    "thick": stage.registry_url, "xds": XDS_TARGET}
-        compare = Driver(calls=settings.arch_calls, warmup=settings.arch_warmup,
+        compare = Driver(calls=settings.arch_calls, warmup=settings.arch_warmup, run_length=settings.arch_run_length,
                          compare=tuple(f"{name}={target}" for name, target in targets.items()))
         say(f"{clock} latency: {settings.arch_calls} calls per architecture after {settings.arch_warmup} warm-up "
-            "calls, interleaved, one in flight (the load driver: sync grpcio, one process)")
+            f"calls, interleaved {settings.arch_run_length} at a time, one in flight (the load driver: sync grpcio, "
+            "one process)")
         with pinned(where, LOADGEN):
             run = stage.start_driver(compare, "compare")
         calls = stage.collect(run, timeout=120 + settings.arch_calls * 0.1)

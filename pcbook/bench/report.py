@@ -64,7 +64,8 @@ def report(hop: HopResult, scale: ScaleResult, settings: Settings, info: dict[st
     if arch is not None:
         say("")
         say(f"== three architectures, one registry: per-call latency ({arch.calls} calls each, one in flight, "
-            f"interleaved; added us paired over {arch.blocks} blocks), then lesson 11's changes with the three "
+            f"interleaved {settings.arch_run_length} at a time; added us paired over {arch.blocks} blocks), then "
+            "lesson 11's changes with the three "
             "clients calling at once (40 calls/s each, 20 ms of work per call)")
         for line in architecture_lines(arch):
             say(f"   {line}" if line else "")

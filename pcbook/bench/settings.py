@@ -159,6 +159,12 @@ class Settings:
     cross_check: bool = True  # h2load rows, where h2load is installed
     arch_calls: int = 900  # phase 3: calls per architecture, interleaved, cut into `reps` blocks
     arch_warmup: int = 50
+    # Phase 3's calls in runs of this many on one architecture. Call by call, whether a client's call lands
+    # on the server process that served the call before depends on how the round robins of nginx, the thick
+    # client and xDS line up with direct's one server, which changed from run to run: the thick client came
+    # out resolved faster than direct in 3 of 4 runs and resolved slower in the 4th (2026-12-08). In runs of
+    # 20 each path's calls follow its own, as in the hop phase's rounds and rr_cost's blocks.
+    arch_run_length: int = 20
     architectures: bool = True  # phase 3 (etcd, nginx_sync, the thick client, xDS)
 
     @property
