@@ -3,8 +3,9 @@ and waited for until it answers."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from pcbook.bench.settings import (
     ENVOY,
@@ -68,23 +69,23 @@ def start_peers(stack: procs.Stack, placement: Placement | None = None,
     """The peer proxies of nginx's plaintext hop that this machine has (HAProxy, Envoy), pinned where nginx
     is; a missing one is one line saying so and how to get it (its rows are left out)."""
     say = say or (lambda _line: None)
-    peers: dict[str, haproxy.HaproxyProcess | envoy.EnvoyProcess] = {}
-    try:
-        binary = haproxy.find_haproxy()
-    except haproxy.HaproxyNotFoundError as err:
-        say(f"HAProxy: skipped, {err}")
-    else:
-        with pinned(placement or Placement(), NGINX):
-            peers[HAPROXY] = haproxy.start_haproxy(stack, HAPROXY_CONF, port=HAPROXY_PORT, timeout=READY_TIMEOUT,
-                                                   binary=binary)
-    try:
-        envoy_binary = envoy.find_envoy()
-    except envoy.EnvoyNotFoundError as err:
-        say(f"Envoy: skipped, {err}")
-    else:
+    # (label, key, find the binary, its not-found error, start it with that binary)
+    kinds: tuple[tuple[str, str, Callable[[], Path], type[Exception], Callable[[Path], Any]], ...] = (
+        ("HAProxy", HAPROXY, haproxy.find_haproxy, haproxy.HaproxyNotFoundError,
+         lambda binary: haproxy.start_haproxy(stack, HAPROXY_CONF, port=HAPROXY_PORT, timeout=READY_TIMEOUT,
+                                              binary=binary)),
         # One worker thread, as nginx runs one worker: the bench pins both to the same core.
+        ("Envoy", ENVOY, envoy.find_envoy, envoy.EnvoyNotFoundError,
+         lambda binary: envoy.start_envoy(stack, ENVOY_CONF, name=ENVOY, port=ENVOY_PORT, admin_port=ENVOY_ADMIN_PORT,
+                                          concurrency=1, timeout=READY_TIMEOUT, binary=binary)),
+    )
+    peers: dict[str, haproxy.HaproxyProcess | envoy.EnvoyProcess] = {}
+    for label, key, find, not_found, start in kinds:
+        try:
+            binary = find()
+        except not_found as err:
+            say(f"{label}: skipped, {err}")
+            continue
         with pinned(placement or Placement(), NGINX):
-            peers[ENVOY] = envoy.start_envoy(stack, ENVOY_CONF, name=ENVOY, port=ENVOY_PORT,
-                                             admin_port=ENVOY_ADMIN_PORT, concurrency=1, timeout=READY_TIMEOUT,
-                                             binary=envoy_binary)
+            peers[key] = start(binary)
     return peers
