@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from pcbook.stack.procs import on_cpus
+
 SERVERS = "servers"
 NGINX = "nginx"
 LOADGEN = "loadgen"
@@ -83,16 +85,8 @@ def plan(cpus: frozenset[int] | None, *, free: bool = False) -> Placement:
 @contextmanager
 def pinned(placement: Placement, role: str) -> Iterator[None]:
     """Processes started inside run on `role`'s cores (inherited from this thread); restored after."""
-    cpus = placement.of(role)
-    if cpus is None:
+    with on_cpus(placement.of(role)):
         yield
-        return
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, cpus)
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
 
 
 def affinity_of(pid: int) -> frozenset[int] | None:

@@ -101,14 +101,15 @@ def _command(args: list[str], env: Mapping[str, str], cwd: str | os.PathLike[str
             os.path.abspath(found), *args]
 
 
-def _affinity() -> set[int] | None:
+def _affinity() -> set[int] | frozenset[int] | None:
     """The calling thread's CPUs (None where the OS has no affinity call)."""
     return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
 
 
 @contextmanager
-def _forking_on(cpus: set[int] | None) -> Iterator[None]:
-    """Run the body (a fork) with this thread on `cpus`, then put the thread back."""
+def on_cpus(cpus: set[int] | frozenset[int] | None) -> Iterator[None]:
+    """Run the body with this thread on `cpus` (None: as it is), then put the thread back. A process forked
+    inside inherits them."""
     before = _affinity()
     if cpus is None or before is None or cpus == before:
         yield
@@ -286,7 +287,7 @@ class Stack:
         cpus = _affinity()
 
         def launch() -> Proc:  # runs on the spawner thread; registers before returning so close() sees it
-            with _forking_on(cpus):
+            with on_cpus(cpus):
                 popen = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                          stderr=subprocess.STDOUT, env=full_env, cwd=cwd, start_new_session=True)
             proc = Proc(self, name, args, popen)
