@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pcbook import paths
+from pcbook.stack.specs import Server
 from pcbook.workbook.deploy.render import (
     DEFAULT_LESSON,
     ENVOY_SERVICE,
@@ -31,10 +33,11 @@ K8S_CONF_DIR = "/etc/pcbook-nginx"
 K8S_ENVOY_CONF_DIR = "/etc/pcbook-envoy"
 
 
-def names(p: Plan) -> dict[int, str]:
-    """Lesson port -> the headless Service of the server pods (one pool, one port)."""
+def names(p: Plan, servers: Sequence[Server] | None = None) -> dict[int, str]:
+    """Port of each of `servers` (default: the lesson's) -> the headless Service of the server pods (one pool,
+    on the port of the lesson's server1)."""
     port = p.servers[0].port
-    return {s.port: f"{K8S_SERVERS}:{port}" for s in p.servers}
+    return {s.port: f"{K8S_SERVERS}:{port}" for s in (p.servers if servers is None else servers)}
 
 
 def _labels(app: str) -> dict[str, str]:
@@ -156,7 +159,7 @@ def documents(number: int = DEFAULT_LESSON, replicas: int = K8S_REPLICAS) -> dic
     if (envoy := p.envoy) is not None:
         envoy_step = p.envoy_step
         assert envoy_step is not None
-        rendered = render_envoy(envoy.path.read_text(), {s.port: f"{K8S_SERVERS}:{port}" for s in envoy_step.servers},
+        rendered = render_envoy(envoy.path.read_text(), names(p, envoy_step.servers),
                                 source=str(envoy.path))
         note = (f"# Rendered by `python -m pcbook.workbook.deploy k8s` from envoy/{envoy.name} (lesson 13, step"
                 f" {envoy_step.key}):\n# its endpoints became the headless Service {K8S_SERVERS}:{port}, which"

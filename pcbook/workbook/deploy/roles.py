@@ -79,28 +79,31 @@ def run_envoy(conf_text: str, admin_port: int, *, source: str) -> None:
     exec_argv(envoy.envoy_argv(binary, conf, admin_port))
 
 
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as e:
+        raise ContainerError(f"cannot read {path}: {e.strerror}") from None
+
+
 def run_role(role: str, p: Plan, *, conf: Path | None = None) -> None:
     """Exec what the container of `role` runs (a server, nginx, Envoy or a client); returns only on error."""
     python = sys.executable
     if role not in ("client", ENVOY_CLIENT):
         health.write_port(role_port(role, p))  # what the health check of this container dials
-    spec = p.envoy
-    if role in (NGINX_SERVICE, ENVOY_SERVICE):
-        source = conf or (spec.path if role == ENVOY_SERVICE and spec else p.conf)
-        try:
-            text = source.read_text()
-        except OSError as e:
-            raise ContainerError(f"cannot read {source}: {e.strerror}") from None
+    if role == NGINX_SERVICE:
+        source = conf or p.conf
+        text = _read(source)
         # A config given with --conf (Kubernetes' ConfigMap) is already rendered for its names.
-        if role == NGINX_SERVICE:
-            run_nginx(text if conf else render_upstreams(text, compose_names(p), source=str(source)),
-                      source=str(source))
-        elif spec is not None:
-            run_envoy(text if conf else render_envoy(text, p.envoy_names(), source=str(source)), spec.admin_port,
-                      source=str(source))
+        run_nginx(text if conf else render_upstreams(text, compose_names(p), source=str(source)), source=str(source))
+    elif role == ENVOY_SERVICE and (spec := p.envoy) is not None:
+        source = conf or spec.path
+        text = _read(source)
+        run_envoy(text if conf else render_envoy(text, p.envoy_names(), source=str(source)), spec.admin_port,
+                  source=str(source))
     elif role == "client":
         exec_argv([python, "-m", "pcbook.client", *p.client_args()])
-    elif role == ENVOY_CLIENT and spec is not None:
+    elif role == ENVOY_CLIENT and (spec := p.envoy) is not None:
         exec_argv([python, "-m", "pcbook.client", *p.client_args(ENVOY_SERVICE, spec.port)])
     else:
         exec_argv([python, "-m", "pcbook.server", *p.server(role).args()])
