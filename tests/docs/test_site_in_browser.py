@@ -142,40 +142,44 @@ RESULTS = "[...document.querySelectorAll('.md-search-result__item > a')].map(a =
 META = "((document.querySelector('.md-search-result__meta') || {}).textContent || '')"
 
 
-def _search(base: str, tmp_path: Path, words: str) -> tuple[list[str], str]:
-    """Type `words` into the search box of the home page; the result links and the line above them."""
+def _browser(tmp_path: Path, name: str):  # type: ignore[no-untyped-def]
     if webdriver.CHROMEDRIVER is None:
-        pytest.skip("no chromedriver to type into the site (Debian: apt-get install chromium-driver)")
-    with webdriver.browser(str(CHROMIUM), OFFLINE, tmp_path / "chromium-search") as b:
-        b.go(f"{base}/")
-        b.type_into(SEARCH_BOX, words)
-        # The worker answers once it has read the index: wait for results, or for its "No matching" line.
-        b.wait_for(f"return {RESULTS}.length > 0 || /matching/i.test({META})")
-        return b.run(f"return {RESULTS}"), b.run(f"return {META}")
+        pytest.skip("no chromedriver to drive the site (Debian: apt-get install chromium-driver)")
+    return webdriver.browser(str(CHROMIUM), OFFLINE, tmp_path / name)
+
+
+def _search(b: webdriver.Browser, base: str, words: str) -> tuple[list[str], str]:
+    """Type `words` into the search box of the home page; the result links and the line above them."""
+    b.go(f"{base}/")
+    b.type_into(SEARCH_BOX, words)
+    # The worker answers once it has read the index: wait for results, or for its "No matching" line.
+    b.wait_for(f"return {RESULTS}.length > 0 || /matching/i.test({META})")
+    return b.run(f"return {RESULTS}"), b.run(f"return {META}")
 
 
 def test_the_search_box_finds_the_page_that_teaches_a_directive(site: Path, serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    links, meta = _search(serve(site), tmp_path, "max_fails")
+    base = serve(site)
+    with _browser(tmp_path, "chromium-search") as b:
+        links, meta = _search(b, base, "max_fails")
+        nothing, none_meta = _search(b, base, "zqxjkvw")
     pages = {urllib.parse.urlsplit(link).path.rstrip("/").rsplit("/", 1)[-1] for link in links}
     assert "08-when-a-backend-fails" in pages, (meta, links)
-    nothing, meta = _search(serve(site), tmp_path, "zqxjkvw")
-    assert nothing == [] and "No matching" in meta, (meta, nothing)
+    assert nothing == [] and "No matching" in none_meta, (none_meta, nothing)
 
 
 def test_without_the_search_index_the_search_box_finds_nothing(site: Path, serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     bare = tmp_path / "bare"
     shutil.copytree(site, bare)
     (bare / "search" / "search_index.json").unlink()
-    links, meta = _search(serve(bare), tmp_path, "max_fails")
+    with _browser(tmp_path, "chromium-search") as b:
+        links, meta = _search(b, serve(bare), "max_fails")
     assert links == [], (meta, links)
 
 
 def test_lesson_10s_chart_is_an_image_the_browser_draws(site: Path, serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    if webdriver.CHROMEDRIVER is None:
-        pytest.skip("no chromedriver to open the page (Debian: apt-get install chromium-driver)")
     size = ("return [...document.querySelectorAll('article img')].filter(i => i.complete)"
             ".map(i => [i.getAttribute('src'), i.naturalWidth, i.naturalHeight])")
-    with webdriver.browser(str(CHROMIUM), OFFLINE, tmp_path / "chromium-chart") as b:
+    with _browser(tmp_path, "chromium-chart") as b:
         b.go(f"{serve(site)}/lessons/10-cost-of-the-hop/")
         images = b.wait_for(size)
     charts = [(src, w, h) for src, w, h in images if src.endswith("bench-sample.png")]
